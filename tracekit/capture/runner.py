@@ -1,0 +1,108 @@
+"""Run a scenario in a forked child inside a new network namespace and bring its events back.
+
+The child enters the namespace, so the caller's namespace, sysctls and CPU affinity are never
+touched. Results and errors cross back over a pipe as pickles."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from tracekit.capture import netns
+from tracekit.capture.observer import OBSERVER_NAME
+from tracekit.capture.scenario import Scenario
+from tracekit.capture.session import HOST, Outcomes, Session
+from tracekit.errors import TracekitError
+
+MIB_KEYS = ("TCPMigrateReqSuccess", "TCPMigrateReqFailure")
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What one recording produced: the rows, the file metadata, and per-label outcomes."""
+
+    rows: list[dict[str, Any]]
+    metadata: dict[str, str]
+    outcomes: Outcomes
+    mib: dict[str, int]
+
+
+class RecordingFailed(TracekitError):
+    """The recording child failed; the message carries its error."""
+
+
+def _record_in_child(scenario: Scenario, command: str) -> Capture:
+    netns.enter_private_netns()
+    session = Session()
+    for step in scenario.steps:
+        session.run(step)
+    session.finish()
+    mib = {key: value for key, value in netns.read_mib().items() if key in MIB_KEYS}
+    metadata = {
+        "tracekit.source": "record",
+        "tracekit.kernel": os.uname().release,
+        "tracekit.command": command,
+        "tracekit.scenario": scenario.name,
+        "tracekit.observer": OBSERVER_NAME,
+        "tracekit.host": HOST,
+        "tracekit.cpus": str(session.ncpu),
+    } | {f"tracekit.mib.{key}": str(value) for key, value in sorted(mib.items())}
+    outcomes = Outcomes(dict(session.outcomes.flows), dict(session.outcomes.cpus), dict(session.outcomes.rets), dict(session.outcomes.delivered))
+    return Capture(session.rows, metadata, outcomes, mib)
+
+
+def run_in_namespace(function, *args: Any) -> Any:
+    """Call function(*args) in a forked child that may enter namespaces; return its result."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_fd)
+        try:
+            payload = (True, function(*args))
+        except TracekitError as err:
+            payload = (False, (type(err).__name__, str(err), None))
+        except BaseException as err:  # noqa: BLE001 - everything must cross back to the parent
+            payload = (False, (type(err).__name__, str(err), traceback.format_exc()))
+        try:
+            data = pickle.dumps(payload)
+        except Exception as err:  # noqa: BLE001
+            data = pickle.dumps((False, (type(err).__name__, f"unpicklable result: {err}", traceback.format_exc())))
+        with os.fdopen(write_fd, "wb") as out:
+            out.write(data)
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        raise RecordingFailed(f"the recording process died (wait status {status}) without reporting")
+    ok, result = pickle.loads(data)
+    if ok:
+        return result
+    name, message, trace = result
+    if trace is None:
+        raise RecordingFailed(message)
+    raise RuntimeError(f"recording failed with {name}: {message}\n{trace}")
+
+
+def capture(scenario: Scenario, command: str) -> Capture:
+    return run_in_namespace(_record_in_child, scenario, command)
+
+
+def _probe() -> str | None:
+    netns.enter_private_netns()
+    from tracekit.capture.observer import Observer
+
+    Observer()
+    return None
+
+
+def unsupported_reason() -> str | None:
+    """None if this machine can record; otherwise what is missing, in words."""
+    try:
+        return run_in_namespace(_probe)
+    except RecordingFailed as err:
+        return str(err)
