@@ -1,0 +1,180 @@
+"""Socket-layer behaviour: which sockets form a group, lookup across families, migration, UDP."""
+
+from __future__ import annotations
+
+from tracekit.kernel.net import Net
+from tracekit.kernel.profiles import PROFILES
+from tracekit.kernel.sock_reuseport import reciprocal_scale
+from tracekit.kernel.socket_layer import Host
+
+
+def listener(h: Host, sk: int, addr: str, port: int = 8080, family: int = 4, proto: str = "tcp",
+             **opts: int) -> None:
+    h.socket(sk, proto, family)
+    h.setsockopt(sk, "SO_REUSEPORT", 1, None, 0)
+    for name, value in opts.items():
+        h.setsockopt(sk, name, value, None, 0)
+    h.bind(sk, addr, port, 0)
+    if proto == "tcp":
+        h.listen(sk, 0)
+
+
+def group_of(h: Host, sk: int) -> list[int]:
+    return [s.sk_id for s in h.socks[sk].sk.sk_reuseport_cb.live()]
+
+
+def hash_for_slot(slot: int, n: int) -> int:
+    h = -(-(slot << 32) // n)
+    assert reciprocal_scale(h, n) == slot
+    return h
+
+
+def test_same_address_and_port_form_one_group_with_bind_inany_for_the_wildcard():
+    h = Host()
+    for sk in (1, 2, 3):
+        listener(h, sk, "0.0.0.0")
+    assert group_of(h, 1) == [1, 2, 3]
+    assert h.socks[1].sk.sk_reuseport_cb.bind_inany
+
+
+def test_address_v6only_and_device_split_groups():
+    h = Host()
+    listener(h, 1, "127.0.0.1")
+    listener(h, 2, "127.0.0.2")
+    listener(h, 3, "::", family=6)
+    listener(h, 4, "::", family=6, IPV6_V6ONLY=1)
+    listener(h, 5, "127.0.0.1", SO_BINDTODEVICE=1)
+    ids = {h.socks[sk].sk.sk_reuseport_cb.reuseport_id for sk in (1, 2, 3, 4, 5)}
+    assert len(ids) == 5
+    assert not h.socks[1].sk.sk_reuseport_cb.bind_inany
+
+
+def test_dual_stack_listener_takes_ipv4_unless_v6only():
+    h = Host()
+    listener(h, 1, "::", family=6)
+    assert h.syn("127.0.0.1", 8080, "127.0.0.1", 40000, 7, 0, b"").sk == 1
+    h2 = Host()
+    listener(h2, 1, "::", family=6, IPV6_V6ONLY=1)
+    pick = h2.syn("127.0.0.1", 8080, "127.0.0.1", 40000, 7, 0, b"")
+    assert pick.sk == -1 and pick.reason == "no-listener"
+
+
+def test_ipv4_group_wins_over_an_earlier_dual_stack_group():
+    h = Host()
+    listener(h, 1, "::", family=6)
+    listener(h, 2, "0.0.0.0")
+    assert h.syn("127.0.0.1", 8080, "127.0.0.1", 40000, 7, 0, b"").sk == 2
+
+
+def test_exact_address_bucket_before_wildcard():
+    h = Host()
+    listener(h, 1, "0.0.0.0")
+    listener(h, 2, "127.0.0.1")
+    assert h.syn("127.0.0.1", 8080, "127.0.0.1", 40000, 7, 0, b"").sk == 2
+    assert h.syn("127.0.0.2", 8080, "127.0.0.1", 40001, 7, 0, b"").sk == 1
+
+
+def test_close_migrates_queue_in_order_with_tcp_migrate_req():
+    h = Host()
+    for sk in (1, 2, 3):
+        listener(h, sk, "127.0.0.1")
+    h.sysctl("net.ipv4.tcp_migrate_req", 1)
+    flows = []
+    for i in range(4):
+        pick = h.syn("127.0.0.1", 8080, "127.0.0.1", 40000 + i, hash_for_slot(0, 3) + i, 0, b"")
+        assert pick.sk == 1
+        flows.append(40000 + i)
+    h.close(1, cpu=2)
+    # sk 3 moved into slot 0; slot 0 of 2 sockets for these hashes
+    assert group_of(h, 2) == [3, 2]
+    assert [m.flow[3] for m in h.migrations] == flows
+    assert all(m.to == 3 for m in h.migrations)
+    assert [c.flow[3] for c in h.socks[3].accept_queue] == flows
+    assert h.net.mib["TCPMigrateReqSuccess"] == 4
+    exp = h.accept(3, "127.0.0.1", 8080, "127.0.0.1", 40000)
+    assert exp.expected == 3 and exp.pick.migrated_from == (1, None, 2)
+
+
+def test_close_without_migration_resets_the_queue():
+    h = Host()
+    for sk in (1, 2):
+        listener(h, sk, "127.0.0.1")
+    h.syn("127.0.0.1", 8080, "127.0.0.1", 40000, hash_for_slot(0, 2), 0, b"")
+    h.close(1, cpu=0)
+    assert h.reset("127.0.0.1", 8080, "127.0.0.1", 40000).expected == -1
+
+
+def test_shutdown_and_listen_again_rejoins_the_same_group():
+    h = Host()
+    for sk in (1, 2, 3):
+        listener(h, sk, "127.0.0.1")
+    h.sysctl("net.ipv4.tcp_migrate_req", 1)
+    h.shutdown(1, 2, cpu=0)
+    reuse = h.socks[2].sk.sk_reuseport_cb
+    assert [s.sk_id for s in reuse.closed()] == [1]
+    h.listen(1, 0)
+    assert group_of(h, 2) == [3, 2, 1] and reuse.num_closed_socks == 0
+
+
+def test_udp_connect_detaches_on_newest_profile_and_gets_its_flow():
+    h = Host()
+    for sk in (1, 2, 3):
+        listener(h, sk, "127.0.0.1", port=9001, proto="udp")
+    h.connect(3, "127.0.0.1", 9100)
+    assert group_of(h, 1) == [1, 2]
+    assert h.datagram("127.0.0.1", 9001, "127.0.0.1", 9100, 5, 0, b"x").reason == "connected"
+    other = h.datagram("127.0.0.1", 9001, "127.0.0.1", 9200, hash_for_slot(1, 2), 0, b"x")
+    assert other.sk == 2
+
+
+def test_udp_connect_keeps_membership_before_hash4():
+    h = Host(Net(profile=PROFILES[0]))
+    for sk in (1, 2, 3):
+        listener(h, sk, "127.0.0.1", port=9001, proto="udp")
+    h.connect(3, "127.0.0.1", 9100)
+    assert group_of(h, 1) == [1, 2, 3]
+    # the ESTABLISHED socket in slot 2 is skipped: wraps to slot 0
+    pick = h.datagram("127.0.0.1", 9001, "127.0.0.1", 9200, hash_for_slot(2, 3), 0, b"x")
+    assert pick.sk == 1 and pick.reason == "established-skip"
+
+
+def test_wildcard_udp_connect_rehashes_to_the_source_address():
+    h = Host()
+    for sk in (1, 2):
+        listener(h, sk, "0.0.0.0", port=9001, proto="udp")
+    h.connect(2, "127.0.0.1", 9100)
+    assert str(h.socks[2].laddr) == "127.0.0.1" and h.socks[2].sk.sk_reuseport_cb is None
+
+
+def test_incoming_cpu_preference_in_hash_selection():
+    h = Host()
+    for sk in (1, 2, 3):
+        listener(h, sk, "127.0.0.1")
+        h.setsockopt(sk, "SO_INCOMING_CPU", sk, None, 0)
+    pick = h.syn("127.0.0.1", 8080, "127.0.0.1", 40000, hash_for_slot(0, 3), 3, b"")
+    assert pick.sk == 3 and pick.reason == "incoming-cpu"
+    # a CPU nobody prefers: the first valid socket from the hash slot
+    assert h.syn("127.0.0.1", 8080, "127.0.0.1", 40001, hash_for_slot(1, 3), 9, b"").sk == 2
+    # no CPU in the trace while SO_INCOMING_CPU matters: unknown
+    assert h.syn("127.0.0.1", 8080, "127.0.0.1", 40002, 1, None, b"").unknown == "no-cpu"
+
+
+def test_tcp_compute_score_gives_incoming_cpu_a_bonus():
+    h = Host()
+    for sk in (1, 2):  # two listeners without SO_REUSEPORT; sk 2 is hashed last (bucket head)
+        h.socket(sk, "tcp", 4)
+        h.bind(sk, "127.0.0.1", 8080, 0)
+    h.setsockopt(1, "SO_INCOMING_CPU", 4, None, 0)
+    h.listen(1, 0)
+    h.listen(2, 0)
+    assert h.syn("127.0.0.1", 8080, "127.0.0.1", 40000, 1, 0, b"").sk == 2
+    pick = h.syn("127.0.0.1", 8080, "127.0.0.1", 40001, 1, 4, b"")
+    assert pick.sk == 1 and pick.reason == "lookup"
+
+
+def test_no_hash_is_unknown_unless_every_hash_agrees():
+    h = Host()
+    listener(h, 1, "127.0.0.1")
+    assert h.syn("127.0.0.1", 8080, "127.0.0.1", 40000, None, 0, b"").sk == 1
+    listener(h, 2, "127.0.0.1")
+    assert h.syn("127.0.0.1", 8080, "127.0.0.1", 40001, None, 0, b"").unknown == "no-hash"

@@ -1,0 +1,484 @@
+"""One host (network namespace) as the socket layer sees it: sockets, the listen and UDP hash
+buckets in the kernel's order, accept queues, connections and datagrams in flight.
+
+Each socket-layer event of the trace format is a method named after the event; each mirrors the
+kernel path that reaches `sock_reuseport.c` (cited per method). Observations (`accept`, `recv`,
+`reset`) return what the model expected; the model then follows what was observed, so one wrong
+prediction is reported once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from tracekit.kernel import cbpf
+from tracekit.kernel.bpf import (
+    BPF_SK_REUSEPORT_SELECT,
+    BPF_SK_REUSEPORT_SELECT_OR_MIGRATE,
+    BpfProg,
+    Skb,
+    _Unknown,
+)
+from tracekit.kernel.net import Net
+from tracekit.kernel.profiles import NEWEST, Profile
+from tracekit.kernel.sock import (
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    PROTOCOLS,
+    TCP_CLOSE,
+    TCP_ESTABLISHED,
+    TCP_LISTEN,
+    Sock,
+)
+from tracekit.kernel.sock_reuseport import (
+    SockReuseport,
+    reuseport_add_sock,
+    reuseport_alloc,
+    reuseport_attach_prog,
+    reuseport_detach_prog,
+    reuseport_detach_sock,
+    reuseport_has_conns_set,
+    reuseport_stop_listen_sock,
+    reuseport_update_incoming_cpu,
+)
+from tracekit.kernel.socket_layer.addresses import (
+    IP,
+    bucket_key,
+    format_endpoint,
+    parse_ip,
+    rcv_saddr_any,
+    route_source,
+)
+from tracekit.kernel.socket_layer.lookup import tcp_lookup_listener, udp_lookup
+from tracekit.kernel.socket_layer.selection import Pick, migrate_traced
+
+LOOPBACK_IFINDEX = 1
+SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
+
+Flow = tuple[str, int, str, int]
+"""(laddr, lport, raddr, rport) from the listener's point of view, addresses normalized."""
+
+
+@dataclass(eq=False)
+class Socket:
+    """The socket-layer state around a `Sock`: what binding, listening and connecting set."""
+
+    sk: Sock
+    proto: str
+    family: int
+    laddr: IP | None = None
+    lport: int | None = None
+    raddr: IP | None = None
+    rport: int = 0
+    v6only: bool = False
+    bound_dev_if: int = 0
+    listening: bool = False
+    closed: bool = False
+    accept_queue: deque[Conn] = field(default_factory=deque)
+
+    @property
+    def label(self) -> str:
+        """The group label of this socket's bind: `tcp 127.0.0.1:8080`, `udp [::]:53`."""
+        text = f"{self.proto} {format_endpoint(self.laddr, self.lport)}"
+        if self.bound_dev_if:
+            text += f" dev {self.bound_dev_if}"
+        if self.v6only:
+            text += " v6only"
+        return text
+
+
+@dataclass(eq=False)
+class Conn:
+    """A connection request: queued on a listener, reset, or somewhere the model cannot tell."""
+
+    flow: Flow
+    hash: int | None
+    pick: Pick
+    listener: Socket | None = None
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the model expected of an observation: a socket id, -1 for none, or unknown."""
+
+    expected: int
+    pick: Pick | None
+    unknown: str | None = None
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One queued connection of a stopped listener: migrated to `to` or reset (-1) or unknown."""
+
+    listener: int
+    flow: Flow
+    to: int
+    unknown: str | None
+    group: str | None
+
+
+def flow_of(laddr: str, lport: int, raddr: str, rport: int) -> Flow:
+    return (str(parse_ip(laddr)), int(lport), str(parse_ip(raddr)), int(rport))
+
+
+class Host:
+    """A network namespace: the model's state for one trace host."""
+
+    def __init__(self, net: Net | None = None) -> None:
+        self.net = net if net is not None else Net()
+        self.seq: int | None = None
+        self.socks: dict[int, Socket] = {}
+        self.tcp_buckets: dict[tuple[int, str], list[Socket]] = {}
+        self.udp_buckets: dict[tuple[int, str], list[Socket]] = {}
+        self.udp_primary: dict[int, list[Socket]] = {}
+        self.conns: dict[Flow, Conn] = {}
+        self.datagrams: dict[Flow, deque[Pick]] = {}
+        self.dropped: dict[Flow, deque[Pick]] = {}
+        self.migrations: list[Migration] = []
+        self.on_migration: Callable[[Migration], None] | None = None
+
+    # -- sockets ----------------------------------------------------------------------------------
+    def sock(self, sk_id: int, proto: str | None = None) -> Socket:
+        """The socket with this trace id; kernel-layer traces create sockets on first use."""
+        s = self.socks.get(sk_id)
+        if s is None:
+            proto = proto or "tcp"
+            s = Socket(Sock(sk_id, self.net, sk_protocol=PROTOCOLS[proto]), proto, 4)
+            self.socks[sk_id] = s
+        return s
+
+    def socket(self, sk: int, proto: str, family: int) -> None:
+        self.socks[sk] = Socket(Sock(sk, self.net, sk_protocol=PROTOCOLS[proto]), proto, int(family))
+
+    def label_of(self, reuse: SockReuseport | None) -> str | None:
+        """The group's label, from a member's bind (kernel-layer traces: `group <reuseport_id>`)."""
+        if reuse is None:
+            return None
+        for member in reuse.socks[: reuse.num_socks] + reuse.closed():
+            s = self.socks.get(member.sk_id) if member is not None else None
+            if s is not None and s.lport is not None:
+                return s.label
+        return f"group {reuse.reuseport_id}"
+
+    def groups(self) -> list[SockReuseport]:
+        """Every group some socket of this host belongs to, in order of first member id."""
+        seen: dict[int, SockReuseport] = {}
+        for sk_id in sorted(self.socks):
+            reuse = self.socks[sk_id].sk.sk_reuseport_cb
+            if reuse is not None and id(reuse) not in seen:
+                seen[id(reuse)] = reuse
+        return list(seen.values())
+
+    def _label_pick(self, pick: Pick, sk: Sock | None) -> Pick:
+        reuse = sk.sk_reuseport_cb if sk is not None else None
+        if pick.group is not None:
+            return pick
+        if reuse is None and sk is not None:
+            owner = self.socks.get(sk.sk_id)
+            return replace(pick, group=owner.label if owner is not None else None, seq=self.seq)
+        return replace(pick, group=self.label_of(reuse), seq=self.seq)
+
+    # -- options ----------------------------------------------------------------------------------
+    def setsockopt(self, sk: int, name: str, value: int | None, prog: bytes | None,
+                   ret: int | None) -> None:
+        """net/core/sock.c `sk_setsockopt()` and net/ipv6/ipv6_sockglue.c for IPV6_V6ONLY.
+
+        SO_ATTACH_REUSEPORT_EBPF names its program in `prog` (the UTF-8 bytes of the name a policy
+        is registered under); `value` 40 (BPF_SK_REUSEPORT_SELECT_OR_MIGRATE) makes it
+        migration-capable.
+        """
+        if ret:
+            return
+        s = self.sock(sk)
+        if name == "SO_REUSEPORT":
+            s.sk.sk_reuseport = bool(value)
+        elif name == "SO_ATTACH_REUSEPORT_CBPF":
+            reuseport_attach_prog(s.sk, BpfProg.cbpf(cbpf.decode_sock_filter(prog or b"")))
+        elif name == "SO_ATTACH_REUSEPORT_EBPF":
+            reuseport_attach_prog(s.sk, ebpf_prog(prog, value))
+        elif name == "SO_DETACH_REUSEPORT_BPF":
+            reuseport_detach_prog(s.sk)
+        elif name == "SO_INCOMING_CPU":
+            reuseport_update_incoming_cpu(s.sk, int(value if value is not None else -1))
+        elif name == "IPV6_V6ONLY":
+            s.v6only = bool(value)
+        elif name == "SO_BINDTODEVICE":
+            s.bound_dev_if = int(value or 0)
+
+    def sysctl(self, name: str, value: int) -> None:
+        if name in ("net.ipv4.tcp_migrate_req", "net/ipv4/tcp_migrate_req"):
+            self.net.sysctl_tcp_migrate_req = int(value)
+
+    # -- bind / listen / connect ------------------------------------------------------------------
+    def bind(self, sk: int, laddr: str, lport: int, ret: int | None) -> None:
+        """inet_bind(); for UDP `udp_lib_get_port()` joins the group (`udp_reuseport_add_sock()`)."""
+        if ret:
+            return
+        s = self.sock(sk)
+        s.laddr, s.lport = parse_ip(laddr), int(lport)
+        if s.proto == "udp" and s.lport:
+            self._udp_hash(s)
+
+    def _udp_hash(self, s: Socket) -> None:
+        primary = self.udp_primary.setdefault(s.lport, [])
+        if s.sk.sk_reuseport:
+            if self._udp_reuseport_add_sock(s, primary):
+                return
+        primary.insert(0, s)
+        self._bucket_add(self.udp_buckets, s)
+        s.sk.hashed = True
+
+    def _udp_reuseport_add_sock(self, s: Socket, primary: list[Socket]) -> int:
+        """net/ipv4/udp.c `udp_reuseport_add_sock()`: join the first matching socket of the port."""
+        for s2 in primary:
+            if s2 is not s and self._same_group_key(s, s2):
+                return reuseport_add_sock(s.sk, s2.sk, rcv_saddr_any(s.laddr))
+        return reuseport_alloc(s.sk, rcv_saddr_any(s.laddr))
+
+    @staticmethod
+    def _same_group_key(s: Socket, s2: Socket) -> bool:
+        # family, ipv6_only, bound device, port, sk_reuseport, uid (one per trace), and
+        # inet_rcv_saddr_equal(sk, sk2, false): the same address, wildcards only equal wildcards
+        return (s2.family == s.family and s2.v6only == s.v6only
+                and s2.bound_dev_if == s.bound_dev_if and s2.lport == s.lport
+                and s2.sk.sk_reuseport and s2.laddr == s.laddr)
+
+    @staticmethod
+    def _bucket_add(buckets: dict, s: Socket) -> None:
+        # __inet_hash() / udp_lib_get_port(): IPv6 reuseport sockets go to the tail so that IPv4
+        # ones (which score higher for IPv4 packets) are found first; everything else to the head
+        bucket = buckets.setdefault((s.lport, bucket_key(s.laddr)), [])
+        if s.sk.sk_reuseport and s.family == 6:
+            bucket.append(s)
+        else:
+            bucket.insert(0, s)
+
+    @staticmethod
+    def _bucket_remove(buckets: dict, s: Socket) -> None:
+        bucket = buckets.get((s.lport, bucket_key(s.laddr)), [])
+        if s in bucket:
+            bucket.remove(s)
+
+    def listen(self, sk: int, ret: int | None) -> None:
+        """inet_csk_listen_start() -> `__inet_hash()` -> `inet_reuseport_add_sock()`."""
+        if ret:
+            return
+        s = self.sock(sk)
+        if s.listening or s.lport is None:
+            return
+        s.sk.sk_state = TCP_LISTEN
+        if s.sk.sk_reuseport:
+            err = self._inet_reuseport_add_sock(s)
+            if err:
+                s.sk.sk_state = TCP_CLOSE
+                return
+        self._bucket_add(self.tcp_buckets, s)
+        s.sk.hashed = True
+        s.listening = True
+
+    def _inet_reuseport_add_sock(self, s: Socket) -> int:
+        bucket = self.tcp_buckets.get((s.lport, bucket_key(s.laddr)), [])
+        for s2 in bucket:
+            if s2 is not s and self._same_group_key(s, s2):
+                return reuseport_add_sock(s.sk, s2.sk, rcv_saddr_any(s.laddr))
+        return reuseport_alloc(s.sk, rcv_saddr_any(s.laddr))
+
+    def connect(self, sk: int, raddr: str, rport: int, ret: int | None = None) -> None:
+        """UDP `__ip4_datagram_connect()` / `__ip6_datagram_connect()`.
+
+        A wildcard-bound socket takes the route's source address and is rehashed
+        (`udp_lib_rehash()`), which detaches it from its group; then `reuseport_has_conns_set()`
+        and TCP_ESTABLISHED, so hash selection skips it. From 6.13 the connected socket enters the
+        4-tuple hash (`udp_lib_hash4()`), which detaches it from its group too.
+        """
+        if ret:
+            return
+        s = self.sock(sk)
+        if s.proto != "udp":
+            return
+        dest = parse_ip(raddr)
+        if s.laddr is not None and s.lport and s.laddr.is_unspecified:
+            self._bucket_remove(self.udp_buckets, s)
+            if s.sk.sk_reuseport_cb is not None:
+                reuseport_detach_sock(s.sk)
+            s.laddr = route_source(dest, s.family)
+            self.udp_buckets.setdefault((s.lport, bucket_key(s.laddr)), []).insert(0, s)
+        s.raddr, s.rport = dest, int(rport)
+        reuseport_has_conns_set(s.sk)
+        s.sk.sk_state = TCP_ESTABLISHED
+        if udp_hash4(self.net.profile) and s.sk.sk_reuseport_cb is not None:
+            # udp4_hash4() / udp6_hash4() -> udp_lib_hash4(): a socket in the 4-tuple hash
+            # leaves its group (the recorder sees this on 6.18: story-udp-connected)
+            reuseport_detach_sock(s.sk)
+
+    # -- shutdown / close -------------------------------------------------------------------------
+    def shutdown(self, sk: int, how: int | None, cpu: int | None) -> None:
+        """inet_shutdown(): SHUT_RD / SHUT_RDWR on a listener -> tcp_disconnect(), which stops it."""
+        s = self.sock(sk)
+        if s.listening and how in (SHUT_RD, SHUT_RDWR, None):
+            self._set_cpu(cpu)
+            self._listen_stop(s)
+
+    def close(self, sk: int, cpu: int | None) -> None:
+        """tcp_close() / udp_lib_close(), then sk_destruct() -> `reuseport_detach_sock()`."""
+        s = self.sock(sk)
+        self._set_cpu(cpu)
+        if s.listening:
+            self._listen_stop(s)
+        elif s.proto == "udp" and s.sk.hashed:
+            # udp_lib_unhash()
+            if s.sk.sk_reuseport_cb is not None:
+                reuseport_detach_sock(s.sk)
+            self._bucket_remove(self.udp_buckets, s)
+            primary = self.udp_primary.get(s.lport, [])
+            if s in primary:
+                primary.remove(s)
+            s.sk.hashed = False
+        if s.sk.sk_reuseport_cb is not None:
+            reuseport_detach_sock(s.sk)
+        s.closed = True
+        s.sk.sk_state = TCP_CLOSE
+
+    def _set_cpu(self, cpu: int | None) -> None:
+        if cpu is not None:
+            self.net.cpu = int(cpu)
+
+    def _listen_stop(self, s: Socket) -> None:
+        """tcp_set_state(TCP_CLOSE) -> `inet_unhash()` -> `reuseport_stop_listen_sock()`, then
+        `inet_csk_listen_stop()` migrates each queued child in queue order or resets it."""
+        group = self.label_of(s.sk.sk_reuseport_cb) or s.label
+        s.sk.sk_state = TCP_CLOSE
+        if s.sk.sk_reuseport_cb is not None:
+            reuseport_stop_listen_sock(s.sk)
+        self._bucket_remove(self.tcp_buckets, s)
+        s.sk.hashed = False
+        s.listening = False
+        queue, s.accept_queue = s.accept_queue, deque()
+        for conn in queue:
+            child = Sock(-1, self.net, sk_protocol=IPPROTO_TCP, sk_state=TCP_ESTABLISHED)
+            nsk, pick = migrate_traced(s.sk, child, conn.hash)
+            pick = replace(pick, group=group, seq=self.seq,
+                           migrated_from=(s.sk.sk_id, self.seq, self.net.cpu))
+            if isinstance(nsk, _Unknown):
+                conn.listener, conn.pick = None, pick
+                to, unknown = -1, pick.unknown or "no-hash"
+            elif isinstance(nsk, Sock):
+                self.net.mib["TCPMigrateReqSuccess"] += 1
+                target = self.socks[nsk.sk_id]
+                conn.listener, conn.pick = target, pick
+                target.accept_queue.append(conn)
+                to, unknown = nsk.sk_id, None
+            else:
+                conn.listener, conn.pick = None, replace(pick, sk=-1)
+                to, unknown = -1, None
+            migration = Migration(s.sk.sk_id, conn.flow, to, unknown, group)
+            self.migrations.append(migration)
+            if self.on_migration is not None:
+                self.on_migration(migration)
+
+    # -- arrivals ---------------------------------------------------------------------------------
+    def syn(self, laddr: str, lport: int, raddr: str, rport: int, hash: int | None,
+            cpu: int | None, payload: bytes | None) -> Pick:
+        """tcp_v4_rcv() / tcp_v6_rcv() -> listener lookup; the request queues on the chosen
+        listener with `sk_hash` = the flow hash, which migration re-uses."""
+        self._set_cpu(cpu)
+        flow = flow_of(laddr, lport, raddr, rport)
+        daddr = parse_ip(flow[0])
+        skb = Skb(payload=payload, len=len(payload) if payload is not None else None,
+                  protocol=IPPROTO_TCP, cpu=cpu)
+        chosen, pick = tcp_lookup_listener(self.tcp_buckets, daddr, flow[1], LOOPBACK_IFINDEX, cpu,
+                                           hash, skb)
+        conn = Conn(flow, hash, Pick(sk=-1, reason="no-listener"))
+        if isinstance(chosen, Sock):
+            conn.listener = self.socks[chosen.sk_id]
+            conn.pick = self._label_pick(pick, chosen)
+            conn.listener.accept_queue.append(conn)
+        elif isinstance(chosen, _Unknown):
+            conn.pick = replace(pick, unknown=pick.unknown or "no-hash", seq=self.seq)
+        elif pick is not None:
+            conn.pick = replace(pick, sk=-1, dropped=True, seq=self.seq)
+        self.conns[flow] = conn
+        return conn.pick
+
+    def datagram(self, laddr: str, lport: int, raddr: str, rport: int, hash: int | None,
+                 cpu: int | None, payload: bytes | None) -> Pick:
+        """udp_rcv() -> `__udp4_lib_lookup()` / `__udp6_lib_lookup()`."""
+        self._set_cpu(cpu)
+        flow = flow_of(laddr, lport, raddr, rport)
+        daddr, saddr = parse_ip(flow[0]), parse_ip(flow[2])
+        skb = Skb(payload=payload, len=len(payload) if payload is not None else None,
+                  protocol=IPPROTO_UDP, cpu=cpu)
+        owners = self.socks
+        chosen, pick = udp_lookup(owners, self.udp_buckets, self.udp_primary.get(flow[1], []),
+                                  saddr, flow[3], daddr, flow[1], LOOPBACK_IFINDEX, cpu, hash, skb)
+        if isinstance(chosen, Sock):
+            pick = self._label_pick(pick, chosen)
+            self.datagrams.setdefault(flow, deque()).append(pick)
+        elif isinstance(chosen, _Unknown):
+            pick = replace(pick, unknown=pick.unknown or "no-hash", seq=self.seq)
+            self.datagrams.setdefault(flow, deque()).append(pick)
+        else:
+            pick = replace(pick or Pick(sk=-1, reason="no-listener"), sk=-1, seq=self.seq)
+            self.dropped.setdefault(flow, deque()).append(pick)
+        return pick
+
+    # -- observations -----------------------------------------------------------------------------
+    def accept(self, sk: int, laddr: str, lport: int, raddr: str, rport: int) -> Expectation:
+        """`sk` accepted this connection: expected is the listener whose queue holds it."""
+        conn = self.conns.pop(flow_of(laddr, lport, raddr, rport), None)
+        if conn is None:
+            return Expectation(-1, None, "lost-events")
+        self._dequeue(conn)
+        return self._expectation(conn)
+
+    def reset(self, laddr: str, lport: int, raddr: str, rport: int) -> Expectation:
+        conn = self.conns.pop(flow_of(laddr, lport, raddr, rport), None)
+        if conn is None:
+            return Expectation(-1, None, "lost-events")
+        self._dequeue(conn)
+        return self._expectation(conn)
+
+    def _dequeue(self, conn: Conn) -> None:
+        if conn.listener is not None and conn in conn.listener.accept_queue:
+            conn.listener.accept_queue.remove(conn)
+
+    @staticmethod
+    def _expectation(conn: Conn) -> Expectation:
+        if conn.pick.unknown is not None:
+            return Expectation(-1, conn.pick, conn.pick.unknown)
+        expected = conn.listener.sk.sk_id if conn.listener is not None else -1
+        return Expectation(expected, conn.pick)
+
+    def recv(self, sk: int, laddr: str, lport: int, raddr: str, rport: int) -> Expectation:
+        """`sk` received a datagram of this flow: the oldest prediction of the flow (FIFO)."""
+        flow = flow_of(laddr, lport, raddr, rport)
+        queue = self.datagrams.get(flow)
+        if queue:
+            pick = queue.popleft()
+            return Expectation(pick.sk, pick, pick.unknown)
+        dropped = self.dropped.get(flow)
+        if dropped:
+            pick = dropped.popleft()
+            return Expectation(-1, pick)
+        return Expectation(-1, None, "lost-events")
+
+
+def udp_hash4(profile: Profile) -> bool:
+    """Connected UDP sockets go into the 4-tuple hash (78c91ae2c6de, 6.13)."""
+    flag = getattr(profile, "udp_hash4", None)
+    if flag is not None:
+        return bool(flag)
+    return profile is NEWEST or profile.release >= (6, 13)
+
+
+def ebpf_prog(prog: bytes | None, attach_type: int | None) -> BpfProg:
+    """The eBPF program a trace names: `prog` holds the UTF-8 bytes of the program's name."""
+    name = (prog or b"").decode("utf-8", errors="replace")
+    migrate = attach_type == BPF_SK_REUSEPORT_SELECT_OR_MIGRATE
+    return BpfProg.ebpf(name, migrate=migrate)
+
+
+__all__ = ["Conn", "Expectation", "Flow", "Host", "Migration", "Socket", "ebpf_prog", "flow_of",
+           "BPF_SK_REUSEPORT_SELECT"]

@@ -1,0 +1,204 @@
+"""Reuseport selection with its reasons: what the kernel's callers get from `sock_reuseport.c`, plus
+what a person needs to follow the choice (the hash, the start slot, the array at that moment).
+
+The kernel function decides; this module only calls it and records the inputs. When the trace
+lacks an input (no hash, no CPU while SO_INCOMING_CPU matters) the choice is `UNKNOWN` with a
+reason, unless every possible value of the missing input gives the same answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from tracekit.kernel import cbpf
+from tracekit.kernel.bpf import (
+    BPF_PROG_TYPE_SK_REUSEPORT,
+    BPF_SK_REUSEPORT_SELECT_OR_MIGRATE,
+    ErrPtr,
+    Skb,
+    _Unknown,
+)
+from tracekit.kernel.sock import Sock, sock_net
+from tracekit.kernel.sock_reuseport import (
+    SockReuseport,
+    reciprocal_scale,
+    reuseport_migrate_sock,
+    reuseport_select_sock,
+    reuseport_select_sock_by_hash,
+)
+
+MAX_INDEPENDENCE_CHECK = 64
+
+
+@dataclass(frozen=True)
+class Pick:
+    """Where a connection or datagram goes, and why.
+
+    `sk` is the chosen socket id, or -1 for none (reset / drop); `unknown` names what the trace
+    lacks when the model cannot decide (then `sk` is meaningless).
+    """
+
+    sk: int
+    reason: str
+    unknown: str | None = None
+    group: str | None = None
+    reuseport_id: int = -1
+    hash: int | None = None
+    cpu: int | None = None
+    num_socks: int = 0
+    start: int | None = None
+    slot: int | None = None
+    socks: tuple[int, ...] = ()
+    incoming_cpus: tuple[int, ...] = ()
+    established: tuple[int, ...] = ()
+    prog: str | None = None
+    cbpf_index: int | None = None
+    dropped: bool = False
+    seq: int | None = None
+    migrated_from: tuple[int, int | None, int | None] | None = None  # (closed sk, seq, cpu)
+
+    @property
+    def is_unknown(self) -> bool:
+        return self.unknown is not None
+
+
+def prog_label(reuse: SockReuseport | None) -> str | None:
+    if reuse is None or reuse.prog is None:
+        return None
+    if reuse.prog.type == BPF_PROG_TYPE_SK_REUSEPORT:
+        return f"ebpf:{reuse.prog.name}"
+    return "cbpf"
+
+
+def _snapshot(reuse: SockReuseport) -> dict:
+    live = reuse.live()
+    return {
+        "reuseport_id": reuse.reuseport_id,
+        "num_socks": reuse.num_socks,
+        "socks": tuple(s.sk_id for s in live),
+        "incoming_cpus": tuple(s.sk_incoming_cpu for s in live),
+        "established": tuple(s.sk_id for s in live if s.sk_state == 1),
+        "prog": prog_label(reuse),
+    }
+
+
+def _unknown_reason_of(reuse: SockReuseport) -> str:
+    prog = reuse.prog
+    if prog is not None and prog.type == BPF_PROG_TYPE_SK_REUSEPORT:
+        return "unregistered-prog"
+    return "cbpf-unknown"
+
+
+def _cpu_matters(reuse: SockReuseport) -> bool:
+    first = reuse.socks[0]
+    return bool(first is not None and sock_net(first).profile.incoming_cpu and reuse.incoming_cpu)
+
+
+def _hash_independent(reuse: SockReuseport, cpu: int) -> Sock | None | _Unknown:
+    """The hash selection's answer when it is the same for every hash, else UNKNOWN."""
+    n = reuse.num_socks
+    if n > MAX_INDEPENDENCE_CHECK:
+        return _Unknown()
+    answers = set()
+    for start in range(n):
+        # the smallest u32 whose reciprocal_scale(., n) is `start`
+        h = -(-(start << 32) // n)
+        answers.add(reuseport_select_sock_by_hash(reuse, h, n, cpu))
+        if len(answers) > 1:
+            return _Unknown()
+    return answers.pop()
+
+
+def _hash_reason(reuse: SockReuseport, hash: int, chosen: Sock | None) -> tuple[str, int, int | None]:
+    n = reuse.num_socks
+    start = reciprocal_scale(hash, n)
+    slot = None
+    if chosen is not None:
+        live = reuse.live()
+        slot = next((i for i, s in enumerate(live) if s is chosen), None)
+    if _cpu_matters(reuse):
+        return "incoming-cpu", start, slot
+    if slot is not None and slot != start:
+        return "established-skip", start, slot
+    return "hash", start, slot
+
+
+def select_traced(sk: Sock, hash: int | None, skb: Skb | None, hdr_len: int,
+                  cpu_known: bool = True) -> tuple[Sock | None | ErrPtr | _Unknown, Pick]:
+    """`reuseport_select_sock(sk, hash, skb, hdr_len)` and the record of how it chose."""
+    reuse = sk.sk_reuseport_cb
+    if reuse is None:
+        return None, Pick(sk=-1, reason="hash")
+    snap = _snapshot(reuse)
+    cpu = sock_net(sk).cpu
+    base = Pick(sk=-1, reason="hash", hash=hash, cpu=cpu if cpu_known else None, **snap)
+    if not reuse.num_socks:
+        return None, base
+    prog = reuse.prog
+    if not cpu_known and _cpu_matters(reuse):
+        return _Unknown(), replace(base, unknown="no-cpu", reason="incoming-cpu")
+
+    cbpf_index = None
+    if prog is not None and skb is not None and prog.type != BPF_PROG_TYPE_SK_REUSEPORT:
+        try:
+            cbpf_index = cbpf.bpf_prog_run(prog.insns, skb)
+        except cbpf.Unknown:
+            return _Unknown(), replace(base, unknown="cbpf-unknown", reason="cbpf")
+        base = replace(base, cbpf_index=cbpf_index)
+        if cbpf_index < reuse.num_socks:
+            chosen = reuse.socks[cbpf_index]
+            return chosen, replace(base, sk=chosen.sk_id, reason="cbpf", slot=cbpf_index)
+
+    if hash is None:
+        if prog is not None and skb is not None and prog.type == BPF_PROG_TYPE_SK_REUSEPORT:
+            unknown = "unregistered-prog" if prog.name not in sock_net(sk).ebpf_policies else "no-hash"
+            return _Unknown(), replace(base, unknown=unknown, reason="ebpf")
+        result = _hash_independent(reuse, cpu)
+        if isinstance(result, _Unknown):
+            return result, replace(base, unknown="no-hash")
+        reason = "incoming-cpu" if _cpu_matters(reuse) else "hash"
+        return result, replace(base, sk=-1 if result is None else result.sk_id, reason=reason)
+
+    result = reuseport_select_sock(sk, hash, skb, hdr_len)
+    if isinstance(result, _Unknown):
+        return result, replace(base, unknown=_unknown_reason_of(reuse),
+                               reason="ebpf" if snap["prog"] and snap["prog"] != "cbpf" else "cbpf")
+    if isinstance(result, ErrPtr):
+        return result, replace(base, dropped=True, reason="ebpf")
+    if prog is not None and skb is not None and prog.type == BPF_PROG_TYPE_SK_REUSEPORT:
+        return result, replace(base, sk=-1 if result is None else result.sk_id, reason="ebpf")
+    reason, start, slot = _hash_reason(reuse, hash, result)
+    return result, replace(base, sk=-1 if result is None else result.sk_id, reason=reason,
+                           start=start, slot=slot)
+
+
+def migrate_traced(sk: Sock, child: Sock, hash: int | None) -> tuple[Sock | None | _Unknown, Pick]:
+    """`reuseport_migrate_sock(sk, child, NULL)` for a queued connection whose flow hash is `hash`."""
+    reuse = sk.sk_reuseport_cb
+    net = sock_net(sk)
+    cpu = net.cpu
+    if reuse is None:
+        return None, Pick(sk=-1, reason="migration", cpu=cpu)
+    snap = _snapshot(reuse)
+    base = Pick(sk=-1, reason="migration", hash=hash, cpu=cpu, **snap)
+    prog = reuse.prog
+    capable_prog = prog is not None and prog.expected_attach_type == BPF_SK_REUSEPORT_SELECT_OR_MIGRATE
+    if hash is None and reuse.num_socks and (capable_prog or net.sysctl_tcp_migrate_req):
+        if capable_prog:
+            unknown = "unregistered-prog" if prog.name not in net.ebpf_policies else "no-hash"
+            return _Unknown(), replace(base, unknown=unknown)
+        result = _hash_independent(reuse, cpu)
+        if isinstance(result, _Unknown):
+            return result, replace(base, unknown="no-hash")
+        if result is None:
+            net.mib["TCPMigrateReqFailure"] += 1
+        return result, replace(base, sk=-1 if result is None else result.sk_id)
+    child.sk_hash = hash or 0
+    result = reuseport_migrate_sock(sk, child, None)
+    if isinstance(result, _Unknown):
+        return result, replace(base, unknown=_unknown_reason_of(reuse))
+    start = reciprocal_scale(hash, reuse.num_socks) if hash is not None and reuse.num_socks else None
+    slot = None
+    if isinstance(result, Sock):
+        slot = next((i for i, s in enumerate(reuse.live()) if s is result), None)
+    return result, replace(base, sk=-1 if result is None else result.sk_id, start=start, slot=slot)

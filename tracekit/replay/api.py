@@ -1,0 +1,185 @@
+"""The Python API: `replay()` a trace through the kernel model and get a `Replay` back.
+
+    >>> r = tracekit.replay("trace.parquet")
+    >>> r.summary["mismatched"], r.exit_code
+    >>> r.decisions            # mismatches and unknowns (every decision with results=True)
+    >>> r                      # renders itself in a terminal (rich) or a notebook (HTML)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tracekit.errors import TracekitError
+from tracekit.kernel.bpf import Policy
+from tracekit.kernel.profiles import Profile, profile_by_name, profile_for_kernel
+from tracekit.replay.decision import DECISION_SCHEMA
+from tracekit.replay.engine import Engine
+from tracekit.replay.sink import DecisionSink
+from tracekit.replay.summary import build_summary
+
+__all__ = ["Replay", "replay", "write_results", "choose_profile"]
+
+
+@dataclass
+class Replay:
+    """The result of a replay: `summary` (the `--json` dict), `decisions` (a pandas DataFrame:
+    mismatches and unknowns, or every decision when results were requested), `exit_code`
+    (0 all matched or unknown, 1 mismatches) and `groups` (the summary's group entries)."""
+
+    summary: dict[str, Any]
+    decisions: Any
+    results: list[pa.RecordBatch] | None = field(default=None, repr=False)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.summary["mismatched"] else 0
+
+    @property
+    def groups(self) -> list[dict[str, Any]]:
+        return self.summary["groups"]
+
+    def __rich__(self):
+        from tracekit.report.terminal import render_replay
+
+        return render_replay(self)
+
+    def _repr_html_(self) -> str:
+        from tracekit.report.html import render_html
+
+        return render_html(self)
+
+
+def choose_profile(profile: str | Profile, metadata: dict[str, str]) -> tuple[Profile, str]:
+    """`auto`: the trace's `tracekit.kernel`; a name: that profile (TracekitError if unknown)."""
+    if isinstance(profile, Profile):
+        return profile, "--profile"
+    if profile in (None, "auto"):
+        release = metadata.get("tracekit.kernel")
+        chosen_by = f"tracekit.kernel={release}" if release else "default (newest)"
+        return profile_for_kernel(release), chosen_by
+    try:
+        return profile_by_name(str(profile)), "--profile"
+    except ValueError as err:
+        raise TracekitError(str(err)) from None
+
+
+def _total_rows(path: Path) -> int:
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto",
+           policies: dict[str, Policy] | None = None, results: bool | str | os.PathLike = False,
+           explain_all: bool = False,
+           progress: Callable[[int, int], None] | None = None) -> Replay:
+    """Replay every host of a trace through the kernel model and diff against what was observed.
+
+    `policies` registers eBPF programs by the name the trace gives them. `results=True` keeps
+    every decision (in `Replay.decisions` and for `write_results`); a path streams every decision
+    to that Parquet file instead, keeping memory flat. `progress(rows_done, rows_total)` is
+    called after each batch.
+    """
+    from tracekit.trace import TRACE_FORMAT, iter_batches, read_metadata
+
+    path = Path(trace_or_path)
+    if not path.exists():
+        raise TracekitError(f"{path}: no such trace file or directory")
+    metadata = read_metadata(path)
+    found = metadata.get("tracekit.format")
+    if found != TRACE_FORMAT:
+        raise TracekitError(f"{path}: not a {TRACE_FORMAT} trace (tracekit.format={found!r})")
+    chosen, chosen_by = choose_profile(profile, metadata)
+
+    kept: list[pa.RecordBatch] | None = None
+    writer = None
+    consumer = None
+    if results is True:
+        kept = []
+        consumer = kept.append
+    elif results:
+        writer = _ResultsWriter(Path(results))
+        consumer = writer.write
+    sink = DecisionSink(results=consumer)
+    engine = Engine(chosen, policies, sink=sink, explain_all=explain_all)
+    total = _total_rows(path) if progress is not None else 0
+    done = 0
+    try:
+        for batch in iter_batches(path):
+            engine.feed(batch)
+            done += batch.num_rows
+            if progress is not None:
+                progress(done, total)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
+    engine.register_groups()
+    summary = build_summary(
+        sink,
+        profile={"name": chosen.name, "chosen_by": chosen_by},
+        trace={"path": str(trace_or_path), "format": found,
+               "source": metadata.get("tracekit.source"), "kernel": metadata.get("tracekit.kernel"),
+               "metadata": dict(sorted((k, v) for k, v in metadata.items()
+                                       if k.startswith("tracekit.")))},
+    )
+    if kept is not None:
+        table = pa.Table.from_batches(kept, schema=DECISION_SCHEMA)
+    else:
+        from tracekit.replay.decision import decisions_to_batch
+
+        table = pa.Table.from_batches([decisions_to_batch(sink.kept)], schema=DECISION_SCHEMA)
+    return Replay(summary=summary, decisions=table.to_pandas(), results=kept)
+
+
+class _ResultsWriter:
+    """Streams decision batches into a Parquet file, renamed into place when complete."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.partial")
+        self.writer = pq.ParquetWriter(self.tmp, DECISION_SCHEMA)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.writer.write_batch(batch)
+
+    def close(self) -> None:
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_results(replay_or_iter: Replay | Iterable[pa.RecordBatch],
+                  path: str | os.PathLike[str]) -> Path:
+    """Write decisions as Parquet (`DECISION_SCHEMA`): a Replay's (every decision if it was run
+    with results=True, else its mismatches and unknowns) or any iterable of decision batches."""
+    if isinstance(replay_or_iter, Replay):
+        if replay_or_iter.results is not None:
+            batches: Iterable[pa.RecordBatch] = replay_or_iter.results
+        else:
+            table = pa.Table.from_pandas(replay_or_iter.decisions, schema=DECISION_SCHEMA,
+                                         preserve_index=False)
+            batches = table.to_batches()
+    else:
+        batches = replay_or_iter
+    writer = _ResultsWriter(Path(path))
+    try:
+        for batch in batches:
+            writer.write(batch)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return Path(path)

@@ -1,0 +1,95 @@
+"""A short history of each group's membership: which event put which socket into which slot.
+
+Explanations cite it ("socks[2] is sk 7, which moved into slot 2 when sk 3 closed at seq 120").
+The engine snapshots the groups an event touches before and after it and records the difference.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from tracekit.kernel.sock import Sock
+from tracekit.kernel.sock_reuseport import SockReuseport
+
+DEPTH = 8
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    event: str
+    sk: int | None
+    moves: tuple[tuple[int, int | None, int | None], ...]  # (sk, from slot, to slot); None = out
+
+    def describe(self) -> str:
+        parts = []
+        for sk, old, new in self.moves:
+            if old is None:
+                parts.append(f"sk {sk} joined slot {new}")
+            elif new is None:
+                parts.append(f"sk {sk} left slot {old}")
+            else:
+                parts.append(f"sk {sk} moved from slot {old} to slot {new}")
+        return f"seq {self.seq} {self.event} sk {self.sk}: " + ", ".join(parts)
+
+    def moved_into(self, sk: int, slot: int) -> bool:
+        return any(m[0] == sk and m[2] == slot for m in self.moves)
+
+
+def _live(reuse: SockReuseport | None) -> tuple[int, ...]:
+    if reuse is None:
+        return ()
+    return tuple(s.sk_id for s in reuse.live())
+
+
+class GroupHistory:
+    """Recent membership changes per group label, for one host."""
+
+    def __init__(self, depth: int = DEPTH) -> None:
+        self.depth = depth
+        self.changes: dict[str, deque[Change]] = {}
+        self.last: dict[int, tuple[int, ...]] = {}  # reuseport_id -> live sockets after the last change
+
+    def before(self, socks: list[Sock]) -> dict[int, tuple[SockReuseport, tuple[int, ...]]]:
+        out = {}
+        for sk in socks:
+            reuse = sk.sk_reuseport_cb
+            if reuse is not None:
+                out[reuse.reuseport_id] = (reuse, _live(reuse))
+        return out
+
+    def after(self, token: dict, socks: list[Sock], label_of, seq: int, event: str,
+              sk: int | None) -> None:
+        now: dict[int, tuple[SockReuseport | None, tuple[int, ...]]] = {}
+        for rid, (reuse, _old) in token.items():
+            now[rid] = (reuse, _live(reuse))
+        for s in socks:
+            reuse = s.sk_reuseport_cb
+            if reuse is not None:
+                now[reuse.reuseport_id] = (reuse, _live(reuse))
+        for rid, (reuse, new) in now.items():
+            old = token[rid][1] if rid in token else self.last.get(rid, ())
+            self.last[rid] = new
+            if reuse is not None and reuse.num_socks + reuse.num_closed_socks == 0:
+                del self.last[rid]  # freed: the id may name a new group next
+            if old == new:
+                continue
+            moves = []
+            old_slot = {x: i for i, x in enumerate(old)}
+            new_slot = {x: i for i, x in enumerate(new)}
+            for i, x in enumerate(new):
+                if old_slot.get(x) != i:
+                    moves.append((x, old_slot.get(x), i))
+            for x, i in old_slot.items():
+                if x not in new_slot:
+                    moves.append((x, i, None))
+            label = label_of(reuse)
+            if label is None:
+                continue
+            log = self.changes.setdefault(label, deque(maxlen=self.depth))
+            log.append(Change(seq, event, sk, tuple(moves)))
+
+    def recent(self, label: str | None, upto: int | None = None) -> list[Change]:
+        log = self.changes.get(label or "", ())
+        return [c for c in log if upto is None or c.seq <= upto]
