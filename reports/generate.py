@@ -1,0 +1,83 @@
+"""Regenerate the sample reports in reports/ from the recorded fixtures.
+
+    python reports/generate.py            # from the repository root
+
+For every trace in fixtures/recorded/ (a ``*.parquet`` file or a ``host=`` directory) this runs
+``tracekit replay`` and keeps what it writes in ``reports/<trace name>/``: ``report.txt`` (the
+terminal report at 100 columns, trailing blanks stripped), ``summary.json``, ``report.html``, ``report.xml`` (JUnit) and
+``exit-status``. One more sample shows a failing replay: ``reports/misrouted/`` replays a copy of
+``story-rolling-restart-migrate`` whose last accept was moved to another listener by hand (the
+copy is kept there as ``trace.parquet``). The outputs are deterministic: rerunning changes no byte
+unless tracekit or the fixtures changed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures" / "recorded"
+REPORTS = ROOT / "reports"
+RUN_CLI = "from tracekit.cli import main; main()"
+sys.path.insert(0, str(ROOT))  # run as a script from a checkout: tracekit need not be installed
+
+
+def traces(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix == ".parquet" or p.is_dir())
+
+
+def generate(trace: Path, out: Path) -> int:
+    """Replay one trace into ``out``; returns the exit status of ``tracekit replay``."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, COLUMNS="100", TERM="dumb", NO_COLOR="1", PYTHONPATH=str(ROOT))
+    command = [
+        sys.executable, "-c", RUN_CLI, "replay", str(trace.relative_to(ROOT)),
+        "--json", str(out / "summary.json"), "--html", str(out / "report.html"),
+        "--junit", str(out / "report.xml"),
+    ]
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if run.returncode not in (0, 1):
+        sys.stderr.write(run.stderr)
+        raise SystemExit(f"tracekit replay {trace.name} failed with exit status {run.returncode}")
+    (out / "report.txt").write_text("".join(line.rstrip() + "\n" for line in run.stdout.splitlines()))
+    (out / "exit-status").write_text(f"{run.returncode}\n")
+    return run.returncode
+
+
+def misroute(source: Path, target: Path) -> Path:
+    """Copy a trace with its last `accept` observed on another listener of the same port."""
+    import pyarrow.parquet as pq
+
+    from tracekit.trace import read_metadata, write_trace
+
+    rows = pq.read_table(source).to_pylist()
+    last = next(row for row in reversed(rows) if row["event"] == "accept")
+    listeners = sorted({row["sk"] for row in rows if row["event"] == "accept"
+                        and (row["host"], row["lport"]) == (last["host"], last["lport"])} - {last["sk"]})
+    last["sk"] = listeners[0]
+    metadata = read_metadata(source)
+    metadata["tracekit.edited"] = f"last accept (seq {last['seq']}) moved to sk {last['sk']}"
+    return write_trace(target, rows, metadata, source=metadata["tracekit.source"])
+
+
+def main() -> None:
+    found = traces(FIXTURES)
+    if not found:
+        raise SystemExit(f"no traces in {FIXTURES}")
+    for trace in found:
+        status = generate(trace, REPORTS / trace.name.removesuffix(".parquet"))
+        print(f"{trace.relative_to(ROOT)}: exit status {status}")
+    out = REPORTS / "misrouted"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    edited = misroute(FIXTURES / "story-rolling-restart-migrate.parquet", out / "trace.parquet")
+    status = generate(edited, out)
+    print(f"{out.relative_to(ROOT)}: exit status {status}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""``tracekit replay``: replay a trace through the kernel model and report (`tracekit.replay`).
+
+One call into the API (`tracekit.replay.api.replay`), then the views of its result: the rich
+report on stdout, and the files asked for. Every file is written to a temporary name and renamed
+into place only when all of them are complete, so an error leaves no output from this run at all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tracekit.cli import EXIT_DIVERGENCES, cli_errors
+
+__all__ = ["command", "parse_policy"]
+
+
+def parse_policy(spec: str) -> tuple[str, Callable[..., Any]]:
+    """``NAME=module:function`` -> (NAME, the function); a bad spec is a usage error."""
+    name, sep, target = spec.partition("=")
+    module_name, colon, attribute = target.partition(":")
+    if not (sep and colon and name and module_name and attribute):
+        raise click.BadParameter(f"{spec!r} is not NAME=module:function", param_hint="'--policy'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise click.BadParameter(f"{spec!r}: cannot import {module_name}: {error}", param_hint="'--policy'")
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise click.BadParameter(f"{spec!r}: {module_name} has no function {attribute!r}", param_hint="'--policy'")
+    return name, function
+
+
+def _policies(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> dict[str, Callable]:
+    policies: dict[str, Callable] = {}
+    for spec in specs:
+        name, function = parse_policy(spec)
+        if name in policies:
+            raise click.BadParameter(f"policy {name!r} is given twice", param_hint="'--policy'")
+        policies[name] = function
+    return policies
+
+
+@contextmanager
+def _progress_bar(enabled: bool) -> Iterator[Callable[..., None] | None]:
+    """A progress callback drawing on stderr, or None when stderr is not a terminal."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("replay", total=None)
+
+        def update(done: int, total: int | None = None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+def _rendered(replay: Any, json_path: str | None, html_path: str | None,
+              junit_path: str | None) -> list[tuple[Path, bytes]]:
+    """(target, content) for each report file asked for."""
+    from tracekit.report import render_html, render_junit, summary_json
+
+    renderers = (
+        (json_path, lambda: summary_json(replay.summary)),
+        (html_path, lambda: render_html(replay).encode("utf-8")),
+        (junit_path, lambda: render_junit(replay)),
+    )
+    return [(Path(path), render()) for path, render in renderers if path]
+
+
+@click.command("replay")
+@click.argument("trace", type=click.Path(dir_okay=True))
+@click.option("--profile", default="auto", show_default=True, metavar="NAME|auto",
+              help="Kernel behaviour profile; auto picks it from the trace's tracekit.kernel.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), metavar="SUMMARY.json",
+              help="Write the summary (tracekit-result/1, canonical JSON).")
+@click.option("--results", "results_path", type=click.Path(dir_okay=False), metavar="RESULTS.parquet",
+              help="Write one row per decision.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), metavar="REPORT.html",
+              help="Write a self-contained HTML report.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), metavar="REPORT.xml",
+              help="Write JUnit XML: a testsuite per host, a testcase per reuseport group.")
+@click.option("--explain/--no-explain", default=True, show_default=True,
+              help="Print each listed mismatch's explanation.")
+@click.option("--explain-all", is_flag=True,
+              help="Explain every decision in --results, not only the mismatches (slower).")
+@click.option("--max-mismatches", type=click.IntRange(min=0), default=10, show_default=True,
+              metavar="N", help="List at most N mismatches in the terminal report.")
+@click.option("--policy", "policies", multiple=True, metavar="NAME=module:function",
+              callback=_policies,
+              help="Register a Python function as the eBPF program NAME (repeatable).")
+@cli_errors
+def command(trace: str, profile: str, json_path: str | None, results_path: str | None,
+            html_path: str | None, junit_path: str | None, explain: bool, explain_all: bool,
+            max_mismatches: int, policies: dict[str, Callable]) -> None:
+    """Replay TRACE through the kernel model and diff every decision against what was observed.
+
+    Exit status: 0 every decision matched or was unknown, 1 mismatches, 2 bad input or usage,
+    3 internal error.
+    """
+    from rich.console import Console
+
+    from tracekit.replay.api import replay as run_replay
+    from tracekit.report import render_replay
+    from tracekit.trace.output import atomic_path
+
+    with ExitStack() as outputs:  # every file is renamed into place only if all of them succeed
+        results = outputs.enter_context(atomic_path(Path(results_path))) if results_path else False
+        with _progress_bar(sys.stderr.isatty()) as progress:
+            result = run_replay(trace, profile=profile, policies=policies or None, results=results,
+                                explain_all=explain_all, progress=progress)
+        for target, content in _rendered(result, json_path, html_path, junit_path):
+            outputs.enter_context(atomic_path(target)).write_bytes(content)
+    Console(highlight=False).print(render_replay(result, max_mismatches=max_mismatches, explain=explain))
+    if result.summary["mismatched"]:
+        sys.exit(EXIT_DIVERGENCES)

@@ -1,0 +1,186 @@
+"""The terminal report: one rich renderable describing a replay.
+
+Only a Console writes; this module builds the renderable (`Replay.__rich__` returns it), so the same
+report prints to a terminal, records to text in tests, or exports through rich's own HTML/SVG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.padding import Padding
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from tracekit.report.view import (
+    ReportView,
+    describe_decision,
+    format_sk,
+    ordered_load,
+    rank_counts,
+    view_of,
+)
+
+__all__ = ["VERDICT_STYLES", "render_replay", "verdict_style"]
+
+VERDICT_STYLES = {"match": "green", "mismatch": "red"}
+_OTHER_VERDICT_STYLE = "yellow"
+_BAR_WIDTH = 24
+_COUNT_COLUMNS = ("decisions", "matched", "mismatched", "unknown")
+
+
+def render_replay(replay: Any, *, max_mismatches: int = 10, explain: bool = True) -> RenderableType:
+    """The report of a `Replay` (or of a summary dict) as a rich renderable.
+
+    ``max_mismatches`` caps the mismatches listed; ``explain`` adds each one's explanation.
+    """
+    view = view_of(replay)
+    parts: list[RenderableType] = [_verdict_panel(view), _provenance(view.summary)]
+    parts += _hosts(view.summary)
+    groups = view.summary.get("groups") or []
+    if groups:
+        parts.append(Text("\nGroups", style="bold"))
+        parts += [_group(group) for group in groups]
+    parts += _mismatches(view, max_mismatches, explain)
+    parts += _unknown_reasons(view.summary)
+    return Group(*parts)
+
+
+def verdict_style(verdict: str) -> str:
+    return VERDICT_STYLES.get(verdict, _OTHER_VERDICT_STYLE)
+
+
+def _verdict_panel(view: ReportView) -> Panel:
+    summary = view.summary
+    headline = Text(view.verdict.upper().replace("-", " "), style=f"bold {verdict_style(view.verdict)}")
+    counts = Text(
+        f"{summary.get('decisions', 0)} decisions: {summary.get('matched', 0)} matched, "
+        f"{summary.get('mismatched', 0)} mismatched, {summary.get('unknown', 0)} unknown"
+    )
+    return Panel(
+        Group(headline, counts),
+        border_style=verdict_style(view.verdict),
+        box=box.HEAVY,
+        expand=False,
+        padding=(0, 2),
+    )
+
+
+def _provenance(summary: Mapping[str, Any]) -> Text:
+    trace = summary.get("trace") or {}
+    profile = summary.get("profile") or {}
+    details = [
+        f"{label} {trace[key]}" for key, label in (("source", "source"), ("kernel", "kernel"))
+        if trace.get(key)
+    ]
+    line = Text("trace ", style="dim")
+    line.append(str(trace.get("path", "?")), style="bold")
+    if details:
+        line.append(f" ({', '.join(details)})")
+    line.append("\nprofile ", style="dim")
+    line.append(str(profile.get("name", "?")), style="bold")
+    if profile.get("chosen_by"):
+        line.append(f" (chosen by {profile['chosen_by']})")
+    return line
+
+
+def _counts_row(counts: Mapping[str, Any]) -> list[Text]:
+    cells = []
+    for column in _COUNT_COLUMNS:
+        value = int(counts.get(column, 0))
+        style = {"mismatched": "red", "unknown": "yellow"}.get(column, "") if value else "dim"
+        cells.append(Text(str(value), style=style))
+    return cells
+
+
+def _hosts(summary: Mapping[str, Any]) -> list[RenderableType]:
+    hosts = summary.get("hosts") or {}
+    if not hosts:
+        return []
+    table = Table(title="\nHosts", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
+    table.add_column("host")
+    for column in _COUNT_COLUMNS:
+        table.add_column(column, justify="right")
+    for host in sorted(hosts):
+        table.add_row(Text(host), *_counts_row(hosts[host]))
+    return [table]
+
+
+def _group(group: Mapping[str, Any]) -> RenderableType:
+    title = Text(f"{group.get('host')} · {group.get('group')}", style="bold")
+    details = [f"reuseport_id {group.get('reuseport_id')}"]
+    if group.get("prog"):
+        details.append(f"prog {group['prog']}")
+    title.append("  " + "  ".join(details), style="dim")
+    counts = Text("  ".join(
+        f"{int(group.get(column, 0))} {column}" for column in _COUNT_COLUMNS
+    ))
+    migrations = group.get("migrations") or {}
+    if migrations.get("migrated") or migrations.get("reset"):
+        counts.append(
+            f"   migrations: {int(migrations.get('migrated', 0))} migrated, "
+            f"{int(migrations.get('reset', 0))} reset"
+        )
+    return Group(title, Padding(Group(counts, _load_table(group)), (0, 0, 1, 2)))
+
+
+def _load_table(group: Mapping[str, Any]) -> RenderableType:
+    rows = ordered_load(group)
+    if not rows:
+        return Text("no sockets", style="dim")
+    peak = max(n for _, n, _ in rows) or 1
+    table = Table.grid(padding=(0, 1))
+    table.add_column(justify="right")  # array slot
+    table.add_column()  # socket
+    table.add_column()  # bar
+    table.add_column(justify="right")  # decisions expected there
+    table.add_column(style="dim")  # section
+    slot = 0
+    for sk, n, section in rows:
+        label = f"[{slot}]" if section == "live" else ""
+        slot += section == "live"
+        cells = int(round(_BAR_WIDTH * n / peak)) or (1 if n else 0)
+        bar = Text("█" * cells, style="cyan" if section == "live" else "magenta")
+        bar.append("·" * (_BAR_WIDTH - cells), style="dim")
+        table.add_row(label, format_sk(sk), bar, str(n), "" if section == "live" else section)
+    return table
+
+
+def _mismatches(view: ReportView, limit: int, explain: bool) -> list[RenderableType]:
+    total = int(view.summary.get("mismatched", 0))
+    if not total or limit <= 0:
+        return []
+    records = view.mismatches(limit)
+    heading = Text(f"\nMismatches (first {len(records)} of {total})", style="bold red")
+    items: list[RenderableType] = [heading]
+    for number, record in enumerate(records, 1):
+        line = Text(f"{number}. ", style="bold")
+        line.append(describe_decision(record))
+        line.append(f"  [{record.get('reason')}]", style="dim")
+        items.append(line)
+        detail = [f"group {record.get('group')}"] if record.get("group") else []
+        if explain and record.get("explanation"):
+            detail.append(str(record["explanation"]))
+        if detail:
+            items.append(Padding(Text("\n".join(detail)), (0, 0, 0, 3)))
+    return [Group(*items)]
+
+
+def _unknown_reasons(summary: Mapping[str, Any]) -> list[RenderableType]:
+    reasons = summary.get("unknown_reasons") or {}
+    if not reasons:
+        return []
+    ranked = rank_counts(reasons)
+    table = Table(
+        title="\nUnknown decisions by reason", title_justify="left", title_style="bold",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("reason")
+    table.add_column("decisions", justify="right")
+    for reason, n in ranked.items():
+        table.add_row(reason, Text(str(int(n)), style="yellow"))
+    return [table]
