@@ -75,11 +75,12 @@ def reuseport_has_conns(sk: Sock) -> bool:
 
 
 def __reuseport_get_incoming_cpu(reuse: SockReuseport) -> None:
-    reuse.incoming_cpu += 1
+    # `u16 incoming_cpu`: wraps like the kernel's counter.
+    reuse.incoming_cpu = (reuse.incoming_cpu + 1) & 0xFFFF
 
 
 def __reuseport_put_incoming_cpu(reuse: SockReuseport) -> None:
-    reuse.incoming_cpu -= 1
+    reuse.incoming_cpu = (reuse.incoming_cpu - 1) & 0xFFFF
 
 
 def reuseport_get_incoming_cpu(sk: Sock, reuse: SockReuseport) -> None:
@@ -93,9 +94,12 @@ def reuseport_put_incoming_cpu(sk: Sock, reuse: SockReuseport) -> None:
 
 
 def reuseport_update_incoming_cpu(sk: Sock, val: int) -> None:
-    """setsockopt(SO_INCOMING_CPU) path; `reuse->incoming_cpu` counts members with one set."""
+    """setsockopt(SO_INCOMING_CPU) path; `reuse->incoming_cpu` counts members with one set.
+
+    Before the incoming_cpu profile, setsockopt() wrote `sk_incoming_cpu` and nothing else.
+    """
     reuse = sk.sk_reuseport_cb
-    if reuse is None:
+    if reuse is None or not sock_net(sk).profile.incoming_cpu:
         sk.sk_incoming_cpu = val
         return
     old_sk_incoming_cpu = sk.sk_incoming_cpu

@@ -1,0 +1,276 @@
+"""The classic BPF interpreter against net/core/filter.c (bpf_convert_filter, bpf_check_classic,
+convert_bpf_extensions, bpf_skb_load_helper_*, bpf_internal_load_pointer_neg_helper)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tracekit.kernel import cbpf
+from tracekit.kernel.bpf import Skb
+from tracekit.kernel.cbpf import (
+    BPF_A, BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_DIV, BPF_H, BPF_IMM, BPF_IND, BPF_JA,
+    BPF_JEQ, BPF_JGE, BPF_JGT, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_LDX, BPF_LEN, BPF_LSH,
+    BPF_MEM, BPF_MISC, BPF_MOD, BPF_MSH, BPF_MUL, BPF_NEG, BPF_OR, BPF_RET, BPF_RSH, BPF_ST,
+    BPF_STX, BPF_SUB, BPF_TAX, BPF_TXA, BPF_W, BPF_X, BPF_XOR, SKF_AD_OFF, SKF_LL_OFF,
+    SKF_NET_OFF, Unknown, bpf_prog_run, check_classic, decode_sock_filter, encode_sock_filter,
+)
+
+RET_A = (BPF_RET | BPF_A, 0, 0, 0)
+FULL = Skb(payload=bytes(range(16)), len=16)
+
+
+def u32(v: int) -> int:
+    return v & 0xFFFFFFFF
+
+
+def ld_imm(k):
+    return (BPF_LD | BPF_IMM, 0, 0, u32(k))
+
+
+def ldx_imm(k):
+    return (BPF_LDX | BPF_IMM, 0, 0, u32(k))
+
+
+def run(*insns, skb=FULL):
+    prog = tuple(insns)
+    assert check_classic(prog) == 0, prog
+    return bpf_prog_run(prog, skb)
+
+
+def anc(index):
+    return (BPF_LD | BPF_W | BPF_ABS, 0, 0, u32(SKF_AD_OFF + index))
+
+
+# --- returns, immediates, scratch memory, misc --------------------------------------------------
+
+def test_ret_k_and_a_start_at_zero():
+    """bpf_convert_filter: A and X are cleared first; RET K returns k, RET A returns A."""
+    assert run((BPF_RET | BPF_K, 0, 0, 0xFFFFFFFF)) == 0xFFFFFFFF
+    assert run(RET_A) == 0
+    assert run((BPF_MISC | BPF_TXA, 0, 0, 0), RET_A) == 0
+
+
+def test_imm_mem_tax_txa():
+    """LD/LDX IMM, ST/STX to M[k], LD/LDX MEM, TAX, TXA."""
+    assert run(ld_imm(7), (BPF_ST, 0, 0, 3), ld_imm(0), (BPF_LD | BPF_MEM, 0, 0, 3), RET_A) == 7
+    assert run(ldx_imm(9), (BPF_STX, 0, 0, 15), (BPF_LDX | BPF_MEM, 0, 0, 15),
+               (BPF_MISC | BPF_TXA, 0, 0, 0), RET_A) == 9
+    assert run(ld_imm(5), (BPF_MISC | BPF_TAX, 0, 0, 0), ld_imm(0),
+               (BPF_MISC | BPF_TXA, 0, 0, 0), RET_A) == 5
+
+
+# --- ALU ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op,a,operand,expected", [
+    (BPF_ADD, 0xFFFFFFFF, 2, 1),
+    (BPF_SUB, 1, 2, 0xFFFFFFFF),
+    (BPF_MUL, 0x10000, 0x10000, 0),
+    (BPF_DIV, 7, 2, 3),
+    (BPF_MOD, 7, 3, 1),
+    (BPF_OR, 0xF0, 0x0F, 0xFF),
+    (BPF_AND, 0xF0, 0x3C, 0x30),
+    (BPF_XOR, 0xFF, 0x0F, 0xF0),
+    (BPF_LSH, 0x80000001, 1, 2),
+    (BPF_RSH, 0x80000000, 31, 1),
+])
+def test_alu_32_bit(op, a, operand, expected):
+    """Classic ALU ops become BPF_ALU32: results are u32; DIV/MOD unsigned."""
+    assert run(ld_imm(a), (BPF_ALU | op | BPF_K, 0, 0, operand), RET_A) == expected
+    assert run(ld_imm(a), ldx_imm(operand), (BPF_ALU | op | BPF_X, 0, 0, 0), RET_A) == expected
+
+
+def test_neg():
+    assert run(ld_imm(1), (BPF_ALU | BPF_NEG, 0, 0, 0), RET_A) == 0xFFFFFFFF
+
+
+def test_division_by_x_zero_returns_zero():
+    """bpf_convert_filter: DIV/MOD by X: `if (X == 0) { A = 0; exit; }`."""
+    for op in (BPF_DIV, BPF_MOD):
+        assert run(ld_imm(9), (BPF_ALU | op | BPF_X, 0, 0, 0), (BPF_RET | BPF_K, 0, 0, 5)) == 0
+
+
+def test_shift_by_x_uses_low_five_bits():
+    """ALU32 shifts by register mask the count with 31 (interpreter and x86 JIT)."""
+    assert run(ld_imm(1), ldx_imm(33), (BPF_ALU | BPF_LSH | BPF_X, 0, 0, 0), RET_A) == 2
+
+
+# --- jumps ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op,a,operand,taken", [
+    (BPF_JEQ, 5, 5, True), (BPF_JEQ, 5, 6, False),
+    (BPF_JGT, 6, 5, True), (BPF_JGT, 5, 5, False),
+    (BPF_JGE, 5, 5, True), (BPF_JGE, 4, 5, False),
+    (BPF_JSET, 0b1010, 0b0010, True), (BPF_JSET, 0b1010, 0b0101, False),
+    (BPF_JGT, 0xFFFFFFFF, 1, True),  # unsigned compare
+])
+def test_conditional_jumps(op, a, operand, taken):
+    expected = 1 if taken else 2
+    tail = ((BPF_RET | BPF_K, 0, 0, 1), (BPF_RET | BPF_K, 0, 0, 2))
+    assert run(ld_imm(a), (BPF_JMP | op | BPF_K, 0, 1, operand), *tail) == expected
+    assert run(ld_imm(a), ldx_imm(operand), (BPF_JMP | op | BPF_X, 0, 1, 0), *tail) == expected
+
+
+def test_ja():
+    assert run((BPF_JMP | BPF_JA, 0, 0, 1), (BPF_RET | BPF_K, 0, 0, 1),
+               (BPF_RET | BPF_K, 0, 0, 2)) == 2
+
+
+# --- packet loads ------------------------------------------------------------------------------------
+
+def test_abs_loads_are_big_endian_from_payload():
+    """BPF_ABS reads skb->data + k after hdr_len was pulled; H and W are be16/be32."""
+    assert run((BPF_LD | BPF_B | BPF_ABS, 0, 0, 3), RET_A) == 3
+    assert run((BPF_LD | BPF_H | BPF_ABS, 0, 0, 2), RET_A) == 0x0203
+    assert run((BPF_LD | BPF_W | BPF_ABS, 0, 0, 12), RET_A) == 0x0C0D0E0F
+
+
+def test_ind_loads_add_x():
+    """BPF_IND: offset = (int)(X + k)."""
+    assert run(ldx_imm(4), (BPF_LD | BPF_H | BPF_IND, 0, 0, 1), RET_A) == 0x0506
+    # X + k wraps at 32 bits: 0xFFFFFFFF + 6 == 5.
+    assert run(ldx_imm(0xFFFFFFFF), (BPF_LD | BPF_B | BPF_IND, 0, 0, 6), RET_A) == 5
+
+
+def test_msh_loads_ip_header_length():
+    """BPF_LDX|BPF_B|BPF_MSH: X = 4 * (P[k] & 0xf)."""
+    skb = Skb(payload=b"\x45\x00", len=2)
+    assert run((BPF_LDX | BPF_B | BPF_MSH, 0, 0, 0), (BPF_MISC | BPF_TXA, 0, 0, 0), RET_A,
+               skb=skb) == 20
+
+
+def test_len_loads():
+    """BPF_LD|BPF_W|BPF_LEN and BPF_LDX|BPF_W|BPF_LEN: skb->len (of the pulled skb)."""
+    skb = Skb(payload=b"abc", len=1000)
+    assert run((BPF_LD | BPF_W | BPF_LEN, 0, 0, 0), RET_A, skb=skb) == 1000
+    assert run((BPF_LDX | BPF_W | BPF_LEN, 0, 0, 0), (BPF_MISC | BPF_TXA, 0, 0, 0), RET_A,
+               skb=skb) == 1000
+    with pytest.raises(Unknown):
+        run((BPF_LD | BPF_W | BPF_LEN, 0, 0, 0), RET_A, skb=Skb(payload=b"abc"))
+
+
+def test_out_of_bounds_load_returns_zero():
+    """bpf_skb_load_helper_*: -EFAULT -> `A = 0; exit`: the program returns 0 whatever follows."""
+    prog = ((BPF_LD | BPF_W | BPF_ABS, 0, 0, 14), (BPF_RET | BPF_K, 0, 0, 7))
+    assert run(*prog) == 0
+    # Out of bounds for the packet's full length even though the trace holds only a prefix.
+    assert run(*prog, skb=Skb(payload=b"ab", len=10)) == 0
+    assert run((BPF_LD | BPF_B | BPF_ABS, 0, 0, 15), (BPF_RET | BPF_K, 0, 0, 7)) == 7
+
+
+def test_truncated_payload_is_unknown():
+    """A read past the recorded prefix of a longer packet cannot be answered."""
+    prog = ((BPF_LD | BPF_W | BPF_ABS, 0, 0, 4), RET_A)
+    with pytest.raises(Unknown):
+        run(*prog, skb=Skb(payload=b"abcd", len=100))
+    with pytest.raises(Unknown):
+        run(*prog, skb=Skb(payload=b"abcd"))  # length unknown
+    with pytest.raises(Unknown):
+        run(*prog, skb=Skb())
+
+
+def test_net_off_reads_network_header_then_payload():
+    """bpf_internal_load_pointer_neg_helper: k >= SKF_NET_OFF -> skb_network_header + k - SKF_NET_OFF."""
+    nh = bytes([0x45, 0, 0, 28]) + bytes(16) + b"\x30\x39\x00\x50" + bytes(4)  # IPv4 + UDP
+    skb = Skb(payload=b"\xAA\xBB", len=2, network_header=nh)
+    assert run((BPF_LD | BPF_B | BPF_ABS, 0, 0, u32(SKF_NET_OFF)), RET_A, skb=skb) == 0x45
+    assert run((BPF_LD | BPF_H | BPF_ABS, 0, 0, u32(SKF_NET_OFF + 20)), RET_A, skb=skb) == 12345
+    assert run((BPF_LD | BPF_B | BPF_ABS, 0, 0, u32(SKF_NET_OFF + 29)), RET_A, skb=skb) == 0xBB
+    assert run((BPF_LD | BPF_B | BPF_ABS, 0, 0, u32(SKF_NET_OFF + 30)), (BPF_RET | BPF_K, 0, 0, 9),
+               skb=skb) == 0
+    with pytest.raises(Unknown):
+        run((BPF_LD | BPF_B | BPF_ABS, 0, 0, u32(SKF_NET_OFF)), RET_A, skb=FULL)
+
+
+def test_ll_off_is_unknown_and_below_is_zero():
+    """k >= SKF_LL_OFF -> mac header (not in traces); below SKF_LL_OFF -> NULL -> return 0."""
+    with pytest.raises(Unknown):
+        run((BPF_LD | BPF_B | BPF_ABS, 0, 0, u32(SKF_LL_OFF)), RET_A)
+    assert run(ldx_imm(SKF_LL_OFF - 1), (BPF_LD | BPF_B | BPF_IND, 0, 0, 0),
+               (BPF_RET | BPF_K, 0, 0, 3)) == 0
+
+
+# --- ancillary loads ---------------------------------------------------------------------------------
+
+def test_ancillary_fields_the_trace_carries():
+    """convert_bpf_extensions: PROTOCOL (ntohs(skb->protocol)), QUEUE, RXHASH, CPU."""
+    skb = Skb(protocol=0x0800, queue_mapping=3, rxhash=0xDEADBEEF, cpu=5)
+    assert run(anc(cbpf.SKF_AD_PROTOCOL), RET_A, skb=skb) == 0x0800
+    assert run(anc(cbpf.SKF_AD_QUEUE), RET_A, skb=skb) == 3
+    assert run(anc(cbpf.SKF_AD_RXHASH), RET_A, skb=skb) == 0xDEADBEEF
+    assert run(anc(cbpf.SKF_AD_CPU), RET_A, skb=skb) == 5
+    # The load size does not matter for an ancillary load.
+    assert run((BPF_LD | BPF_B | BPF_ABS, 0, 0, u32(SKF_AD_OFF + cbpf.SKF_AD_CPU)), RET_A,
+               skb=skb) == 5
+
+
+def test_ancillary_alu_xor_x():
+    """SKF_AD_ALU_XOR_X: A ^= X."""
+    assert run(ld_imm(0b1100), ldx_imm(0b1010), anc(cbpf.SKF_AD_ALU_XOR_X), RET_A) == 0b0110
+
+
+@pytest.mark.parametrize("name", ["PKTTYPE", "IFINDEX", "NLATTR", "NLATTR_NEST", "MARK",
+                                  "HATYPE", "VLAN_TAG", "VLAN_TAG_PRESENT", "PAY_OFFSET",
+                                  "RANDOM", "VLAN_TPID"])
+def test_ancillary_fields_the_trace_lacks_are_unknown(name):
+    with pytest.raises(Unknown, match=f"SKF_AD_{name}"):
+        run(anc(getattr(cbpf, f"SKF_AD_{name}")), RET_A)
+
+
+@pytest.mark.parametrize("name", ["PROTOCOL", "QUEUE", "RXHASH", "CPU"])
+def test_ancillary_field_missing_from_skb_is_unknown(name):
+    with pytest.raises(Unknown):
+        run(anc(getattr(cbpf, f"SKF_AD_{name}")), RET_A, skb=Skb())
+
+
+# --- bpf_check_classic ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prog", [
+    (),                                                            # flen == 0
+    ((BPF_RET | BPF_K, 0, 0, 0),) * 4097,                           # flen > BPF_MAXINSNS
+    ((BPF_LD | BPF_W | BPF_ABS, 0, 0, 0),),                         # last insn not RET
+    ((BPF_RET | BPF_X, 0, 0, 0),),                                  # RET X not allowed
+    ((0xFFFF, 0, 0, 0), RET_A),                                     # unknown opcode
+    ((BPF_ALU | BPF_DIV | BPF_K, 0, 0, 0), RET_A),                  # division by zero
+    ((BPF_ALU | BPF_MOD | BPF_K, 0, 0, 0), RET_A),
+    ((BPF_ALU | BPF_LSH | BPF_K, 0, 0, 32), RET_A),                 # shift >= 32
+    ((BPF_ST, 0, 0, 16), RET_A),                                    # M[16]
+    ((BPF_LD | BPF_MEM, 0, 0, 0), RET_A),                           # load before store
+    ((BPF_JMP | BPF_JA, 0, 0, 1), RET_A),                           # jump past the end
+    ((BPF_JMP | BPF_JEQ | BPF_K, 1, 0, 0), RET_A),                  # jt past the end
+    ((BPF_LD | BPF_W | BPF_ABS, 0, 0, u32(SKF_AD_OFF + 2)), RET_A),  # no such ancillary
+    ((BPF_LD | BPF_W | BPF_ABS, 0, 0, u32(SKF_AD_OFF + 64)), RET_A),
+])
+def test_check_classic_refuses(prog):
+    assert check_classic(prog) == -22
+
+
+def test_check_classic_memory_must_be_stored_on_every_path():
+    """check_load_and_stores: a store on one branch only does not make M[k] valid after the join."""
+    prog = ((BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0), (BPF_ST, 0, 0, 1),
+            (BPF_LD | BPF_MEM, 0, 0, 1), RET_A)
+    assert check_classic(prog) == -22
+    both = ((BPF_ST, 0, 0, 1), (BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0), (BPF_ST, 0, 0, 1),
+            (BPF_LD | BPF_MEM, 0, 0, 1), RET_A)
+    assert check_classic(both) == 0
+
+
+def test_check_classic_accepts_net_off_and_known_ancillary():
+    assert check_classic(((BPF_LD | BPF_W | BPF_ABS, 0, 0, u32(SKF_NET_OFF)), RET_A)) == 0
+    assert check_classic((anc(cbpf.SKF_AD_VLAN_TPID), RET_A)) == 0
+
+
+# --- the trace's prog column ----------------------------------------------------------------------------
+
+def test_decode_sock_filter_roundtrip():
+    """struct sock_filter: u16 code, u8 jt, u8 jf, u32 k, little-endian host order."""
+    raw = bytes.fromhex("2000000000000000" "9400000005000000" "1600000000000000")
+    insns = decode_sock_filter(raw)
+    assert insns == ((0x20, 0, 0, 0), (0x94, 0, 0, 5), (0x16, 0, 0, 0))
+    assert encode_sock_filter(insns) == raw
+    with pytest.raises(ValueError, match="8 bytes"):
+        decode_sock_filter(b"\x00" * 9)
+
+
+def test_running_an_unchecked_program_off_its_end_is_an_error():
+    with pytest.raises(ValueError, match="check_classic"):
+        bpf_prog_run((ld_imm(1),), FULL)

@@ -1,0 +1,60 @@
+"""tracekit: record/replay trace analyzer for Linux SO_REUSEPORT (net/core/sock_reuseport.c).
+
+The Python API (each name is imported on first use, so ``import tracekit`` stays cheap):
+
+- ``read_trace(path) -> pandas.DataFrame``: a trace (Parquet file or ``host=`` directory).
+- ``write_trace(path, rows, metadata=None, *, source)``: check rows and write a trace.
+- ``normalize(input, output, *, host=None, kernel=None)``: JSON Lines to a Parquet trace.
+- ``validate(path) -> TraceSummary``: check a trace against the format; raises
+  `TraceFormatError` naming the first bad row.
+- ``record``, ``simulate``, ``replay``: capture and replay (available once installed parts
+  provide them).
+
+Errors a user can act on are `tracekit.errors.TracekitError` subclasses.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "normalize",
+    "read_trace",
+    "record",
+    "replay",
+    "simulate",
+    "validate",
+    "write_trace",
+]
+
+# name -> (module, attribute); resolved lazily so that `tracekit --help` imports no pyarrow.
+_LAZY = {
+    "read_trace": ("tracekit.trace.read", "read_trace"),
+    "write_trace": ("tracekit.trace.write", "write_trace"),
+    "normalize": ("tracekit.trace.normalize", "normalize_jsonl"),
+    "validate": ("tracekit.trace.validate", "validate_trace"),
+    "replay": ("tracekit.replay.api", "replay"),
+    "record": ("tracekit.capture.api", "record"),
+    "simulate": ("tracekit.capture.simulate", "simulate"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'tracekit' has no attribute {name!r}") from None
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is not None and module_name.startswith(error.name):
+            raise AttributeError(f"tracekit.{name} is not available: {module_name} is missing") from None
+        raise
+    value = getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,48 @@
+"""Write-then-rename: an output path appears complete or not at all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_path", "scratch_path", "remove_path"]
+
+
+def scratch_path(near: Path, suffix: str = "") -> Path:
+    """A fresh, unused path in ``near``'s directory (so a rename onto ``near`` is atomic)."""
+    descriptor, name = tempfile.mkstemp(prefix=f".{near.name}.", suffix=f"{suffix}.tmp", dir=near.parent)
+    os.close(descriptor)
+    os.unlink(name)
+    return Path(name)
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path; on success it replaces ``target``, on error it is removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = scratch_path(target)
+    try:
+        yield temporary
+    except BaseException:
+        remove_path(temporary)
+        raise
+    if target.is_dir() and not target.is_symlink():
+        old = scratch_path(target, ".old")
+        target.rename(old)
+        temporary.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        if temporary.is_dir() and target.exists():
+            target.unlink()
+        temporary.rename(target)

@@ -1,0 +1,203 @@
+"""Read traces: a Parquet file or a directory of them (hive-partitioned by ``host=``).
+
+`iter_batches` is the streaming reader everything else builds on: batches with every requested
+column (absent columns as typed nulls), in (host, seq) order, memory bounded by one batch for
+files the tracekit writer produced.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tracekit.errors import TraceFormatError, TracekitError
+from tracekit.trace.convert import cast_array
+from tracekit.trace.schema import SCHEMA, TRACE_FORMAT
+from tracekit.trace.write import SORTED_KEY
+
+__all__ = ["Part", "trace_parts", "open_part", "iter_batches", "read_metadata", "read_trace", "file_metadata_of"]
+
+_PARQUET_MAGIC = b"PAR1"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One Parquet file of a trace; ``host`` is set when the file sits in a ``host=`` directory."""
+
+    path: Path
+    host: str | None
+
+
+def trace_parts(path: str | os.PathLike[str]) -> list[Part]:
+    """The files of a trace, hosts in sorted order for a partitioned directory."""
+    path = Path(path)
+    if not path.exists():
+        raise TracekitError(f"{path}: no such file or directory")
+    if not path.is_dir():
+        return [Part(path, None)]
+    parts = []
+    for file in sorted(path.rglob("*.parquet")):
+        relative = file.relative_to(path).parts
+        if any(piece.startswith((".", "_")) for piece in relative):
+            continue
+        hosts = [unquote(piece[5:]) for piece in relative[:-1] if piece.startswith("host=")]
+        parts.append(Part(file, hosts[-1] if hosts else None))
+    if not parts:
+        raise TracekitError(f"{path}: directory holds no .parquet files")
+    return sorted(parts, key=lambda part: (part.host or "", str(part.path)))
+
+
+def open_part(part: Part) -> pq.ParquetFile:
+    """Open one file of a trace, refusing what is not a Parquet file of this format version."""
+    file = str(part.path)
+    with open(part.path, "rb") as handle:
+        head = handle.read(4)
+    if head != _PARQUET_MAGIC:
+        hint = " (JSON Lines? convert it with `tracekit normalize`)" if head[:1] in (b"{", b"\n", b" ") else ""
+        raise TraceFormatError(f"not a Parquet file{hint}", file=file)
+    try:
+        parquet = pq.ParquetFile(part.path)
+    except (pa.ArrowException, OSError) as error:
+        raise TraceFormatError(f"not a readable Parquet file (truncated or corrupt?): {error}", file=file) from None
+    found = file_metadata_of(parquet).get("tracekit.format")
+    if found is None:
+        raise TraceFormatError(f"no tracekit.format metadata: not a {TRACE_FORMAT} trace", file=file)
+    if found != TRACE_FORMAT:
+        raise TraceFormatError(f"format is {found!r}; this tracekit reads {TRACE_FORMAT!r}", file=file)
+    return parquet
+
+
+def file_metadata_of(parquet: pq.ParquetFile) -> dict[str, str]:
+    raw = parquet.metadata.metadata or {}
+    return {
+        key.decode("utf-8", "replace"): value.decode("utf-8", "replace")
+        for key, value in raw.items()
+        if not key.startswith(b"ARROW:")
+    }
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The trace's file key-value metadata (``tracekit.format``, ``tracekit.source``, ...)."""
+    return file_metadata_of(open_part(trace_parts(path)[0]))
+
+
+def iter_batches(
+    path: str | os.PathLike[str],
+    columns: Sequence[str] | None = None,
+    batch_size: int = 65_536,
+) -> Iterator[pa.RecordBatch]:
+    """Stream the trace's rows in (host, seq) order as batches of the format's Arrow types.
+
+    ``columns`` picks columns (default: every column of `SCHEMA`); a column the file lacks comes
+    back all null. Files the tracekit writer produced stream with bounded memory; a file stored
+    in another order is sorted in memory first.
+    """
+    fields = _fields(columns)
+    parts = trace_parts(path)
+    by_host: dict[str | None, list[Part]] = {}
+    for part in parts:
+        by_host.setdefault(part.host, []).append(part)
+    if None in by_host and len(by_host) > 1:
+        raise TracekitError(f"{path}: mixes files inside and outside host= directories")
+    for host_parts in by_host.values():
+        if len(host_parts) == 1:
+            yield from _part_batches(host_parts[0], fields, batch_size)
+        else:
+            table = pa.concat_tables(_read_whole(part, fields) for part in host_parts)
+            yield from _sorted(table, fields).to_batches(max_chunksize=batch_size)
+
+
+def read_trace(path: str | os.PathLike[str], columns: Sequence[str] | None = None):
+    """The whole trace as a `pandas.DataFrame` (nullable integer columns, categorical strings)."""
+    import pandas as pd
+
+    batches = list(iter_batches(path, columns))
+    schema = pa.schema(_fields(columns))
+    table = pa.Table.from_batches(batches, schema=schema)
+    integers = {
+        pa.int8(): pd.Int8Dtype(), pa.int32(): pd.Int32Dtype(),
+        pa.int64(): pd.Int64Dtype(), pa.uint32(): pd.UInt32Dtype(),
+    }
+    return table.to_pandas(types_mapper=integers.get)
+
+
+def _fields(columns: Sequence[str] | None) -> list[pa.Field]:
+    if columns is None:
+        return list(SCHEMA)
+    unknown = [name for name in columns if name not in SCHEMA.names]
+    if unknown:
+        raise TracekitError(f"unknown trace column {unknown[0]!r}; columns are {', '.join(SCHEMA.names)}")
+    return [SCHEMA.field(name) for name in columns]
+
+
+def _part_batches(part: Part, fields: list[pa.Field], batch_size: int) -> Iterator[pa.RecordBatch]:
+    parquet = open_part(part)
+    if file_metadata_of(parquet).get(SORTED_KEY) == "host,seq" or _stored_in_order(parquet, part):
+        present = [f.name for f in fields if f.name in parquet.schema_arrow.names]
+        try:
+            for batch in parquet.iter_batches(batch_size=batch_size, columns=present):
+                yield _complete(batch, fields, part.host)
+        except (pa.ArrowException, OSError) as error:
+            raise TraceFormatError(f"cannot read (truncated or corrupt?): {error}", file=str(part.path)) from None
+        return
+    yield from _sorted(_read_whole(part, fields), fields).to_batches(max_chunksize=batch_size)
+
+
+def _read_whole(part: Part, fields: list[pa.Field]) -> pa.Table:
+    """All rows of one file with ``fields``, plus host and seq for sorting."""
+    parquet = open_part(part)
+    with_keys = _with_sort_keys(fields)
+    present = [f.name for f in with_keys if f.name in parquet.schema_arrow.names]
+    try:
+        table = parquet.read(columns=present)
+    except (pa.ArrowException, OSError) as error:
+        raise TraceFormatError(f"cannot read (truncated or corrupt?): {error}", file=str(part.path)) from None
+    batches = [_complete(batch, with_keys, part.host) for batch in table.to_batches()]
+    return pa.Table.from_batches(batches, schema=pa.schema(with_keys))
+
+
+def _with_sort_keys(fields: list[pa.Field]) -> list[pa.Field]:
+    names = {f.name for f in fields}
+    return fields + [SCHEMA.field(name) for name in ("host", "seq") if name not in names]
+
+
+def _sorted(table: pa.Table, fields: list[pa.Field]) -> pa.Table:
+    keys = pa.table({"host": pc.cast(table.column("host"), pa.string()), "seq": table.column("seq")})
+    order = pc.sort_indices(keys, sort_keys=[("host", "ascending"), ("seq", "ascending")])
+    return table.take(order).select([f.name for f in fields])
+
+
+def _stored_in_order(parquet: pq.ParquetFile, part: Part) -> bool:
+    names = [n for n in ("host", "seq") if n in parquet.schema_arrow.names]
+    if "seq" not in names:
+        raise TraceFormatError("required column is missing", file=str(part.path), column="seq")
+    keys = parquet.read(columns=names)
+    seq = keys.column("seq").to_numpy()
+    if part.host is not None or "host" not in names:
+        return bool(np.all(np.diff(seq) > 0))
+    hosts = pc.cast(keys.column("host"), pa.string()).to_numpy(zero_copy_only=False)
+    same = hosts[1:] == hosts[:-1]
+    return bool(np.all((hosts[1:] > hosts[:-1]) | (same & (np.diff(seq) > 0))))
+
+
+def _complete(batch: pa.RecordBatch, fields: list[pa.Field], host: str | None) -> pa.RecordBatch:
+    """``batch`` with exactly ``fields``: absent columns as typed nulls, foreign types cast."""
+    present = dict(zip(batch.schema.names, batch.columns))
+    rows = batch.num_rows
+    arrays = []
+    for field in fields:
+        if field.name == "host" and host is not None and "host" not in present:
+            arrays.append(pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int32)), pa.array([host])))
+        elif field.name in present:
+            arrays.append(cast_array(present[field.name], field.type))
+        else:
+            arrays.append(pa.nulls(rows, field.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
