@@ -7,9 +7,7 @@ kernel; a trace that does not say gets the newest profile. Stable backports are 
 distribution kernel that carries a fix early needs `--profile`.
 
 Changes with no effect on which socket is chosen are listed where they landed but add no profile,
-e.g. 6.1 "udp: Update reuse->has_conns under reuseport_lock." (locking only) and
-6.13 78c91ae2c6de "ipv4/udp: Add 4-tuple hash for connected socket." (hash4 finds the connected
-socket that the 6.5 re-scoring of lookup2 picks anyway).
+e.g. 6.1 "udp: Update reuse->has_conns under reuseport_lock." (locking only).
 """
 
 from __future__ import annotations
@@ -32,6 +30,10 @@ class Profile:
     # the slot compete with it; before, it kept the score of the group's first socket, and a
     # connected (TCP_ESTABLISHED) socket met first went through reuseport selection too.
     udp_rescore: bool
+    # connect() on a UDP socket puts it in the 4-tuple hash and rehashes it, which detaches it
+    # from its reuseport group (udp_lib_rehash() -> reuseport_detach_sock()); before, a connected
+    # socket stayed in the group as TCP_ESTABLISHED and hash selection skipped it.
+    udp_hash4: bool = False
     changes: tuple[str, ...] = ()
 
 
@@ -69,6 +71,19 @@ PROFILES: tuple[Profile, ...] = (
         udp_rescore=True,
         changes=(
             "f0ea27e7bfe1 udp: re-score reuseport groups when connected sockets are present",
+        ),
+    ),
+    Profile(
+        name="6.13",
+        release=(6, 13),
+        summary="a connected UDP socket leaves its reuseport group (4-tuple hash, rehash on connect)",
+        incoming_cpu=True,
+        udp_rescore=True,
+        udp_hash4=True,
+        changes=(
+            "78c91ae2c6de ipv4/udp: Add 4-tuple hash for connected socket.",
+            "(observed on 6.18 by `tracekit record story-udp-connected`: connect() of a socket "
+            "bound to a specific address detaches it from the group, swap-with-last)",
         ),
     ),
 )

@@ -22,7 +22,7 @@ from tracekit.kernel.bpf import (
     _Unknown,
 )
 from tracekit.kernel.net import Net
-from tracekit.kernel.profiles import NEWEST, Profile
+from tracekit.kernel.profiles import Profile
 from tracekit.kernel.sock import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -308,7 +308,7 @@ class Host:
         s.raddr, s.rport = dest, int(rport)
         reuseport_has_conns_set(s.sk)
         s.sk.sk_state = TCP_ESTABLISHED
-        if udp_hash4(self.net.profile) and s.sk.sk_reuseport_cb is not None:
+        if self.net.profile.udp_hash4 and s.sk.sk_reuseport_cb is not None:
             # udp4_hash4() / udp6_hash4() -> udp_lib_hash4(): a socket in the 4-tuple hash
             # leaves its group (the recorder sees this on 6.18: story-udp-connected)
             reuseport_detach_sock(s.sk)
@@ -463,14 +463,6 @@ class Host:
             pick = dropped.popleft()
             return Expectation(-1, pick)
         return Expectation(-1, None, "lost-events")
-
-
-def udp_hash4(profile: Profile) -> bool:
-    """Connected UDP sockets go into the 4-tuple hash (78c91ae2c6de, 6.13)."""
-    flag = getattr(profile, "udp_hash4", None)
-    if flag is not None:
-        return bool(flag)
-    return profile is NEWEST or profile.release >= (6, 13)
 
 
 def ebpf_prog(prog: bytes | None, attach_type: int | None) -> BpfProg:
