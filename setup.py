@@ -9,5 +9,9 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["tracekit", "tracekit.*"]) + ["tracekit._schemas"],
     package_dir={"tracekit._schemas": "schemas"},
-    package_data={"tracekit._schemas": ["*.json"]},
+    package_data={
+        "tracekit._schemas": ["*.json"],
+        "tracekit.capture": ["scenarios/*.toml"],
+        "tracekit.report": ["*.json"],
+    },
 )
