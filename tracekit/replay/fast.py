@@ -1,0 +1,176 @@
+"""Bulk selection: a run of `reuseport_select_sock` calls over a group that does not change.
+
+Between group changes the answer of `reuseport_select_sock_by_hash` depends only on the start slot
+`reciprocal_scale(hash, num_socks)`, and with SO_INCOMING_CPU on the CPU as well. So a run of
+selections is: tabulate the faithful scan once per start slot (and per CPU that some live socket
+prefers), then index the table with NumPy. The answers are exactly the faithful path's; wherever
+the bulk path cannot decide (a program is attached) it answers `FAITHFUL` and the caller replays
+those rows one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tracekit.kernel.sock import TCP_ESTABLISHED, Sock, sock_net
+from tracekit.kernel.sock_reuseport import SockReuseport
+
+__all__ = ["FAITHFUL", "NO_SOCKET", "select_many", "select_run", "select_segment", "slot_tables"]
+
+FAITHFUL = -2
+"""The bulk path cannot decide this row: call `reuseport_select_sock` for it."""
+
+NO_SOCKET = -1
+"""The selection returns NULL."""
+
+_LOOKUP_LIMIT = 1 << 16
+_FEW_GROUPS = 16
+
+
+def select_run(reuse: SockReuseport, hashes: np.ndarray,
+               cpus: np.ndarray | None = None) -> np.ndarray:
+    """The sk id `reuseport_select_sock` returns for each (hash, cpu) over the unchanged `reuse`.
+
+    `hashes` are the u32 flow hashes, `cpus` the CPU running each selection (None: the CPU the
+    group's network namespace holds now). Returns int64: an sk id, `NO_SOCKET`, or `FAITHFUL` for
+    every row when a program is attached (the program, not the hash, decides).
+    """
+    hashes = np.asarray(hashes)
+    if reuse.prog is not None:
+        return np.full(len(hashes), FAITHFUL, dtype=np.int64)
+    if reuse.num_socks == 0:
+        return np.full(len(hashes), NO_SOCKET, dtype=np.int64)
+    start = _reciprocal_scale(hashes, reuse.num_socks)
+    cpu_values, tables = slot_tables(reuse)
+    if len(cpu_values) == 0:
+        return tables[0][start]
+    if cpus is None:
+        first: Sock = reuse.socks[0]  # type: ignore[assignment]
+        cpus = np.full(len(hashes), sock_net(first).cpu, dtype=np.int64)
+    rows = _table_rows(cpu_values, np.asarray(cpus))
+    return tables.ravel()[rows * reuse.num_socks + start]
+
+
+def select_many(groups: Sequence[SockReuseport | None], group_index: np.ndarray,
+                hashes: np.ndarray, cpus: np.ndarray | None = None) -> np.ndarray:
+    """`select_run` for rows that interleave several unchanged groups.
+
+    Row i selects from `groups[group_index[i]]`; a None group (the socket has no
+    `sk_reuseport_cb`) answers `NO_SOCKET`, as `reuseport_select_sock` does.
+    """
+    group_index = np.asarray(group_index)
+    hashes = np.asarray(hashes)
+    if len(groups) == 1:
+        return _select_or_none(groups[0], hashes, cpus)
+    out = np.empty(len(hashes), dtype=np.int64)
+    for g, rows in enumerate(_rows_by_group(group_index, len(groups))):
+        if len(rows):
+            out[rows] = _select_or_none(groups[g], hashes[rows],
+                                        None if cpus is None else cpus[rows])
+    return out
+
+
+def select_segment(resolve: Callable[[int], SockReuseport | None], sk: np.ndarray,
+                   hashes: np.ndarray, cpus: np.ndarray | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray, list[SockReuseport | None]]:
+    """Selections between two group changes, each row naming its group by the socket `sk` the
+    caller passed (`resolve(sk)` gives that socket's `sk_reuseport_cb`).
+
+    Returns `(expected, group_index, groups)`: the `select_run` answer of every row, and which of
+    `groups` (distinct groups, in order of first appearance) each row selected from.
+    """
+    encoded = pc.dictionary_encode(pa.array(np.asarray(sk, dtype=np.int64)))
+    groups: list[SockReuseport | None] = []
+    slot_of: dict[int, int] = {}
+    of_socket = np.empty(len(encoded.dictionary), dtype=np.int64)
+    for i, sk_id in enumerate(encoded.dictionary.to_pylist()):
+        reuse = resolve(sk_id)
+        key = id(reuse)
+        if key not in slot_of:
+            slot_of[key] = len(groups)
+            groups.append(reuse)
+        of_socket[i] = slot_of[key]
+    group_index = of_socket[encoded.indices.to_numpy()]
+    return select_many(groups, group_index, hashes, cpus), group_index, groups
+
+
+def _select_or_none(reuse: SockReuseport | None, hashes: np.ndarray,
+                    cpus: np.ndarray | None) -> np.ndarray:
+    if reuse is None:
+        return np.full(len(hashes), NO_SOCKET, dtype=np.int64)
+    return select_run(reuse, hashes, cpus)
+
+
+def _rows_by_group(group_index: np.ndarray, n_groups: int) -> list[np.ndarray]:
+    """The rows of each group: a pass per group when they are few, else one stable sort."""
+    if n_groups <= _FEW_GROUPS:
+        return [np.flatnonzero(group_index == g) for g in range(n_groups)]
+    order = np.argsort(group_index, kind="stable")
+    bounds = np.searchsorted(group_index[order], np.arange(n_groups + 1))
+    return [order[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def slot_tables(reuse: SockReuseport) -> tuple[np.ndarray, np.ndarray]:
+    """The faithful scan's answer for every start slot.
+
+    Returns `(cpu_values, tables)`: `tables[0]` answers a CPU that no live socket prefers (or every
+    CPU when the profile or the group ignores SO_INCOMING_CPU), `tables[k + 1]` answers
+    `cpu_values[k]` (sorted). Memoized on what the scan reads, so an unchanged group costs one
+    pass over its members.
+    """
+    live: list[Sock] = reuse.live()
+    by_cpu = bool(reuse.incoming_cpu) and sock_net(live[0]).profile.incoming_cpu
+    if by_cpu:
+        members = tuple((sk.sk_id, sk.sk_state != TCP_ESTABLISHED, sk.sk_incoming_cpu)
+                        for sk in live)
+    else:
+        members = tuple((sk.sk_id, sk.sk_state != TCP_ESTABLISHED, -1) for sk in live)
+    return _tables(members, by_cpu)
+
+
+@lru_cache(maxsize=4096)
+def _tables(members: tuple[tuple[int, bool, int], ...],
+            by_cpu: bool) -> tuple[np.ndarray, np.ndarray]:
+    columns = np.array(members, dtype=np.int64).reshape(-1, 3)
+    ids, valid, preferred = columns[:, 0], columns[:, 1].astype(bool), columns[:, 2]
+    cpu_values = np.unique(preferred[valid]) if by_cpu else np.empty(0, dtype=np.int64)
+    candidates = np.vstack([valid, valid & (preferred == cpu_values[:, np.newaxis])])
+    tables = _first_from(candidates, ids)
+    tables.flags.writeable = False
+    cpu_values.flags.writeable = False
+    return cpu_values, tables
+
+
+def _reciprocal_scale(hashes: np.ndarray, num_socks: int) -> np.ndarray:
+    """`reciprocal_scale()` of u32 hashes, as int64 slots."""
+    wide = hashes.astype(np.uint64)
+    if hashes.dtype != np.uint32:
+        wide &= np.uint64(0xFFFFFFFF)
+    return ((wide * np.uint64(num_socks)) >> np.uint64(32)).view(np.int64)
+
+
+def _first_from(candidates: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Row by row: for each start slot, the id of the first candidate at or after it, wrapping
+    around (`NO_SOCKET` when a row has none). Scans the row twice over, right to left."""
+    n = candidates.shape[1]
+    position = np.where(np.hstack([candidates, candidates]), np.arange(2 * n), 2 * n)
+    nearest = np.minimum.accumulate(position[:, ::-1], axis=1)[:, ::-1][:, :n]
+    slot = np.where(nearest < 2 * n, nearest % n, n)
+    return np.append(ids, NO_SOCKET)[slot]
+
+
+def _table_rows(cpu_values: np.ndarray, cpus: np.ndarray) -> np.ndarray:
+    """Row of `slot_tables` for each CPU: 0 unless a live socket prefers that CPU."""
+    if len(cpus) and 0 <= cpus.min() and cpus.max() < _LOOKUP_LIMIT:
+        lookup = np.zeros(int(cpus.max()) + 1, dtype=np.int64)
+        listed = (cpu_values >= 0) & (cpu_values < len(lookup))
+        lookup[cpu_values[listed]] = np.flatnonzero(listed) + 1
+        return lookup[cpus]
+    k = np.searchsorted(cpu_values, cpus)
+    clipped = np.minimum(k, len(cpu_values) - 1)
+    return np.where(cpu_values[clipped] == cpus, clipped + 1, 0)
