@@ -100,10 +100,12 @@ def _rendered(replay: Any, json_path: str | None, html_path: str | None,
 @click.option("--policy", "policies", multiple=True, metavar="NAME=module:function",
               callback=_policies,
               help="Register a Python function as the eBPF program NAME (repeatable).")
+@click.option("--dask", "dask_address", metavar="ADDRESS|local",
+              help="Replay one task per host on a Dask cluster (a scheduler address, or 'local').")
 @cli_errors
 def command(trace: str, profile: str, json_path: str | None, results_path: str | None,
             html_path: str | None, junit_path: str | None, explain: bool, explain_all: bool,
-            max_mismatches: int, policies: dict[str, Callable]) -> None:
+            max_mismatches: int, policies: dict[str, Callable], dask_address: str | None) -> None:
     """Replay TRACE through the kernel model and diff every decision against what was observed.
 
     Exit status: 0 every decision matched or was unknown, 1 mismatches, 2 bad input or usage,
@@ -118,8 +120,18 @@ def command(trace: str, profile: str, json_path: str | None, results_path: str |
     with ExitStack() as outputs:  # every file is renamed into place only if all of them succeed
         results = outputs.enter_context(atomic_path(Path(results_path))) if results_path else False
         with _progress_bar(sys.stderr.isatty()) as progress:
-            result = run_replay(trace, profile=profile, policies=policies or None, results=results,
-                                explain_all=explain_all, progress=progress)
+            if dask_address:
+                from tracekit.replay.api import write_results
+                from tracekit.replay.distributed import replay_on_dask
+
+                result = replay_on_dask(trace, dask_address, profile=profile,
+                                        policies=policies or None, results=bool(results),
+                                        explain_all=explain_all, progress=progress)
+                if results:
+                    write_results(result, results)
+            else:
+                result = run_replay(trace, profile=profile, policies=policies or None,
+                                    results=results, explain_all=explain_all, progress=progress)
         for target, content in _rendered(result, json_path, html_path, junit_path):
             outputs.enter_context(atomic_path(target)).write_bytes(content)
     Console(highlight=False).print(render_replay(result, max_mismatches=max_mismatches, explain=explain))

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -79,13 +79,15 @@ def _total_rows(path: Path) -> int:
 def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto",
            policies: dict[str, Policy] | None = None, results: bool | str | os.PathLike = False,
            explain_all: bool = False,
-           progress: Callable[[int, int], None] | None = None) -> Replay:
+           progress: Callable[[int, int], None] | None = None,
+           hosts: Collection[str] | None = None) -> Replay:
     """Replay every host of a trace through the kernel model and diff against what was observed.
 
     `policies` registers eBPF programs by the name the trace gives them. `results=True` keeps
     every decision (in `Replay.decisions` and for `write_results`); a path streams every decision
     to that Parquet file instead, keeping memory flat. `progress(rows_done, rows_total)` is
-    called after each batch.
+    called after each batch. `hosts` replays only those hosts (hosts never share state, so a
+    fleet's trace can be replayed host by host: see `tracekit.replay.distributed`).
     """
     from tracekit.trace import TRACE_FORMAT, iter_batches, read_metadata
 
@@ -112,7 +114,7 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
     total = _total_rows(path) if progress is not None else 0
     done = 0
     try:
-        for batch in iter_batches(path):
+        for batch in iter_batches(path, hosts=hosts):
             engine.feed(batch)
             done += batch.num_rows
             if progress is not None:

@@ -5,12 +5,13 @@ The format's definition lives in ``schemas/tracekit-trace-1.json`` (loaded by
 """
 
 from tracekit.trace.normalize import normalize_jsonl
-from tracekit.trace.read import iter_batches, read_metadata, read_trace
+from tracekit.trace.read import iter_batches, read_metadata, read_trace, trace_hosts
 from tracekit.trace.schema import SCHEMA, TRACE_FORMAT, load_spec
 from tracekit.trace.validate import HostSummary, TraceSummary, validate_trace
 from tracekit.trace.write import write_trace
 
 __all__ = [
+    "trace_hosts",
     "SCHEMA",
     "TRACE_FORMAT",
     "HostSummary",

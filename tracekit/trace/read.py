@@ -8,7 +8,7 @@ files the tracekit writer produced.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -23,7 +23,8 @@ from tracekit.trace.convert import cast_array
 from tracekit.trace.schema import SCHEMA, TRACE_FORMAT
 from tracekit.trace.write import SORTED_KEY
 
-__all__ = ["Part", "trace_parts", "open_part", "iter_batches", "read_metadata", "read_trace", "file_metadata_of"]
+__all__ = ["Part", "trace_parts", "trace_hosts", "open_part", "iter_batches", "read_metadata", "read_trace",
+           "file_metadata_of"]
 
 _PARQUET_MAGIC = b"PAR1"
 
@@ -93,13 +94,18 @@ def iter_batches(
     path: str | os.PathLike[str],
     columns: Sequence[str] | None = None,
     batch_size: int = 65_536,
+    hosts: Collection[str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Stream the trace's rows in (host, seq) order as batches of the format's Arrow types.
 
     ``columns`` picks columns (default: every column of `SCHEMA`); a column the file lacks comes
-    back all null. Files the tracekit writer produced stream with bounded memory; a file stored
-    in another order is sorted in memory first.
+    back all null. ``hosts`` keeps only those hosts' rows (a ``host=`` directory of another host
+    is not even opened). Files the tracekit writer produced stream with bounded memory; a file
+    stored in another order is sorted in memory first.
     """
+    if hosts is not None:
+        yield from _only_hosts(path, columns, batch_size, frozenset(hosts))
+        return
     fields = _fields(columns)
     parts = trace_parts(path)
     by_host: dict[str | None, list[Part]] = {}
@@ -113,6 +119,45 @@ def iter_batches(
         else:
             table = pa.concat_tables(_read_whole(part, fields) for part in host_parts)
             yield from _sorted(table, fields).to_batches(max_chunksize=batch_size)
+
+
+def _only_hosts(path: str | os.PathLike[str], columns: Sequence[str] | None, batch_size: int,
+                hosts: frozenset[str]) -> Iterator[pa.RecordBatch]:
+    parts = trace_parts(path)
+    if all(part.host is not None for part in parts):
+        selected = [part for part in parts if part.host in hosts]
+        by_host: dict[str | None, list[Part]] = {}
+        for part in selected:
+            by_host.setdefault(part.host, []).append(part)
+        fields = _fields(columns)
+        for host_parts in by_host.values():
+            if len(host_parts) == 1:
+                yield from _part_batches(host_parts[0], fields, batch_size)
+            else:
+                table = pa.concat_tables(_read_whole(part, fields) for part in host_parts)
+                yield from _sorted(table, fields).to_batches(max_chunksize=batch_size)
+        return
+    wanted = pa.array(sorted(hosts), pa.string())
+    names = None if columns is None else [f.name for f in _with_sort_keys(_fields(columns))]
+    for batch in iter_batches(path, names, batch_size):
+        kept = batch.filter(pc.is_in(pc.cast(batch.column("host"), pa.string()), value_set=wanted))
+        if kept.num_rows:
+            yield kept if columns is None else kept.select(list(columns))
+
+
+def trace_hosts(path: str | os.PathLike[str]) -> list[str]:
+    """The hosts of a trace, sorted: replay state is per host, so a host is the unit of work."""
+    parts = trace_parts(path)
+    if all(part.host is not None for part in parts):
+        return sorted({part.host for part in parts if part.host is not None})
+    found: set[str] = set()
+    for part in parts:
+        parquet = open_part(part)
+        for batch in parquet.iter_batches(columns=["host"]):
+            column = batch.column(0)
+            values = column.dictionary if isinstance(column, pa.DictionaryArray) else pc.unique(column)
+            found.update(v for v in values.to_pylist() if v is not None)
+    return sorted(found)
 
 
 def read_trace(path: str | os.PathLike[str], columns: Sequence[str] | None = None):
