@@ -1,12 +1,28 @@
 """A reproducible random walk over the recorder's operations, for differential testing.
 
-random_scenario(seed, steps) gives the same Scenario for the same seed (and CPU count): a TCP group
-and a UDP group on loopback whose members come and go (listen, close, shutdown, listen again),
-tcp_migrate_req toggled, SO_INCOMING_CPU set on some TCP listeners, connected UDP sockets, and
-connections and datagrams sent from random CPUs. Classic BPF is left to the scenario library: a
-cBPF program replaces the observer, so its group's hashes could not be recorded. SO_INCOMING_CPU
-stays off UDP sockets: there it also raises the socket's lookup score (compute_score), which
-mixes with 6.18's split groups in ways beyond reuseport itself.
+random_scenario(seed, steps) gives the same Scenario for the same seed (and CPU count). The walk
+runs several reuseport groups at once, each on its own port: TCP and UDP, IPv4, IPv6 and
+dual-stack (`::` receiving IPv4), specific and wildcard addresses, up to MAX_MEMBERS sockets each
+so the array order and swap-with-last matter. Members come and go (listen, close, shutdown,
+listen again; bind, connect, close), tcp_migrate_req is toggled, SO_INCOMING_CPU is set and
+cleared, and each traffic step sends up to MAX_BURST connections or datagrams from random CPUs.
+
+Classic BPF groups have no observer (their program replaces it), so their traffic carries no
+flow hash. The walk keeps every decision there predictable without one: a program's result is
+below the group's live size (the walk picks payloads and CPUs so), or the group has one live
+socket and the hash fallback has a single answer; queued connections are accepted before a
+listener of such a group stops while migration is on (migration would pick by hash); and no
+member connects or leaves the group empty (a new group there would be unobserved). Listeners of
+wildcard groups are drained the same way before they stop with migration on: the kernel looks
+them up with INADDR_ANY / in6addr_any as the destination, so the hash the observer records is not
+the child's `sk_hash` that migration uses, and the trace cannot have the latter.
+
+An IPv6 UDP group takes no new member while one of its sockets is connected: there 6.18 puts
+the newcomer into the old group instead of a new one with the connected socket (as IPv4 does), a
+behaviour the model does not have yet.
+
+Datagram sources are distinct ports for the whole walk, plus a few peer ports per group for
+connected UDP sockets, so every flow of a recording names one datagram's path.
 """
 
 from __future__ import annotations
@@ -14,23 +30,145 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass, field
+from typing import Callable
 
 from tracekit.capture.scenario import Scenario, Step
 
-ADDR, TCP_PORT, UDP_PORT = "127.0.0.1", 7000, 7001
-PEER_PORTS = (9100, 9101, 9102, 9103)
-MAX_TCP, MAX_UDP = 6, 5
+MAX_MEMBERS = 8
+MAX_BURST = 12
+SOURCE_PORTS = range(20000, 32000)  # below the ephemeral range: never some other socket's port
+PEERS_PER_GROUP = 3
+
+# classic BPF (linux/filter.h): opcodes the walk's programs use
+LD_W_ABS, LD_H_ABS, LD_B_ABS = 0x20, 0x28, 0x30
+ALU_MOD_K, ALU_AND_K, ALU_RSH_K = 0x94, 0x54, 0x74
+JMP_JEQ_K, JMP_JGT_K = 0x15, 0x25
+RET_A, RET_K = 0x16, 0x06
+AD_CPU = (-0x1000 + 36) & 0xFFFFFFFF  # SKF_AD_OFF + SKF_AD_CPU
+
+Insns = list[list[int]]
+Result = Callable[[bytes, int], int]  # (payload, cpu) -> the program's return value
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """Where a group's sockets bind, and where its traffic is sent."""
+
+    key: str
+    proto: str
+    addr: str
+    port: int
+    dests: tuple[str, ...]
+    cbpf: bool = False
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.addr else 4
+
+    @property
+    def wildcard(self) -> bool:
+        return self.addr in ("0.0.0.0", "::")
+
+
+GROUPS = (
+    GroupSpec("tcp4", "tcp", "127.0.0.1", 7000, ("127.0.0.1",)),
+    GroupSpec("udp4", "udp", "127.0.0.1", 7001, ("127.0.0.1",)),
+    GroupSpec("tcp6", "tcp", "::1", 7002, ("::1",)),
+    GroupSpec("tcp-dual", "tcp", "::", 7003, ("127.0.0.1", "::1")),
+    GroupSpec("udp6", "udp", "::1", 7004, ("::1",)),
+    GroupSpec("udp-dual", "udp", "::", 7005, ("127.0.0.1", "::1")),
+    GroupSpec("tcp4-any", "tcp", "0.0.0.0", 7006, ("127.0.0.1",)),
+    GroupSpec("udp4-any", "udp", "0.0.0.0", 7007, ("127.0.0.1",)),
+    GroupSpec("tcp4-cbpf", "tcp", "127.0.0.1", 7010, ("127.0.0.1",), cbpf=True),
+    GroupSpec("udp4-cbpf", "udp", "127.0.0.1", 7011, ("127.0.0.1",), cbpf=True),
+    GroupSpec("udp6-cbpf", "udp", "::1", 7012, ("::1",), cbpf=True),
+)
+
+
+def _word(payload: bytes, offset: int, size: int) -> int:
+    """A packet load: big-endian; past the payload's end the program returns 0 (load fails)."""
+    if offset + size > len(payload):
+        raise _LoadFails
+    return int.from_bytes(payload[offset : offset + size], "big")
+
+
+class _LoadFails(Exception):
+    pass
+
+
+def _program(rng: random.Random, proto: str) -> tuple[Insns, Result]:
+    """A classic BPF program for a group: its instructions, and what it returns."""
+    if proto == "tcp":  # a SYN has no payload: steer by CPU or by nothing
+        choice = rng.choice(("cpu", "cpu-jeq", "ret0"))
+    else:
+        choice = rng.choice(("cpu", "cpu-jeq", "mod", "and", "jgt", "rsh", "far"))
+    if choice == "cpu":
+        return [[LD_W_ABS, 0, 0, AD_CPU], [RET_A, 0, 0, 0]], lambda p, cpu: cpu
+    if choice == "cpu-jeq":
+        insns = [[LD_W_ABS, 0, 0, AD_CPU], [JMP_JEQ_K, 0, 1, 0], [RET_K, 0, 0, 1], [RET_K, 0, 0, 0]]
+        return insns, lambda p, cpu: 1 if cpu == 0 else 0
+    if choice == "ret0":
+        return [[RET_K, 0, 0, 0]], lambda p, cpu: 0
+    if choice == "mod":
+        n = rng.randint(2, MAX_MEMBERS)
+        insns = [[LD_W_ABS, 0, 0, 0], [ALU_MOD_K, 0, 0, n], [RET_A, 0, 0, 0]]
+        return insns, lambda p, cpu: _word(p, 0, 4) % n
+    if choice == "and":
+        insns = [[LD_B_ABS, 0, 0, 1], [ALU_AND_K, 0, 0, 7], [RET_A, 0, 0, 0]]
+        return insns, lambda p, cpu: _word(p, 1, 1) & 7
+    if choice == "jgt":
+        insns = [[LD_B_ABS, 0, 0, 0], [JMP_JGT_K, 0, 1, 127], [RET_K, 0, 0, 1], [RET_K, 0, 0, 0]]
+        return insns, lambda p, cpu: 1 if _word(p, 0, 1) > 127 else 0
+    if choice == "rsh":
+        insns = [[LD_H_ABS, 0, 0, 2], [ALU_RSH_K, 0, 0, 13], [RET_A, 0, 0, 0]]
+        return insns, lambda p, cpu: _word(p, 2, 2) >> 13
+    # "far": a byte past short payloads, where the load fails and the program returns 0
+    insns = [[LD_B_ABS, 0, 0, 5], [ALU_AND_K, 0, 0, 1], [RET_A, 0, 0, 0]]
+    return insns, lambda p, cpu: _word(p, 5, 1) & 1
+
+
+def _run(result: Result, payload: bytes, cpu: int) -> int:
+    try:
+        return result(payload, cpu)
+    except _LoadFails:
+        return 0
+
+
+@dataclass
+class _Group:
+    spec: GroupSpec
+    index: int
+    members: dict[str, str] = field(default_factory=dict)  # name -> "live" | "shut" (TCP)
+    peers: dict[str, int | None] = field(default_factory=dict)  # name -> connected peer port (UDP)
+    program: Result | None = None
+
+    @property
+    def peer_ports(self) -> list[int]:
+        return [9100 + PEERS_PER_GROUP * self.index + i for i in range(PEERS_PER_GROUP)]
+
+    def live(self) -> list[str]:
+        if self.spec.proto == "tcp":
+            return sorted(n for n, s in self.members.items() if s == "live")
+        return sorted(n for n, p in self.peers.items() if p is None)
+
+    def size(self) -> int:
+        return len(self.members) + len(self.peers)
+
+    def accepts(self, result: int) -> bool:
+        """A program result the kernel uses as is, or one whose hash fallback has one answer."""
+        live = len(self.live())
+        return result < live or live == 1
 
 
 @dataclass
 class _Walk:
     rng: random.Random
     cpus: int
+    groups: list[_Group]
     steps: list[Step] = field(default_factory=list)
-    tcp: dict[str, str] = field(default_factory=dict)  # name -> "live" | "shut"
-    udp: dict[str, int | None] = field(default_factory=dict)  # name -> connected peer port
     migrate: bool = False
     made: int = 0
+    sources: int = 0
 
     def add(self, op: str, **args) -> None:
         self.steps.append(Step(op, args))
@@ -42,100 +180,183 @@ class _Walk:
         self.made += 1
         return f"{prefix}{self.made}"
 
-    def options(self) -> dict:
-        return {"SO_INCOMING_CPU": self.cpu()} if self.rng.random() < 0.15 else {}
+    def source_port(self) -> int:
+        self.sources += 1
+        return SOURCE_PORTS[self.sources % len(SOURCE_PORTS)]
 
-    def moves(self) -> list:
-        live = [n for n, s in self.tcp.items() if s == "live"]
-        shut = [n for n, s in self.tcp.items() if s == "shut"]
-        unconnected = [n for n, p in self.udp.items() if p is None]
-        free_peers = [p for p in PEER_PORTS if p not in self.udp.values()]
-        moves = [(3, self.toggle_migrate)]
-        if len(self.tcp) < MAX_TCP:
-            moves.append((6, self.add_tcp))
+    # -- choosing -----------------------------------------------------------------------------------
+    def moves(self) -> list[tuple[int, Callable[[], None]]]:
+        moves: list[tuple[int, Callable[[], None]]] = [(2, self.toggle_migrate)]
+        for g in self.groups:
+            moves += self.tcp_moves(g) if g.spec.proto == "tcp" else self.udp_moves(g)
+        return moves
+
+    def tcp_moves(self, g: _Group) -> list:
+        live, shut = g.live(), sorted(n for n, s in g.members.items() if s == "shut")
+        may_stop = not g.spec.cbpf or len(live) > 1
+        moves = []
+        if g.size() < MAX_MEMBERS:
+            moves.append((5 if live else 8, lambda: self.add_tcp(g)))
+        if live or not g.spec.cbpf:
+            moves.append((12 if live else 1, lambda: self.clients(g)))
         if live:
-            moves += [(10, self.clients), (3, self.accept), (3, self.close_tcp), (2, self.shutdown), (1, self.incoming_cpu)]
+            moves += [(3, lambda: self.accept(g)), (1, lambda: self.incoming_cpu(g))]
+            if may_stop:
+                moves += [(3, lambda: self.close_tcp(g, live)), (3, lambda: self.shutdown(g, live))]
+            if g.spec.cbpf:
+                moves.append((1, lambda: self.attach(g)))
         if shut:
-            moves += [(2, self.relisten), (1, self.close_tcp)]
-        if len(self.udp) < MAX_UDP:
-            moves.append((4, self.add_udp))
-        if self.udp:
-            moves += [(8, self.datagrams), (2, self.close_udp)]
-        if unconnected and free_peers:
-            moves.append((2, self.connect_udp))
+            moves += [(3, lambda: self.relisten(g, shut)), (1, lambda: self.close_tcp(g, shut))]
+        return moves
+
+    def udp_moves(self, g: _Group) -> list:
+        live, connected = g.live(), sorted(n for n, p in g.peers.items() if p is not None)
+        free_peers = [p for p in g.peer_ports if p not in g.peers.values()]
+        moves = []
+        if g.size() < MAX_MEMBERS and not (g.spec.family == 6 and connected):
+            moves.append((5 if g.peers else 8, lambda: self.add_udp(g)))
+        if g.peers or not g.spec.cbpf:
+            moves.append((12 if g.peers else 1, lambda: self.datagrams(g)))
+        if live and (not g.spec.cbpf or len(live) > 1):
+            moves.append((2, lambda: self.close_udp(g, live)))
+        if connected:
+            moves.append((2, lambda: self.close_udp(g, connected)))
+        if live:
+            moves.append((1, lambda: self.incoming_cpu(g)))
+        if live and free_peers and not g.spec.cbpf:
+            moves.append((3, lambda: self.connect_udp(g, live, free_peers)))
+        if live and g.spec.cbpf:
+            moves.append((1, lambda: self.attach(g)))
         return moves
 
     def step(self) -> None:
         moves = self.moves()
-        weights = [w for w, _ in moves]
-        self.rng.choices([m for _, m in moves], weights)[0]()
+        self.rng.choices([m for _, m in moves], [w for w, _ in moves])[0]()
 
+    # -- operations ---------------------------------------------------------------------------------
     def toggle_migrate(self) -> None:
         self.migrate = not self.migrate
         self.add("sysctl", name="net.ipv4.tcp_migrate_req", value=int(self.migrate))
 
-    def add_tcp(self) -> None:
-        name = self.name("t")
-        self.add("open", sock=name, proto="tcp", addr=ADDR, port=TCP_PORT, options=self.options())
-        self.tcp[name] = "live"
+    def options(self, g: _Group) -> dict:
+        options: dict = {}
+        if self.rng.random() < 0.15:
+            options["SO_INCOMING_CPU"] = self.cpu()
+        if g.spec.cbpf and g.size() == 0:
+            # attached before bind: the kernel makes the group then, and bind/listen keep it
+            options["SO_ATTACH_REUSEPORT_CBPF"] = self.new_program(g)
+        return options
 
-    def clients(self) -> None:
-        count = self.rng.randint(1, 4)
-        self.add("clients", addr=ADDR, port=TCP_PORT, count=count, cpu=[self.cpu() for _ in range(count)])
+    def new_program(self, g: _Group) -> Insns:
+        insns, g.program = _program(self.rng, g.spec.proto)
+        return insns
 
-    def accept(self) -> None:
-        name = self.rng.choice(sorted(n for n, s in self.tcp.items() if s == "live"))
-        self.add("accept", sock=name, count=self.rng.choice(["all", 1]))
+    def attach(self, g: _Group) -> None:
+        sock = self.rng.choice(g.live())
+        self.add("setsockopt", sock=sock, name="SO_ATTACH_REUSEPORT_CBPF", prog=self.new_program(g))
 
-    def close_tcp(self) -> None:
-        name = self.rng.choice(sorted(self.tcp))
+    def open(self, g: _Group, prefix: str) -> str:
+        name = self.name(prefix)
+        self.add("open", sock=name, proto=g.spec.proto, family=g.spec.family, addr=g.spec.addr, port=g.spec.port,
+                 options=self.options(g))
+        return name
+
+    def add_tcp(self, g: _Group) -> None:
+        g.members[self.open(g, "t")] = "live"
+
+    def clients(self, g: _Group) -> None:
+        count = self.rng.randint(1, MAX_BURST)
+        cpus = [self.steered_cpu(g, b"") for _ in range(count)]
+        self.add("clients", addr=self.rng.choice(g.spec.dests), port=g.spec.port, count=count, cpu=cpus)
+
+    def steered_cpu(self, g: _Group, payload: bytes) -> int:
+        """A random CPU, among those the group's program maps into range for this payload."""
+        cpus = list(range(self.cpus))
+        if g.program is not None:
+            cpus = [c for c in cpus if g.accepts(_run(g.program, payload, c))] or cpus
+        return self.rng.choice(cpus)
+
+    def accept(self, g: _Group) -> None:
+        self.add("accept", sock=self.rng.choice(g.live()), count=self.rng.choice(["all", "all", 1, 2]))
+
+    def stop_tcp(self, g: _Group, name: str) -> None:
+        if (g.spec.cbpf or g.spec.wildcard) and self.migrate and g.members[name] == "live":
+            # migration would pick a listener by a hash the trace lacks (see the module docstring)
+            self.add("accept", sock=name, count="all")
+
+    def close_tcp(self, g: _Group, names: list[str]) -> None:
+        name = self.rng.choice(names)
+        self.stop_tcp(g, name)
         self.add("close", sock=name, cpu=self.cpu())
-        del self.tcp[name]
+        del g.members[name]
 
-    def shutdown(self) -> None:
-        name = self.rng.choice(sorted(n for n, s in self.tcp.items() if s == "live"))
-        self.add("shutdown", sock=name, how="rdwr", cpu=self.cpu())
-        self.tcp[name] = "shut"
+    def shutdown(self, g: _Group, live: list[str]) -> None:
+        name = self.rng.choice(live)
+        how = self.rng.choice(("rdwr", "rdwr", "rd", "wr"))
+        if how == "wr":  # the recorder expects a listener's queue to migrate or reset at shutdown
+            self.add("accept", sock=name, count="all")
+        self.stop_tcp(g, name)
+        self.add("shutdown", sock=name, how=how, cpu=self.cpu())
+        if how != "wr":  # SHUT_WR leaves a listener listening
+            g.members[name] = "shut"
 
-    def relisten(self) -> None:
-        name = self.rng.choice(sorted(n for n, s in self.tcp.items() if s == "shut"))
+    def relisten(self, g: _Group, shut: list[str]) -> None:
+        name = self.rng.choice(shut)
         self.add("listen", sock=name)
-        self.tcp[name] = "live"
+        g.members[name] = "live"
 
-    def incoming_cpu(self) -> None:
-        names = sorted(n for n, s in self.tcp.items() if s == "live")
-        self.add("setsockopt", sock=self.rng.choice(names), name="SO_INCOMING_CPU", value=self.cpu())
+    def incoming_cpu(self, g: _Group) -> None:
+        value = -1 if self.rng.random() < 0.2 else self.cpu()
+        self.add("setsockopt", sock=self.rng.choice(g.live()), name="SO_INCOMING_CPU", value=value)
 
-    def add_udp(self) -> None:
-        name = self.name("u")
-        self.add("open", sock=name, proto="udp", addr=ADDR, port=UDP_PORT)
-        self.udp[name] = None
+    def add_udp(self, g: _Group) -> None:
+        g.peers[self.open(g, "u")] = None
 
-    def close_udp(self) -> None:
-        name = self.rng.choice(sorted(self.udp))
+    def close_udp(self, g: _Group, names: list[str]) -> None:
+        name = self.rng.choice(names)
         self.add("close", sock=name, cpu=self.cpu())
-        del self.udp[name]
+        del g.peers[name]
 
-    def connect_udp(self) -> None:
-        name = self.rng.choice(sorted(n for n, p in self.udp.items() if p is None))
-        peer = self.rng.choice([p for p in PEER_PORTS if p not in self.udp.values()])
-        self.add("connect", sock=name, addr=ADDR, port=peer)
-        self.udp[name] = peer
+    def connect_udp(self, g: _Group, live: list[str], free_peers: list[int]) -> None:
+        name, peer = self.rng.choice(live), self.rng.choice(free_peers)
+        self.add("connect", sock=name, addr=self.peer_addr(g), port=peer)
+        g.peers[name] = peer
 
-    def datagrams(self) -> None:
-        count = self.rng.randint(1, 4)
-        src_ports = [self.rng.choice((0, 0) + PEER_PORTS) for _ in range(count)]
-        payload = [bytes([self.rng.randrange(256)]).hex() for _ in range(count)]
-        self.add("datagrams", addr=ADDR, port=UDP_PORT, count=count, cpu=[self.cpu() for _ in range(count)], src_ports=src_ports, payload=payload)
+    def peer_addr(self, g: _Group) -> str:
+        if g.spec.family == 4:
+            return "127.0.0.1"
+        return "::ffff:127.0.0.1" if "127.0.0.1" in g.spec.dests and self.rng.random() < 0.5 else "::1"
+
+    def datagrams(self, g: _Group) -> None:
+        count = self.rng.randint(1, MAX_BURST)
+        dest = self.rng.choice(g.spec.dests)
+        peers = [p for p in g.peer_ports if self.rng.random() < 0.5]
+        self.rng.shuffle(peers)
+        src_ports = [peers.pop() if peers and self.rng.random() < 0.3 else self.source_port() for _ in range(count)]
+        payloads = [self.payload(g) for _ in range(count)]
+        cpus = [self.steered_cpu(g, p) for p in payloads]
+        self.add("datagrams", addr=dest, port=g.spec.port, count=count, cpu=cpus, src_ports=src_ports,
+                 payload=[p.hex() for p in payloads])
+
+    def payload(self, g: _Group) -> bytes:
+        """Random bytes; in a cBPF group, ones for which some CPU keeps the program in range."""
+        for _ in range(64):
+            payload = bytes(self.rng.randrange(256) for _ in range(self.rng.choice((1, 2, 4, 4, 8))))
+            if g.program is None or any(g.accepts(_run(g.program, payload, c)) for c in range(self.cpus)):
+                return payload
+        return bytes(8)  # every program of the walk returns 0 for zeros
 
 
 def random_scenario(seed: int, steps: int, *, cpus: int | None = None) -> Scenario:
     """The random walk for `seed`: `steps` operations (each may send several connections)."""
-    walk = _Walk(random.Random(seed), cpus or len(os.sched_getaffinity(0)))
+    rng = random.Random(seed)
+    chosen = [GROUPS[0], GROUPS[1]] + rng.sample(GROUPS[2:], rng.randint(2, 5))
+    groups = [_Group(spec, GROUPS.index(spec)) for spec in chosen]
+    walk = _Walk(rng, cpus or len(os.sched_getaffinity(0)), groups)
     for _ in range(steps):
         walk.step()
     return Scenario(
         name=f"random-{seed}-{steps}",
-        description=f"random walk, seed {seed}, {steps} steps",
+        description=f"random walk, seed {seed}, {steps} steps, groups {', '.join(g.key for g in chosen)}",
         steps=tuple(walk.steps),
     )

@@ -95,6 +95,27 @@ def test_close_migrates_queue_in_order_with_tcp_migrate_req():
     assert exp.expected == 3 and exp.pick.migrated_from == (1, None, 2)
 
 
+def test_migration_from_a_wildcard_listener_lacks_the_childs_hash():
+    # the SYN's hash was computed with INADDR_ANY as destination (the wildcard bucket's lookup);
+    # migration uses the child's sk_hash over the real 4-tuple, which the trace does not have
+    for addr, family in (("0.0.0.0", 4), ("::", 6)):
+        h = Host()
+        for sk in (1, 2, 3):
+            listener(h, sk, addr, family=family)
+        h.sysctl("net.ipv4.tcp_migrate_req", 1)
+        assert h.syn("127.0.0.1", 8080, "127.0.0.1", 40000, hash_for_slot(0, 3), 0, b"").sk == 1
+        h.close(1, cpu=0)
+        assert [m.unknown for m in h.migrations] == ["no-hash"]
+        assert h.accept(3, "127.0.0.1", 8080, "127.0.0.1", 40000).unknown == "no-hash"
+    h = Host()  # one listener left: every hash gives it
+    for sk in (1, 2):
+        listener(h, sk, "0.0.0.0")
+    h.sysctl("net.ipv4.tcp_migrate_req", 1)
+    h.syn("127.0.0.1", 8080, "127.0.0.1", 40000, hash_for_slot(0, 2), 0, b"")
+    h.close(1, cpu=0)
+    assert [(m.to, m.unknown) for m in h.migrations] == [(2, None)]
+
+
 def test_close_without_migration_resets_the_queue():
     h = Host()
     for sk in (1, 2):
@@ -136,6 +157,25 @@ def test_udp_connect_keeps_membership_before_hash4():
     # the ESTABLISHED socket in slot 2 is skipped: wraps to slot 0
     pick = h.datagram("127.0.0.1", 9001, "127.0.0.1", 9200, hash_for_slot(2, 3), 0, b"x")
     assert pick.sk == 1 and pick.reason == "established-skip"
+
+
+def test_connected_udp_socket_takes_the_cpu_of_its_datagrams():
+    # seen on 6.18 (random walk seed 28): receiving sets the connected socket's sk_incoming_cpu
+    # without counting it in its group; its close then puts the count back to 0, so the other
+    # member's SO_INCOMING_CPU stops mattering and the plain hash decides
+    h = Host()
+    listener(h, 1, "127.0.0.1", port=9001, proto="udp")
+    h.connect(1, "127.0.0.1", 9100)
+    listener(h, 2, "127.0.0.1", port=9001, proto="udp", SO_INCOMING_CPU=0)  # group [1, 2]
+    listener(h, 3, "127.0.0.1", port=9001, proto="udp")
+    reuse = h.socks[2].sk.sk_reuseport_cb
+    assert group_of(h, 2) == [1, 2, 3] and reuse.incoming_cpu == 1
+    assert h.datagram("127.0.0.1", 9001, "127.0.0.1", 9100, None, 1, b"x").reason == "connected"
+    assert h.socks[1].sk.sk_incoming_cpu == 1 and reuse.incoming_cpu == 1
+    h.close(1, cpu=0)
+    assert group_of(h, 2) == [3, 2] and reuse.incoming_cpu == 0
+    pick = h.datagram("127.0.0.1", 9001, "127.0.0.1", 20000, hash_for_slot(0, 2), 0, b"x")
+    assert pick.sk == 3 and pick.reason == "hash"
 
 
 def test_wildcard_udp_connect_rehashes_to_the_source_address():

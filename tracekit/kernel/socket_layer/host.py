@@ -382,7 +382,11 @@ class Host:
     def syn(self, laddr: str, lport: int, raddr: str, rport: int, hash: int | None,
             cpu: int | None, payload: bytes | None) -> Pick:
         """tcp_v4_rcv() / tcp_v6_rcv() -> listener lookup; the request queues on the chosen
-        listener with `sk_hash` = the flow hash, which migration re-uses."""
+        listener with `sk_hash` = the flow hash, which migration re-uses.
+
+        A wildcard listener is found by `inet_lhash2_lookup()` with INADDR_ANY / in6addr_any as
+        the destination, so its selection hash is not the child's `sk_hash` (`sk_ehashfn()` of
+        the real 4-tuple): a migration from such a listener lacks its hash."""
         self._set_cpu(cpu)
         flow = flow_of(laddr, lport, raddr, rport)
         daddr = parse_ip(flow[0])
@@ -395,6 +399,8 @@ class Host:
             conn.listener = self.socks[chosen.sk_id]
             conn.pick = self._label_pick(pick, chosen)
             conn.listener.accept_queue.append(conn)
+            if conn.listener.laddr is not None and conn.listener.laddr.is_unspecified:
+                conn.hash = None
         elif isinstance(chosen, _Unknown):
             conn.pick = replace(pick, unknown=pick.unknown or "no-hash", seq=self.seq)
         elif pick is not None:
@@ -404,7 +410,11 @@ class Host:
 
     def datagram(self, laddr: str, lport: int, raddr: str, rport: int, hash: int | None,
                  cpu: int | None, payload: bytes | None) -> Pick:
-        """udp_rcv() -> `__udp4_lib_lookup()` / `__udp6_lib_lookup()`."""
+        """udp_rcv() -> `__udp4_lib_lookup()` / `__udp6_lib_lookup()`.
+
+        Delivery to a connected socket runs `sk_incoming_cpu_update()` (`__udp_queue_rcv_skb()`,
+        `__udpv6_queue_rcv_skb()`): its `sk_incoming_cpu` becomes this CPU, with no change to a
+        group's `incoming_cpu` count, which it puts back when it leaves a group it joins later."""
         self._set_cpu(cpu)
         flow = flow_of(laddr, lport, raddr, rport)
         daddr, saddr = parse_ip(flow[0]), parse_ip(flow[2])
@@ -416,6 +426,8 @@ class Host:
         if isinstance(chosen, Sock):
             pick = self._label_pick(pick, chosen)
             self.datagrams.setdefault(flow, deque()).append(pick)
+            if self.socks[chosen.sk_id].raddr is not None and cpu is not None:
+                chosen.sk_incoming_cpu = int(cpu)
         elif isinstance(chosen, _Unknown):
             pick = replace(pick, unknown=pick.unknown or "no-hash", seq=self.seq)
             self.datagrams.setdefault(flow, deque()).append(pick)

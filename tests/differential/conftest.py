@@ -1,0 +1,22 @@
+"""Differential tests record on this machine's kernel; where it cannot record (no root, network
+namespaces or BPF) they skip with the reason the recorder gives."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+
+@functools.cache
+def _unsupported() -> str | None:
+    from tracekit.capture.runner import unsupported_reason
+
+    return unsupported_reason()
+
+
+@pytest.fixture(autouse=True)
+def kernel_recording() -> None:
+    reason = _unsupported()
+    if reason:
+        pytest.skip(f"cannot record here: {reason}")
