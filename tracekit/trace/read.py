@@ -103,11 +103,14 @@ def iter_batches(
     is not even opened). Files the tracekit writer produced stream with bounded memory; a file
     stored in another order is sorted in memory first.
     """
-    if hosts is not None:
-        yield from _only_hosts(path, columns, batch_size, frozenset(hosts))
-        return
-    fields = _fields(columns)
     parts = trace_parts(path)
+    partitioned = all(part.host is not None for part in parts)
+    if hosts is not None and not partitioned:
+        yield from _rows_of_hosts(path, columns, batch_size, hosts)
+        return
+    if hosts is not None:
+        parts = [part for part in parts if part.host in hosts]
+    fields = _fields(columns)
     by_host: dict[str | None, list[Part]] = {}
     for part in parts:
         by_host.setdefault(part.host, []).append(part)
@@ -121,22 +124,9 @@ def iter_batches(
             yield from _sorted(table, fields).to_batches(max_chunksize=batch_size)
 
 
-def _only_hosts(path: str | os.PathLike[str], columns: Sequence[str] | None, batch_size: int,
-                hosts: frozenset[str]) -> Iterator[pa.RecordBatch]:
-    parts = trace_parts(path)
-    if all(part.host is not None for part in parts):
-        selected = [part for part in parts if part.host in hosts]
-        by_host: dict[str | None, list[Part]] = {}
-        for part in selected:
-            by_host.setdefault(part.host, []).append(part)
-        fields = _fields(columns)
-        for host_parts in by_host.values():
-            if len(host_parts) == 1:
-                yield from _part_batches(host_parts[0], fields, batch_size)
-            else:
-                table = pa.concat_tables(_read_whole(part, fields) for part in host_parts)
-                yield from _sorted(table, fields).to_batches(max_chunksize=batch_size)
-        return
+def _rows_of_hosts(path: str | os.PathLike[str], columns: Sequence[str] | None, batch_size: int,
+                   hosts: Collection[str]) -> Iterator[pa.RecordBatch]:
+    """The rows of ``hosts`` from a trace whose files hold several hosts each."""
     wanted = pa.array(sorted(hosts), pa.string())
     names = None if columns is None else [f.name for f in _with_sort_keys(_fields(columns))]
     for batch in iter_batches(path, names, batch_size):
