@@ -16,6 +16,7 @@ from typing import Any
 from tracekit.capture import cbpf, netns
 from tracekit.capture.flows import Flow, family_of, plain_address
 from tracekit.capture.observer import Observer, SelectionRecord
+from tracekit.capture.reprobe import Probe, reprobe
 from tracekit.capture.scenario import ScenarioError, Step
 
 HOST = "netns0"
@@ -47,6 +48,7 @@ class ServerSock:
     proto: str
     family: int
     port: int | None = None
+    addr: str | None = None
     listening: bool = False
     closed: bool = False
     has_program: bool = False
@@ -82,6 +84,8 @@ class Session:
         self.socks: dict[str, ServerSock] = {}
         self.observer = Observer() if observe else None
         self.program_ports: set[tuple[str, int]] = set()
+        self.unseen: list[tuple[dict[str, Any], Probe]] = []  # rows the observer could not give a hash
+        self.witnesses: list[Probe] = []  # a few flows it did, to check the re-probe against
         self.records: dict[tuple, deque[SelectionRecord]] = defaultdict(deque)
         self.pending_tcp: dict[Flow, socket.socket] = {}
         self.pending_udp: dict[tuple[str, int], deque[Flow]] = defaultdict(deque)
@@ -170,7 +174,7 @@ class Session:
         ret = _attempt(s.sock.bind, (addr, port))
         self.emit("bind", sk=s.sk, laddr=plain_address(addr), lport=port, ret=self._ret(step, ret))
         if ret == 0:
-            s.port = port
+            s.port, s.addr = port, plain_address(addr)
             if s.has_program:
                 self.program_ports.add((s.proto, port))
             if s.proto == "udp":
@@ -300,12 +304,36 @@ class Session:
             record = self._selection(socket.IPPROTO_TCP, flow)
             self._sent(step, flow, cpu)
             self.emit("syn", proto="tcp", family=family, hash=_hash(record), cpu=_cpu(record, cpu), **flow.columns())
+            if not refused:
+                self._note("tcp", port, flow, record)
             if refused:
                 self._deliver(flow, "reset")
                 self.emit("reset", proto="tcp", family=family, **flow.columns())
                 client.close()
             else:
                 self.pending_tcp[flow] = client
+
+    def _note(self, proto: str, port: int, flow: Flow, record: SelectionRecord | None, witnesses: int = 4) -> None:
+        """Remember the row just emitted for reprobe_unseen(): unseen if its group runs (or ran) a
+        program instead of the observer, a witness if the observer saw it."""
+        bound = self._bound(proto, flow)
+        if bound is None:
+            return
+        if record is None and (proto, port) in self.program_ports:
+            self.unseen.append((self.rows[-1], Probe(proto, flow, bound)))
+        elif record is not None and len(self.witnesses) < witnesses and all(
+            (w.proto, w.bound, w.flow.lport) != (proto, bound, port) for w in self.witnesses
+        ):
+            self.witnesses.append(Probe(proto, flow, bound, record.hash))
+
+    def _bound(self, proto: str, flow: Flow) -> str | None:
+        """The address of the group the kernel looks the flow up in (a socket bound to the flow's
+        destination is found before a wildcard one), or None if no socket can receive it."""
+        wildcard = "0.0.0.0" if family_of(flow.laddr) == 4 else "::"
+        live = {s.addr for s in self.socks.values() if s.proto == proto and s.port == flow.lport and not s.closed and (s.listening or proto == "udp")}
+        if flow.laddr in live:
+            return flow.laddr
+        return wildcard if live & {"0.0.0.0", "::"} else None
 
     def _sent(self, step: Step, flow: Flow, cpu: int) -> None:
         occurrence = self.sent_count[flow]
@@ -333,6 +361,7 @@ class Session:
             self.emit(
                 "datagram", proto="udp", family=family, hash=_hash(record), cpu=_cpu(record, cpu), payload=payload, **flow.columns()
             )
+            self._note("udp", port, flow, record)
             self.pending_udp[(flow.raddr, flow.rport)].append(flow)
             sent += 1
         self._receive(sent)
@@ -406,6 +435,21 @@ class Session:
         for s in self.socks.values():
             if not s.closed:
                 s.sock.close()
+
+    def reprobe_unseen(self) -> tuple[int, int]:
+        """After finish(): fill in the hash of rows the observer could not see by sending their flows
+        again (see tracekit.capture.reprobe), with a few observed flows as witnesses. Returns
+        (rows filled, rows left without a hash)."""
+        if self.observer is None or not self.unseen:
+            return 0, len(self.unseen)
+        hashes = reprobe(self.observer, [probe for _, probe in self.unseen] + self.witnesses)
+        filled = 0
+        for row, probe in self.unseen:
+            found = hashes.get((probe.proto, probe.flow))
+            if found is not None:
+                row["hash"] = found
+                filled += 1
+        return filled, len(self.unseen) - filled
 
 
 def _hash(record: SelectionRecord | None) -> int | None:
