@@ -6,13 +6,17 @@ group of the walk has a port of its own, so groups are keyed by (protocol, port)
   close/shutdown (SHUT_WR leaves a listener alone); a SYN goes to socks[(hash * n) >> 32] (when
   the group counts a member with an incoming CPU, the first socket from there on whose incoming
   CPU is the selecting CPU, else that slot); at a listener's close/shutdown its queue migrates
-  in order (tcp_migrate_req on) or is reset.
+  in order (tcp_migrate_req on) or is reset. Migration picks the same way by the connection's
+  own hash: the SYN's `sk_hash` where the group is bound to a wildcard address (its SYN hash
+  was taken over INADDR_ANY / in6addr_any), else the SYN's hash.
 - a classic BPF program on the group picks socks[result] when result < n; otherwise the hash
-  decides (the walk only lets that happen with one live socket, so no hash is needed).
+  decides.
 - UDP (udp_lib_hash4, 6.13+): connect() detaches the socket from its group (swap-with-last) and it
   then gets exactly its peer's datagrams; a wildcard-bound socket moves to the source address.
-  A later bind joins the group of the most recently bound socket of the same address, and if that
-  one is connected (groupless), a new group [it, newcomer] is made. Other datagrams go to the
+  A later bind joins the group of the first socket of the same address in the port's primary
+  slot, the most recently bound for IPv4 and the least recently bound for IPv6 (IPv6 reuseport
+  sockets are added at the tail); if that one is connected (groupless), a new group
+  [it, newcomer] is made. Other datagrams go to the
   lookup: the port's sockets are scored in bucket order (IPv4: newest first; IPv6: oldest
   first), one point more for a socket whose incoming CPU is the receiving CPU; the first socket
   scoring above the best so far runs its group's selection, which is final unless a member of
@@ -133,6 +137,8 @@ def explain(rows):
                 progs[(s["proto"], s["port"])] = s["prog"]
             if s["proto"] == "udp":
                 same = [c for c in udp_order[s["port"]] if socks[c]["addr"] == s["addr"]]
+                if ":" in s["addr"]:
+                    same.reverse()
                 first = same[0] if same else None
                 if first is not None and socks[first].get("group") is None:
                     socks[first]["group"] = Group()
@@ -160,7 +166,7 @@ def explain(rows):
                 target = select(tcp[s["port"]], socks, hashes[queued], r["cpu"], tcp[s["port"]].counted) if migrate else None
                 (queues[target].append(queued) if target is not None else expected_reset.add(queued))
         elif ev == "syn":
-            hashes[flow] = r.get("hash")
+            hashes[flow] = r.get("sk_hash", r.get("hash"))
             target = pick(tcp[r["lport"]], ("tcp", r["lport"]), r, b"") if tcp[r["lport"]] else None
             (queues[target].append(flow) if target is not None else expected_reset.add(flow))
         elif ev == "datagram":

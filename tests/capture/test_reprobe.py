@@ -81,17 +81,17 @@ def _observe_then_reprobe() -> tuple[list[tuple[Probe, int]], dict, dict]:
 def test_a_flow_sent_again_gets_the_hash_it_got_before():
     with_hash, as_bound, as_destination = run_in_namespace(_observe_then_reprobe)
     assert len(with_hash) == len(GROUPS) * FLOWS_PER_GROUP
-    assert {(p.proto, p.flow): h for p, h in with_hash} == as_bound
+    assert {(p.proto, p.bound, p.flow): h for p, h in with_hash} == as_bound
     # the bound address is part of the hash: a wildcard group's flows sent to a specific group differ
     wildcard = [(p, h) for p, h in with_hash if p.bound != p.flow.laddr]
     assert len(wildcard) == 5 * FLOWS_PER_GROUP
-    assert all(as_destination[(p.proto, p.flow)] not in (None, h) for p, h in wildcard)
+    assert all(as_destination[(p.proto, p.flow.laddr, p.flow)] not in (None, h) for p, h in wildcard)
 
 
 def _witness_with_another_hash(flow: Flow) -> str:
     netns.enter_private_netns()
     observer = Observer()
-    found = reprobe(observer, [Probe("udp", flow, "127.0.0.1")])[("udp", flow)]
+    found = reprobe(observer, [Probe("udp", flow, "127.0.0.1")])[("udp", "127.0.0.1", flow)]
     assert found is not None
     try:
         reprobe(observer, [Probe("udp", flow, "127.0.0.1", known=(found + 1) % 2**32)])
@@ -114,7 +114,7 @@ def _reprobe_while_port_taken(flow: Flow) -> dict:
 
 def test_a_flow_that_cannot_be_sent_again_stays_without_hash():
     flow = Flow("127.0.0.1", 8201, "127.0.0.1", 21501)
-    assert run_in_namespace(_reprobe_while_port_taken, flow) == {("udp", flow): None}
+    assert run_in_namespace(_reprobe_while_port_taken, flow) == {("udp", flow.laddr, flow): None}
 
 
 @pytest.mark.parametrize("name", PROGRAM_SCENARIOS)

@@ -67,3 +67,23 @@ def test_kernel_breaking_an_expectation_is_reported(tmp_path):
     with pytest.raises(ExpectationFailed, match="went to a, expected b"):
         record(wrong, output=tmp_path / "w.parquet")
     assert (tmp_path / "w.parquet").exists()
+
+
+def test_wildcard_rolling_restart_replays_fully(tmp_path):
+    # 0.0.0.0 listeners: each syn carries the re-probed sk_hash of its connection (the hash over
+    # 127.0.0.1, not INADDR_ANY), and the queued connections of each closed listener migrate by it
+    from tracekit.replay import replay
+    from tracekit.trace import read_metadata, read_trace
+
+    path = record("story-rolling-restart-wildcard", output=tmp_path / "w.parquet")
+    rows, metadata = read_trace(path), read_metadata(path)
+    syns = rows[rows["event"] == "syn"]
+    assert len(syns) and syns["sk_hash"].notna().all() and (syns["sk_hash"] != syns["hash"]).all()
+    assert (metadata["tracekit.observer.sk_hash"], metadata["tracekit.observer.sk_hash_unresolved"]) == (str(len(syns)), "0")
+    migrated = int(metadata["tracekit.mib.TCPMigrateReqSuccess"])
+    assert migrated > 0
+    result = replay(path, results=True)
+    s = result.summary
+    assert (s["mismatched"], s["unknown"]) == (0, 0), s["unknown_reasons"]
+    assert s["decisions"] == len(syns)
+    assert sum(g["migrations"].get("migrated", 0) for g in s["groups"]) == migrated

@@ -34,6 +34,7 @@ def test_arrow_schema_follows_the_schema_file():
         "laddr": pa.string(), "raddr": pa.string(), "lport": pa.int32(), "rport": pa.int32(),
         "hash": pa.uint32(), "cpu": pa.int32(), "payload": pa.binary(), "name": dictionary,
         "value": pa.int64(), "prog": pa.binary(), "ret": pa.int64(), "observed": pa.int64(),
+        "sk_hash": pa.uint32(),
     }
     assert {f.name: f.type for f in SCHEMA} == expected
 

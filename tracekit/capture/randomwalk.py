@@ -7,19 +7,13 @@ so the array order and swap-with-last matter. Members come and go (listen, close
 listen again; bind, connect, close), tcp_migrate_req is toggled, SO_INCOMING_CPU is set and
 cleared, and each traffic step sends up to MAX_BURST connections or datagrams from random CPUs.
 
-Classic BPF groups have no observer (their program replaces it), so their traffic carries no
-flow hash. The walk keeps every decision there predictable without one: a program's result is
-below the group's live size (the walk picks payloads and CPUs so), or the group has one live
-socket and the hash fallback has a single answer; queued connections are accepted before a
-listener of such a group stops while migration is on (migration would pick by hash); and no
-member connects or leaves the group empty (a new group there would be unobserved). Listeners of
-wildcard groups are drained the same way before they stop with migration on: the kernel looks
-them up with INADDR_ANY / in6addr_any as the destination, so the hash the observer records is not
-the child's `sk_hash` that migration uses, and the trace cannot have the latter.
-
-An IPv6 UDP group takes no new member while one of its sockets is connected: there 6.18 puts
-the newcomer into the old group instead of a new one with the connected socket (as IPv4 does), a
-behaviour the model does not have yet.
+Classic BPF groups have no observer (their program replaces it); the recorder re-probes the hash
+of their traffic after the walk (tracekit.capture.reprobe), so programs may return anything: a
+result at or past the group's live size makes the kernel fall back to the hash, and migration
+from such a group picks by hash too. A syn to a wildcard group carries the re-probed `sk_hash`
+of its connection, which migration from a wildcard listener picks by. The walk still keeps a
+classic BPF group from emptying and its members from connecting: a later member would make a new
+group without the program (the recorder and the independent check key programs by port).
 
 Datagram sources are distinct ports for the whole walk, plus a few peer ports per group for
 connected UDP sockets, so every flow of a recording names one datagram's path.
@@ -47,7 +41,6 @@ RET_A, RET_K = 0x16, 0x06
 AD_CPU = (-0x1000 + 36) & 0xFFFFFFFF  # SKF_AD_OFF + SKF_AD_CPU
 
 Insns = list[list[int]]
-Result = Callable[[bytes, int], int]  # (payload, cpu) -> the program's return value
 
 
 @dataclass(frozen=True)
@@ -65,10 +58,6 @@ class GroupSpec:
     def family(self) -> int:
         return 6 if ":" in self.addr else 4
 
-    @property
-    def wildcard(self) -> bool:
-        return self.addr in ("0.0.0.0", "::")
-
 
 GROUPS = (
     GroupSpec("tcp4", "tcp", "127.0.0.1", 7000, ("127.0.0.1",)),
@@ -82,56 +71,33 @@ GROUPS = (
     GroupSpec("tcp4-cbpf", "tcp", "127.0.0.1", 7010, ("127.0.0.1",), cbpf=True),
     GroupSpec("udp4-cbpf", "udp", "127.0.0.1", 7011, ("127.0.0.1",), cbpf=True),
     GroupSpec("udp6-cbpf", "udp", "::1", 7012, ("::1",), cbpf=True),
+    GroupSpec("tcp4-any-cbpf", "tcp", "0.0.0.0", 7013, ("127.0.0.1",), cbpf=True),
 )
 
 
-def _word(payload: bytes, offset: int, size: int) -> int:
-    """A packet load: big-endian; past the payload's end the program returns 0 (load fails)."""
-    if offset + size > len(payload):
-        raise _LoadFails
-    return int.from_bytes(payload[offset : offset + size], "big")
-
-
-class _LoadFails(Exception):
-    pass
-
-
-def _program(rng: random.Random, proto: str) -> tuple[Insns, Result]:
-    """A classic BPF program for a group: its instructions, and what it returns."""
-    if proto == "tcp":  # a SYN has no payload: steer by CPU or by nothing
-        choice = rng.choice(("cpu", "cpu-jeq", "ret0"))
+def _program(rng: random.Random, proto: str) -> Insns:
+    """A classic BPF program for a group; its result may be past the group's live sockets (the
+    kernel then selects by hash) and a load past a short payload makes it return 0."""
+    if proto == "tcp":  # a SYN has no payload: steer by CPU or by a constant
+        choice = rng.choice(("cpu", "cpu-jeq", "ret"))
     else:
         choice = rng.choice(("cpu", "cpu-jeq", "mod", "and", "jgt", "rsh", "far"))
     if choice == "cpu":
-        return [[LD_W_ABS, 0, 0, AD_CPU], [RET_A, 0, 0, 0]], lambda p, cpu: cpu
+        return [[LD_W_ABS, 0, 0, AD_CPU], [RET_A, 0, 0, 0]]
     if choice == "cpu-jeq":
-        insns = [[LD_W_ABS, 0, 0, AD_CPU], [JMP_JEQ_K, 0, 1, 0], [RET_K, 0, 0, 1], [RET_K, 0, 0, 0]]
-        return insns, lambda p, cpu: 1 if cpu == 0 else 0
-    if choice == "ret0":
-        return [[RET_K, 0, 0, 0]], lambda p, cpu: 0
+        return [[LD_W_ABS, 0, 0, AD_CPU], [JMP_JEQ_K, 0, 1, 0], [RET_K, 0, 0, 1], [RET_K, 0, 0, 0]]
+    if choice == "ret":
+        return [[RET_K, 0, 0, rng.randrange(MAX_MEMBERS)]]
     if choice == "mod":
-        n = rng.randint(2, MAX_MEMBERS)
-        insns = [[LD_W_ABS, 0, 0, 0], [ALU_MOD_K, 0, 0, n], [RET_A, 0, 0, 0]]
-        return insns, lambda p, cpu: _word(p, 0, 4) % n
+        return [[LD_W_ABS, 0, 0, 0], [ALU_MOD_K, 0, 0, rng.randint(2, MAX_MEMBERS)], [RET_A, 0, 0, 0]]
     if choice == "and":
-        insns = [[LD_B_ABS, 0, 0, 1], [ALU_AND_K, 0, 0, 7], [RET_A, 0, 0, 0]]
-        return insns, lambda p, cpu: _word(p, 1, 1) & 7
+        return [[LD_B_ABS, 0, 0, 1], [ALU_AND_K, 0, 0, 7], [RET_A, 0, 0, 0]]
     if choice == "jgt":
-        insns = [[LD_B_ABS, 0, 0, 0], [JMP_JGT_K, 0, 1, 127], [RET_K, 0, 0, 1], [RET_K, 0, 0, 0]]
-        return insns, lambda p, cpu: 1 if _word(p, 0, 1) > 127 else 0
+        return [[LD_B_ABS, 0, 0, 0], [JMP_JGT_K, 0, 1, 127], [RET_K, 0, 0, 1], [RET_K, 0, 0, 0]]
     if choice == "rsh":
-        insns = [[LD_H_ABS, 0, 0, 2], [ALU_RSH_K, 0, 0, 13], [RET_A, 0, 0, 0]]
-        return insns, lambda p, cpu: _word(p, 2, 2) >> 13
+        return [[LD_H_ABS, 0, 0, 2], [ALU_RSH_K, 0, 0, 13], [RET_A, 0, 0, 0]]
     # "far": a byte past short payloads, where the load fails and the program returns 0
-    insns = [[LD_B_ABS, 0, 0, 5], [ALU_AND_K, 0, 0, 1], [RET_A, 0, 0, 0]]
-    return insns, lambda p, cpu: _word(p, 5, 1) & 1
-
-
-def _run(result: Result, payload: bytes, cpu: int) -> int:
-    try:
-        return result(payload, cpu)
-    except _LoadFails:
-        return 0
+    return [[LD_B_ABS, 0, 0, 5], [ALU_AND_K, 0, 0, 1], [RET_A, 0, 0, 0]]
 
 
 @dataclass
@@ -140,7 +106,6 @@ class _Group:
     index: int
     members: dict[str, str] = field(default_factory=dict)  # name -> "live" | "shut" (TCP)
     peers: dict[str, int | None] = field(default_factory=dict)  # name -> connected peer port (UDP)
-    program: Result | None = None
 
     @property
     def peer_ports(self) -> list[int]:
@@ -153,11 +118,6 @@ class _Group:
 
     def size(self) -> int:
         return len(self.members) + len(self.peers)
-
-    def accepts(self, result: int) -> bool:
-        """A program result the kernel uses as is, or one whose hash fallback has one answer."""
-        live = len(self.live())
-        return result < live or live == 1
 
 
 @dataclass
@@ -213,7 +173,7 @@ class _Walk:
         live, connected = g.live(), sorted(n for n, p in g.peers.items() if p is not None)
         free_peers = [p for p in g.peer_ports if p not in g.peers.values()]
         moves = []
-        if g.size() < MAX_MEMBERS and not (g.spec.family == 6 and connected):
+        if g.size() < MAX_MEMBERS:
             moves.append((5 if g.peers else 8, lambda: self.add_udp(g)))
         if g.peers or not g.spec.cbpf:
             moves.append((12 if g.peers else 1, lambda: self.datagrams(g)))
@@ -244,16 +204,12 @@ class _Walk:
             options["SO_INCOMING_CPU"] = self.cpu()
         if g.spec.cbpf and g.size() == 0:
             # attached before bind: the kernel makes the group then, and bind/listen keep it
-            options["SO_ATTACH_REUSEPORT_CBPF"] = self.new_program(g)
+            options["SO_ATTACH_REUSEPORT_CBPF"] = _program(self.rng, g.spec.proto)
         return options
-
-    def new_program(self, g: _Group) -> Insns:
-        insns, g.program = _program(self.rng, g.spec.proto)
-        return insns
 
     def attach(self, g: _Group) -> None:
         sock = self.rng.choice(g.live())
-        self.add("setsockopt", sock=sock, name="SO_ATTACH_REUSEPORT_CBPF", prog=self.new_program(g))
+        self.add("setsockopt", sock=sock, name="SO_ATTACH_REUSEPORT_CBPF", prog=_program(self.rng, g.spec.proto))
 
     def open(self, g: _Group, prefix: str) -> str:
         name = self.name(prefix)
@@ -266,36 +222,20 @@ class _Walk:
 
     def clients(self, g: _Group) -> None:
         count = self.rng.randint(1, MAX_BURST)
-        cpus = [self.steered_cpu(g, b"") for _ in range(count)]
+        cpus = [self.cpu() for _ in range(count)]
         self.add("clients", addr=self.rng.choice(g.spec.dests), port=g.spec.port, count=count, cpu=cpus)
-
-    def steered_cpu(self, g: _Group, payload: bytes) -> int:
-        """A random CPU, among those the group's program maps into range for this payload."""
-        cpus = list(range(self.cpus))
-        if g.program is not None:
-            cpus = [c for c in cpus if g.accepts(_run(g.program, payload, c))] or cpus
-        return self.rng.choice(cpus)
 
     def accept(self, g: _Group) -> None:
         self.add("accept", sock=self.rng.choice(g.live()), count=self.rng.choice(["all", "all", 1, 2]))
 
-    def stop_tcp(self, g: _Group, name: str) -> None:
-        if (g.spec.cbpf or g.spec.wildcard) and self.migrate and g.members[name] == "live":
-            # migration would pick a listener by a hash the trace lacks (see the module docstring)
-            self.add("accept", sock=name, count="all")
-
     def close_tcp(self, g: _Group, names: list[str]) -> None:
         name = self.rng.choice(names)
-        self.stop_tcp(g, name)
         self.add("close", sock=name, cpu=self.cpu())
         del g.members[name]
 
     def shutdown(self, g: _Group, live: list[str]) -> None:
         name = self.rng.choice(live)
         how = self.rng.choice(("rdwr", "rdwr", "rd", "wr"))
-        if how == "wr":  # the recorder expects a listener's queue to migrate or reset at shutdown
-            self.add("accept", sock=name, count="all")
-        self.stop_tcp(g, name)
         self.add("shutdown", sock=name, how=how, cpu=self.cpu())
         if how != "wr":  # SHUT_WR leaves a listener listening
             g.members[name] = "shut"
@@ -334,17 +274,12 @@ class _Walk:
         self.rng.shuffle(peers)
         src_ports = [peers.pop() if peers and self.rng.random() < 0.3 else self.source_port() for _ in range(count)]
         payloads = [self.payload(g) for _ in range(count)]
-        cpus = [self.steered_cpu(g, p) for p in payloads]
+        cpus = [self.cpu() for _ in payloads]
         self.add("datagrams", addr=dest, port=g.spec.port, count=count, cpu=cpus, src_ports=src_ports,
                  payload=[p.hex() for p in payloads])
 
     def payload(self, g: _Group) -> bytes:
-        """Random bytes; in a cBPF group, ones for which some CPU keeps the program in range."""
-        for _ in range(64):
-            payload = bytes(self.rng.randrange(256) for _ in range(self.rng.choice((1, 2, 4, 4, 8))))
-            if g.program is None or any(g.accepts(_run(g.program, payload, c)) for c in range(self.cpus)):
-                return payload
-        return bytes(8)  # every program of the walk returns 0 for zeros
+        return bytes(self.rng.randrange(256) for _ in range(self.rng.choice((1, 2, 4, 4, 8))))
 
 
 def random_scenario(seed: int, steps: int, *, cpus: int | None = None) -> Scenario:

@@ -1,13 +1,16 @@
-"""Hashes for flows the observer could not see, asked of the kernel again after the scenario.
+"""Hashes the observer could not see, asked of the kernel again after the scenario.
 
 A group running the scenario's classic BPF program, or one whose program the scenario detached,
 cannot carry the SK_REUSEPORT observer, so the kernel's flow hash for its traffic goes unseen. The
 hash is a pure function of the namespace and the 4-tuple (inet_ehashfn / udp_ehashfn: a boot-time
 secret and the namespace's hash_mix), so once the scenario is over and its sockets are closed, the
 recorder sends each such flow again, from the same source address and port, to a fresh observed
-group bound as the original was, in the same namespace, and reads the hash the kernel passes to
-reuseport selection. (Bound as the original: a wildcard group is looked up with INADDR_ANY or
-in6addr_any as the destination, and that address goes into the hash.) Flows whose hash the observer did see are sent again too, as witnesses: a
+group bound to `Probe.bound`, in the same namespace, and reads the hash the kernel passes to
+reuseport selection. The bound address goes into the hash: a wildcard group is looked up with
+INADDR_ANY or in6addr_any as the destination. So a flow probed at a group bound as the original
+was gets the original's selection hash, and one probed at a group bound to the flow's own
+destination gets the established connection's `sk_hash` (the hash over the real 4-tuple, which
+migration selects by). Flows whose hash the observer did see are sent again too, as witnesses: a
 witness whose hash differs means the premise broke, and the recording fails.
 
 Nothing here runs while the scenario does, so it cannot change an outcome.
@@ -37,8 +40,9 @@ class ReprobeError(TracekitError):
 
 @dataclass(frozen=True)
 class Probe:
-    """A flow to send again: its protocol, 4-tuple, the address its group was bound to (the flow's
-    destination or the wildcard of its family); `known` is the observed hash of a witness."""
+    """A flow to send again: its protocol, 4-tuple, and the address the probing group binds to
+    (the flow's destination or the wildcard of its family); `known` is the observed hash of a
+    witness."""
 
     proto: str
     flow: Flow
@@ -46,19 +50,24 @@ class Probe:
     known: int | None = None
 
 
-def reprobe(observer: Observer, probes: list[Probe]) -> dict[tuple[str, Flow], int | None]:
-    """The kernel's hash of each probe's flow, or None where the kernel gave it no hash or more
-    than one (never a guess). Raises ReprobeError if a witness comes back with another hash."""
+Key = tuple[str, str, Flow]
+"""(proto, bound, flow): one probe's answer."""
+
+
+def reprobe(observer: Observer, probes: list[Probe]) -> dict[Key, int | None]:
+    """The kernel's hash of each probe's flow sent to a group bound to its `bound`, keyed by
+    (proto, bound, flow); None where the kernel gave it no hash or more than one (never a
+    guess). Raises ReprobeError if a witness comes back with another hash."""
     observer.drain()  # whatever the scenario left behind is not ours
     by_group: dict[tuple[str, str, int], list[Probe]] = defaultdict(list)
     for probe in probes:
         by_group[(probe.proto, probe.bound, probe.flow.lport)].append(probe)
-    hashes: dict[tuple[str, Flow], int | None] = {}
+    hashes: dict[Key, int | None] = {}
     for (proto, bound, lport), group_probes in sorted(by_group.items()):
         flows = sorted({p.flow for p in group_probes}, key=lambda f: (f.laddr, f.raddr, f.rport))
-        hashes.update({(proto, flow): h for flow, h in _probe_group(observer, proto, bound, lport, flows).items()})
+        hashes.update({(proto, bound, flow): h for flow, h in _probe_group(observer, proto, bound, lport, flows).items()})
     for probe in probes:
-        found = hashes.get((probe.proto, probe.flow))
+        found = hashes.get((probe.proto, probe.bound, probe.flow))
         if probe.known is not None and found is not None and found != probe.known:
             raise ReprobeError(
                 f"the kernel hashed {probe.proto} {probe.flow} as {found:#010x} after the scenario but "

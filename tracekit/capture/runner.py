@@ -15,7 +15,7 @@ from tracekit.capture import netns
 from tracekit.capture.observer import OBSERVER_NAME
 from tracekit.capture.reprobe import REPROBE_NAME
 from tracekit.capture.scenario import Scenario
-from tracekit.capture.session import HOST, Outcomes, Session
+from tracekit.capture.session import HOST, Outcomes, Reprobed, Session
 from tracekit.errors import TracekitError
 
 MIB_KEYS = ("TCPMigrateReqSuccess", "TCPMigrateReqFailure")
@@ -50,21 +50,24 @@ def _record_in_child(scenario: Scenario, command: str) -> Capture:
         "tracekit.observer": OBSERVER_NAME,
         "tracekit.host": HOST,
         "tracekit.cpus": str(session.ncpu),
-    } | _reprobe_metadata(*session.reprobe_unseen()) | {f"tracekit.mib.{key}": str(value) for key, value in sorted(mib.items())}
+    } | _reprobe_metadata(session.reprobe_unseen()) | {f"tracekit.mib.{key}": str(value) for key, value in sorted(mib.items())}
     outcomes = Outcomes(dict(session.outcomes.flows), dict(session.outcomes.cpus), dict(session.outcomes.rets), dict(session.outcomes.delivered))
     return Capture(session.rows, metadata, outcomes, mib)
 
 
-def _reprobe_metadata(reprobed: int, unresolved: int) -> dict[str, str]:
+def _reprobe_metadata(counts: Reprobed) -> dict[str, str]:
     """When rows were re-probed: the second observer in `tracekit.observer`, and how many rows it
-    filled and how many it left without a hash."""
-    if not reprobed and not unresolved:
-        return {}
-    return {
-        "tracekit.observer": f"{OBSERVER_NAME}+{REPROBE_NAME}",
-        "tracekit.observer.reprobed": str(reprobed),
-        "tracekit.observer.unresolved": str(unresolved),
-    }
+    gave a `hash` (`reprobed`) or an `sk_hash` (`sk_hash`), and how many it could not."""
+    metadata: dict[str, str] = {}
+    if counts.hash or counts.hash_unresolved:
+        metadata |= {"tracekit.observer.reprobed": str(counts.hash),
+                     "tracekit.observer.unresolved": str(counts.hash_unresolved)}
+    if counts.sk_hash or counts.sk_hash_unresolved:
+        metadata |= {"tracekit.observer.sk_hash": str(counts.sk_hash),
+                     "tracekit.observer.sk_hash_unresolved": str(counts.sk_hash_unresolved)}
+    if metadata:
+        metadata["tracekit.observer"] = f"{OBSERVER_NAME}+{REPROBE_NAME}"
+    return metadata
 
 
 def run_in_namespace(function, *args: Any) -> Any:

@@ -13,7 +13,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracekit.capture import cbpf, netns
+from tracekit.capture import cbpf, netns, rawaddr
 from tracekit.capture.flows import Flow, family_of, plain_address
 from tracekit.capture.observer import Observer, SelectionRecord
 from tracekit.capture.reprobe import Probe, reprobe
@@ -85,6 +85,7 @@ class Session:
         self.observer = Observer() if observe else None
         self.program_ports: set[tuple[str, int]] = set()
         self.unseen: list[tuple[dict[str, Any], Probe]] = []  # rows the observer could not give a hash
+        self.wildcard_syns: list[tuple[dict[str, Any], Probe]] = []  # syn rows that need their sk_hash
         self.witnesses: list[Probe] = []  # a few flows it did, to check the re-probe against
         self.records: dict[tuple, deque[SelectionRecord]] = defaultdict(deque)
         self.pending_tcp: dict[Flow, socket.socket] = {}
@@ -171,7 +172,7 @@ class Session:
     def op_bind(self, step: Step, name: str) -> None:
         s = self.sock(name)
         addr, port = step.args.get("addr", "0.0.0.0" if s.family == 4 else "::"), int(step.args["port"])
-        ret = _attempt(s.sock.bind, (addr, port))
+        ret = rawaddr.call(s.sock, "bind", addr, port)
         self.emit("bind", sk=s.sk, laddr=plain_address(addr), lport=port, ret=self._ret(step, ret))
         if ret == 0:
             s.port, s.addr = port, plain_address(addr)
@@ -200,7 +201,7 @@ class Session:
     def op_connect(self, step: Step, name: str) -> None:
         s = self.sock(name)
         addr, port = step.args["addr"], int(step.args["port"])
-        ret = _attempt(s.sock.connect, (addr, port))
+        ret = rawaddr.call(s.sock, "connect", addr, port)
         self.emit("connect", sk=s.sk, raddr=plain_address(addr), rport=port, ret=self._ret(step, ret))
 
     def op_shutdown(self, step: Step, name: str) -> None:
@@ -217,8 +218,12 @@ class Session:
         s.listening, s.closed = False, True
 
     def _stop_listener(self, s: ServerSock, step: Step, action, event: str, value: int | None = None) -> None:
+        """Close or shut down `s`; if that stops a listener, observe the resets of its queue that
+        did not migrate. inet_shutdown() stops a listener only for RCV_SHUTDOWN (SHUT_RD,
+        SHUT_RDWR): SHUT_WR leaves it listening with its queue."""
         cpu = self.pin(step.args.get("cpu"))
-        queued = self._queue_length(s) if s.listening else 0
+        stops = event == "close" or value in (socket.SHUT_RD, socket.SHUT_RDWR)
+        queued = self._queue_length(s) if s.listening and stops else 0
         migrated_before = netns.read_mib().get("TCPMigrateReqSuccess", 0)
         ret = _attempt(action)
         columns = {"value": value} if event == "shutdown" else {}
@@ -315,10 +320,13 @@ class Session:
 
     def _note(self, proto: str, port: int, flow: Flow, record: SelectionRecord | None, witnesses: int = 4) -> None:
         """Remember the row just emitted for reprobe_unseen(): unseen if its group runs (or ran) a
-        program instead of the observer, a witness if the observer saw it."""
+        program instead of the observer; a syn to a wildcard group needs its `sk_hash` (the hash
+        over the flow's own destination); a witness if the observer saw it."""
         bound = self._bound(proto, flow)
         if bound is None:
             return
+        if proto == "tcp" and bound != flow.laddr:
+            self.wildcard_syns.append((self.rows[-1], Probe(proto, flow, flow.laddr)))
         if record is None and (proto, port) in self.program_ports:
             self.unseen.append((self.rows[-1], Probe(proto, flow, bound)))
         elif record is not None and len(self.witnesses) < witnesses and all(
@@ -436,20 +444,37 @@ class Session:
             if not s.closed:
                 s.sock.close()
 
-    def reprobe_unseen(self) -> tuple[int, int]:
-        """After finish(): fill in the hash of rows the observer could not see by sending their flows
-        again (see tracekit.capture.reprobe), with a few observed flows as witnesses. Returns
-        (rows filled, rows left without a hash)."""
-        if self.observer is None or not self.unseen:
-            return 0, len(self.unseen)
-        hashes = reprobe(self.observer, [probe for _, probe in self.unseen] + self.witnesses)
-        filled = 0
-        for row, probe in self.unseen:
-            found = hashes.get((probe.proto, probe.flow))
-            if found is not None:
-                row["hash"] = found
-                filled += 1
-        return filled, len(self.unseen) - filled
+    def reprobe_unseen(self) -> Reprobed:
+        """After finish(): fill in the `hash` of rows the observer could not see and the `sk_hash`
+        of syns to wildcard groups by sending their flows again (see tracekit.capture.reprobe),
+        with a few observed flows as witnesses."""
+        if self.observer is None or not (self.unseen or self.wildcard_syns):
+            return Reprobed(0, len(self.unseen), 0, len(self.wildcard_syns))
+        probes = [probe for _, probe in self.unseen + self.wildcard_syns] + self.witnesses
+        hashes = reprobe(self.observer, probes)
+        hash_filled = _fill(self.unseen, "hash", hashes)
+        sk_hash_filled = _fill(self.wildcard_syns, "sk_hash", hashes)
+        return Reprobed(hash_filled, len(self.unseen) - hash_filled, sk_hash_filled, len(self.wildcard_syns) - sk_hash_filled)
+
+
+@dataclass(frozen=True)
+class Reprobed:
+    """How many rows re-probing gave a `hash` / an `sk_hash`, and how many it could not."""
+
+    hash: int
+    hash_unresolved: int
+    sk_hash: int
+    sk_hash_unresolved: int
+
+
+def _fill(rows: list[tuple[dict[str, Any], Probe]], column: str, hashes: dict) -> int:
+    filled = 0
+    for row, probe in rows:
+        found = hashes.get((probe.proto, probe.bound, probe.flow))
+        if found is not None:
+            row[column] = found
+            filled += 1
+    return filled
 
 
 def _hash(record: SelectionRecord | None) -> int | None:

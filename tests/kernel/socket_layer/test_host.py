@@ -23,6 +23,15 @@ def group_of(h: Host, sk: int) -> list[int]:
     return [s.sk_id for s in h.socks[sk].sk.sk_reuseport_cb.live()]
 
 
+def migrating_group(addr: str, family: int = 4) -> Host:
+    """Listeners 1, 2, 3 on addr:8080, tcp_migrate_req on."""
+    h = Host()
+    for sk in (1, 2, 3):
+        listener(h, sk, addr, family=family)
+    h.sysctl("net.ipv4.tcp_migrate_req", 1)
+    return h
+
+
 def hash_for_slot(slot: int, n: int) -> int:
     h = -(-(slot << 32) // n)
     assert reciprocal_scale(h, n) == slot
@@ -95,14 +104,37 @@ def test_close_migrates_queue_in_order_with_tcp_migrate_req():
     assert exp.expected == 3 and exp.pick.migrated_from == (1, None, 2)
 
 
-def test_migration_from_a_wildcard_listener_lacks_the_childs_hash():
-    # the SYN's hash was computed with INADDR_ANY as destination (the wildcard bucket's lookup);
-    # migration uses the child's sk_hash over the real 4-tuple, which the trace does not have
+def test_migration_from_a_wildcard_listener_picks_by_the_childs_sk_hash():
+    # the SYN's hash was computed with INADDR_ANY / in6addr_any as destination (the wildcard
+    # bucket's lookup); migration uses the child's sk_hash over the real 4-tuple: the trace's
+    # `sk_hash`. Recorded on 6.18: story-rolling-restart-wildcard
     for addr, family in (("0.0.0.0", 4), ("::", 6)):
-        h = Host()
-        for sk in (1, 2, 3):
-            listener(h, sk, addr, family=family)
-        h.sysctl("net.ipv4.tcp_migrate_req", 1)
+        h = migrating_group(addr, family)
+        # queued on sk 1 by the lookup hash; after sk 1 closes the group is [3, 2]
+        pick = h.syn("127.0.0.1", 8080, "127.0.0.1", 40000, hash_for_slot(0, 3), 0, b"",
+                     sk_hash=hash_for_slot(1, 2))
+        assert pick.sk == 1
+        h.syn("127.0.0.1", 8080, "127.0.0.1", 40001, hash_for_slot(0, 3), 0, b"",
+              sk_hash=hash_for_slot(0, 2))
+        h.close(1, cpu=0)
+        assert group_of(h, 2) == [3, 2]
+        assert [(m.flow[3], m.to, m.unknown) for m in h.migrations] == [(40000, 2, None), (40001, 3, None)]
+        assert h.accept(2, "127.0.0.1", 8080, "127.0.0.1", 40000).expected == 2
+        assert h.accept(3, "127.0.0.1", 8080, "127.0.0.1", 40001).expected == 3
+
+
+def test_exact_address_listener_migrates_by_the_lookup_hash():
+    # bound to the flow's destination: the lookup hash is the child's sk_hash; a trace's
+    # sk_hash column is not consulted
+    h = migrating_group("127.0.0.1")
+    h.syn("127.0.0.1", 8080, "127.0.0.1", 40000, hash_for_slot(0, 3), 0, b"", sk_hash=hash_for_slot(1, 2))
+    h.close(1, cpu=0)
+    assert [(m.to, m.unknown) for m in h.migrations] == [(3, None)]
+
+
+def test_migration_from_a_wildcard_listener_without_sk_hash_is_unknown():
+    for addr, family in (("0.0.0.0", 4), ("::", 6)):
+        h = migrating_group(addr, family)
         assert h.syn("127.0.0.1", 8080, "127.0.0.1", 40000, hash_for_slot(0, 3), 0, b"").sk == 1
         h.close(1, cpu=0)
         assert [m.unknown for m in h.migrations] == ["no-hash"]
@@ -218,3 +250,36 @@ def test_no_hash_is_unknown_unless_every_hash_agrees():
     assert h.syn("127.0.0.1", 8080, "127.0.0.1", 40000, None, 0, b"").sk == 1
     listener(h, 2, "127.0.0.1")
     assert h.syn("127.0.0.1", 8080, "127.0.0.1", 40001, None, 0, b"").unknown == "no-hash"
+
+
+def test_udp_bind_after_connect_joins_the_first_match_of_the_primary_slot():
+    # udp_reuseport_add_sock() walks the port's primary slot, where sk_add_node_rcu() puts IPv4
+    # sockets at the head and IPv6 reuseport ones at the tail; a connected socket left its group
+    # (udp_lib_hash4) but stays in the slot, and as first match it gets a new group with the
+    # newcomer. Recorded on 6.18 (groups a, b; one connects; c binds)
+    cases = [  # (address, family, connecting socket, group of the newcomer 3)
+        ("127.0.0.1", 4, 2, [2, 3]),  # IPv4 primary [b, a]: b first
+        ("127.0.0.1", 4, 1, [2, 3]),  # IPv4 [b, a]: b, unconnected, first
+        ("::1", 6, 2, [1, 3]),  # IPv6 primary [a, b]: a first
+        ("::1", 6, 1, [1, 3]),  # IPv6 [a, b]: a, connected, first: a new group
+    ]
+    for addr, family, connecting, expected in cases:
+        h = Host()
+        for sk in (1, 2):
+            listener(h, sk, addr, port=9001, family=family, proto="udp")
+        h.connect(connecting, addr, 9100)
+        listener(h, 3, addr, port=9001, family=family, proto="udp")
+        assert group_of(h, 3) == expected, (addr, connecting)
+
+
+def test_ipv6_udp_datagrams_after_rebind_go_to_the_oldest_sockets_group():
+    # hslot2 [a, b, c]: a's group [a, c] selects, and has connections, so scoring goes on but
+    # nothing scores higher for an unconnected peer
+    h = Host()
+    for sk in (1, 2):
+        listener(h, sk, "::1", port=9001, family=6, proto="udp")
+    h.connect(2, "::1", 9100)
+    listener(h, 3, "::1", port=9001, family=6, proto="udp")
+    assert h.datagram("::1", 9001, "::1", 20000, hash_for_slot(0, 2), 0, b"x").sk == 1
+    assert h.datagram("::1", 9001, "::1", 20001, hash_for_slot(1, 2), 0, b"x").sk == 3
+    assert h.datagram("::1", 9001, "::1", 9100, 5, 0, b"x").sk == 2

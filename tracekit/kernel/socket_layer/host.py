@@ -222,16 +222,22 @@ class Host:
             self._udp_hash(s)
 
     def _udp_hash(self, s: Socket) -> None:
+        """`udp_lib_get_port()`: join a group, then `sk_add_node_rcu()` into the primary slot and
+        the secondary (port, address) slot, both with the IPv6-reuseport-at-the-tail rule."""
         primary = self.udp_primary.setdefault(s.lport, [])
         if s.sk.sk_reuseport:
             if self._udp_reuseport_add_sock(s, primary):
                 return
-        primary.insert(0, s)
+        self._sk_add_node_rcu(primary, s)
         self._bucket_add(self.udp_buckets, s)
         s.sk.hashed = True
 
     def _udp_reuseport_add_sock(self, s: Socket, primary: list[Socket]) -> int:
-        """net/ipv4/udp.c `udp_reuseport_add_sock()`: join the first matching socket of the port."""
+        """net/ipv4/udp.c `udp_reuseport_add_sock()`: join the first matching socket of the port's
+        primary slot. A connected socket has left its group (`udp_lib_hash4()`) but is still in
+        the slot, so when it comes first the kernel makes it a new group with the newcomer. It
+        comes first for IPv4 when it is the newest match; for IPv6, whose reuseport sockets sit
+        at the tail, when it is the oldest."""
         for s2 in primary:
             if s2 is not s and self._same_group_key(s, s2):
                 return reuseport_add_sock(s.sk, s2.sk, rcv_saddr_any(s.laddr))
@@ -245,15 +251,19 @@ class Host:
                 and s2.bound_dev_if == s.bound_dev_if and s2.lport == s.lport
                 and s2.sk.sk_reuseport and s2.laddr == s.laddr)
 
+    @classmethod
+    def _bucket_add(cls, buckets: dict, s: Socket) -> None:
+        cls._sk_add_node_rcu(buckets.setdefault((s.lport, bucket_key(s.laddr)), []), s)
+
     @staticmethod
-    def _bucket_add(buckets: dict, s: Socket) -> None:
-        # __inet_hash() / udp_lib_get_port(): IPv6 reuseport sockets go to the tail so that IPv4
-        # ones (which score higher for IPv4 packets) are found first; everything else to the head
-        bucket = buckets.setdefault((s.lport, bucket_key(s.laddr)), [])
+    def _sk_add_node_rcu(chain: list[Socket], s: Socket) -> None:
+        # include/net/sock.h `sk_add_node_rcu()`, and the same rule in `__inet_hash()` and for
+        # udp_lib_get_port()'s hslot2: IPv6 reuseport sockets go to the tail so that IPv4 ones
+        # (which score higher for IPv4 packets) are found first; everything else to the head
         if s.sk.sk_reuseport and s.family == 6:
-            bucket.append(s)
+            chain.append(s)
         else:
-            bucket.insert(0, s)
+            chain.insert(0, s)
 
     @staticmethod
     def _bucket_remove(buckets: dict, s: Socket) -> None:
@@ -380,13 +390,15 @@ class Host:
 
     # -- arrivals ---------------------------------------------------------------------------------
     def syn(self, laddr: str, lport: int, raddr: str, rport: int, hash: int | None,
-            cpu: int | None, payload: bytes | None) -> Pick:
+            cpu: int | None, payload: bytes | None, sk_hash: int | None = None) -> Pick:
         """tcp_v4_rcv() / tcp_v6_rcv() -> listener lookup; the request queues on the chosen
-        listener with `sk_hash` = the flow hash, which migration re-uses.
+        listener, and migration picks its new listener by the child's `sk_hash`
+        (`sk_ehashfn()` of the real 4-tuple).
 
-        A wildcard listener is found by `inet_lhash2_lookup()` with INADDR_ANY / in6addr_any as
-        the destination, so its selection hash is not the child's `sk_hash` (`sk_ehashfn()` of
-        the real 4-tuple): a migration from such a listener lacks its hash."""
+        For a listener bound to the flow's destination that is the selection hash. A wildcard
+        listener is found by `inet_lhash2_lookup()` with INADDR_ANY / in6addr_any as the
+        destination, so its selection hash is not the child's: the trace's `sk_hash` column
+        carries it, and without it a migration from such a listener is unknown."""
         self._set_cpu(cpu)
         flow = flow_of(laddr, lport, raddr, rport)
         daddr = parse_ip(flow[0])
@@ -400,7 +412,7 @@ class Host:
             conn.pick = self._label_pick(pick, chosen)
             conn.listener.accept_queue.append(conn)
             if conn.listener.laddr is not None and conn.listener.laddr.is_unspecified:
-                conn.hash = None
+                conn.hash = sk_hash
         elif isinstance(chosen, _Unknown):
             conn.pick = replace(pick, unknown=pick.unknown or "no-hash", seq=self.seq)
         elif pick is not None:
