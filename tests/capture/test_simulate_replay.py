@@ -3,12 +3,13 @@ selection path deciding what the faithful one decides."""
 
 from __future__ import annotations
 
-import numpy as np
+import json
+
 import pytest
 
 from tracekit.capture.simulate import injected_faults, simulate
 from tracekit.capture.workloads import WORKLOADS
-from tracekit.replay import engine, fast
+from tracekit.replay import engine
 from tracekit.replay.api import replay
 
 EVENTS = 10_000
@@ -40,22 +41,19 @@ def test_replay_finds_exactly_the_injected_faults(tmp_path, workload):
     assert result.summary["unknown"] == 0
 
 
-def _every_row_faithful(reuse, hashes, cpus=None):
-    return np.full(len(hashes), fast.FAITHFUL, dtype=np.int64)
-
-
 @pytest.mark.parametrize("workload", list(WORKLOADS))
 def test_the_engines_bulk_path_decides_what_the_faithful_path_decides(tmp_path, workload,
                                                                       monkeypatch):
-    path = simulate(workload, events=4_000, seed=23, output=tmp_path / "t.parquet",
+    """Every column of every decision (explanations too) and the summary's bytes."""
+    path = simulate(workload, events=6_000, seed=23, output=tmp_path / "t.parquet", hosts=2,
                     inject_faults=0.05)
-    columns = ["host", "seq", "event", "sk", "expected", "observed", "verdict"]
-    bulk = replay(path, results=True).decisions[columns]
-    # Every selection through reuseport_select_sock, one row at a time: the bulk seam answers
-    # "cannot decide" whichever name the engine imported it under.
-    monkeypatch.setattr(fast, "select_run", _every_row_faithful)
-    if hasattr(engine, "select_run"):
-        monkeypatch.setattr(engine, "select_run", _every_row_faithful)
-    faithful = replay(path, results=True).decisions[columns]
-    assert len(bulk) > 3_000
-    assert bulk.equals(faithful)
+    bulk = replay(path, results=True)
+    monkeypatch.setattr(engine, "BULK", False)  # every selection through reuseport_select_sock
+    faithful = replay(path, results=True)
+    assert len(bulk.decisions) > 4_000 and bulk.summary["mismatched"] > 0
+    assert bulk.decisions.equals(faithful.decisions)
+    assert _summary_bytes(bulk) == _summary_bytes(faithful)
+
+
+def _summary_bytes(result) -> bytes:
+    return json.dumps(result.summary, sort_keys=True).encode()

@@ -19,7 +19,8 @@ from tracekit.kernel.sock_reuseport import (
     reuseport_stop_listen_sock,
     reuseport_update_incoming_cpu,
 )
-from tracekit.replay.fast import FAITHFUL, NO_SOCKET, select_many, select_run, select_segment
+from tracekit.replay.fast import (FAITHFUL, NO_SOCKET, GroupState, select_many, select_run,
+                                  select_segment, tabulate)
 
 U32 = st.integers(0, 2**32 - 1)
 HASHES = st.lists(st.one_of(st.sampled_from([0, 1, 2**31, 2**32 - 1]), U32), min_size=1,
@@ -160,3 +161,31 @@ def test_select_segment_finds_each_rows_group_through_any_member(group_list, dat
         want = NO_SOCKET if first is None else faithful(sk, [hashes[row]], [cpus[row]])[0]
         assert expected[row] == want
     assert len(reuses) == len({id(sk.sk_reuseport_cb) for sk in (members[p][1] for p in picks)})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(groups(), min_size=1, max_size=4), st.data())
+def test_batch_tables_answer_what_reuseport_select_sock_answers(group_list, data):
+    """Many group states at once (one per group, plus a socket outside any group), each row on
+    its own CPU: `tabulate` + `lookup` give the faithful answer."""
+    states = [GroupState.of(first.sk_reuseport_cb) for first, _ in group_list] + [None]
+    n = data.draw(st.integers(1, 60))
+    index = data.draw(st.lists(st.integers(0, len(states) - 1), min_size=n, max_size=n))
+    hashes = data.draw(st.lists(U32, min_size=n, max_size=n))
+    cpus = data.draw(st.lists(st.integers(0, 4), min_size=n, max_size=n))
+    tables = tabulate(states, max(cpus))
+    expected, _answer, _start = tables.lookup(np.array(index), np.array(hashes, dtype=np.uint32),
+                                              np.array(cpus))
+    faithful_answers = [NO_SOCKET if g == len(group_list) else faithful(group_list[g][0], [h], [c])[0]
+                        for g, h, c in zip(index, hashes, cpus)]
+    assert expected.tolist() == faithful_answers
+
+
+@settings(max_examples=100, deadline=None)
+@given(groups(), U32, st.integers(0, 4))
+def test_a_replica_selects_as_its_group_did(group, hash, cpu):
+    first, _ = group
+    state = GroupState.of(first.sk_reuseport_cb)
+    replica = state.replica(first.sk_id, cpu)
+    chosen = reuseport_select_sock(replica, hash, None, 0)
+    assert (NO_SOCKET if chosen is None else chosen.sk_id) == faithful(first, [hash], [cpu])[0]

@@ -29,8 +29,7 @@ def kernel_trace(n_select: int = 300, wrong: tuple[int, ...] = ()) -> TraceBuild
 def test_bulk_and_faithful_paths_agree(tmp_path, monkeypatch):
     path = kernel_trace(wrong=(10, 200)).write(tmp_path / "k.parquet")
     fast = replay(path, results=True)
-    monkeypatch.setattr(engine_module, "select_run",
-                        lambda reuse, hashes, cpus=None: np.full(len(hashes), -2, np.int64))
+    monkeypatch.setattr(engine_module, "BULK", False)
     slow = replay(path, results=True)
     assert fast.summary == slow.summary
     assert fast.decisions.drop(columns="explanation").equals(slow.decisions.drop(columns="explanation"))

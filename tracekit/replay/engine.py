@@ -2,10 +2,16 @@
 
 Pure: it consumes the batches handed to it. Hosts are independent. Socket-layer events go through
 `tracekit.kernel.socket_layer.Host`; kernel-layer events call `sock_reuseport.c`'s twins directly.
-Runs of consecutive kernel-layer `reuseport_select_sock` rows on one socket (the group cannot
-change inside a run) go to the bulk path `tracekit.replay.fast.select_run`; rows it cannot decide
-(-2) and rows whose bulk answer differs from the observation are replayed one by one, which also
-gives mismatches their explanations.
+
+Kernel-layer `reuseport_select_sock` rows with a hash, an observation and nothing a program could
+read are decided in bulk: only a group change can change their answer, so a batch is walked once
+through its other rows ("special" rows, replayed one by one), and each run of selections between
+two of them is tagged with the state of each group it selects from (`fast.GroupState`, kept until
+a special row may have changed that group). Then every tagged row of the batch is decided at once
+(`fast.tabulate`). Rows whose group has a program (or needs a CPU the row lacks) are replayed one
+by one during the walk; rows whose bulk answer differs from the observation are replayed one by one
+afterwards on a copy of their group state, which also gives them their explanations. The sink
+applies every decision in row order.
 """
 
 from __future__ import annotations
@@ -17,27 +23,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tracekit.kernel.bpf import Skb
 from tracekit.kernel.net import Net
 from tracekit.kernel.profiles import Profile
+from tracekit.kernel.sock_reuseport import SockReuseport
 from tracekit.kernel.socket_layer import Host, Pick
 from tracekit.kernel.socket_layer import kernel_calls as kc
 from tracekit.kernel.socket_layer.host import Expectation, Migration
+from tracekit.kernel.socket_layer.selection import select_traced
+from tracekit.replay import fast
 from tracekit.replay.decision import Decision, verdict_of
 from tracekit.replay.explain import explain, explain_ret
-from tracekit.replay.history import GroupHistory
+from tracekit.replay.history import GroupHistory, HistoryView
 from tracekit.replay.sink import DecisionSink
+from tracekit.replay.walk import Columns, Walk
 
-try:
-    from tracekit.replay.fast import select_run
-except ImportError:  # pragma: no cover - the seam works without the bulk module
-    def select_run(reuse, hashes, cpus=None):  # type: ignore[no-redef]
-        return np.full(len(hashes), -2, dtype=np.int64)
+BULK = True
+"""Decide selections in bulk (False: every row one by one, which the tests compare against)."""
 
 SELECT = "reuseport_select_sock"
-FAITHFUL = -2
-COLUMNS = ("host", "seq", "event", "sk", "sk2", "proto", "family", "laddr", "raddr", "lport",
-           "rport", "hash", "cpu", "payload", "name", "value", "prog", "ret", "observed")
-
 # events that change a group's membership: the history records what they did
 MEMBERSHIP = {"bind", "listen", "connect", "shutdown", "close", "reuseport_alloc",
               "reuseport_add_sock", "reuseport_detach_sock", "reuseport_stop_listen_sock"}
@@ -45,11 +49,26 @@ RET_CALLS = {"reuseport_alloc", "reuseport_add_sock", "reuseport_attach_prog",
              "reuseport_detach_prog"}
 
 
+@dataclass(eq=False)
+class Snapshot:
+    """One group (or a socket outside any group) as bulk selections see it until it changes."""
+
+    reuse: SockReuseport | None
+    state: fast.GroupState | None
+    label: str
+    history: HistoryView
+    mark: int
+    forced: bool  # a program decides: every row one by one
+    walk: int = -1  # the `Walk` that last tagged rows with it
+    index: int = -1  # position among that walk's snapshots
+
+
 @dataclass
 class HostState:
     name: str
     host: Host
     history: GroupHistory = field(default_factory=GroupHistory)
+    snapshots: dict[Any, Snapshot] = field(default_factory=dict)  # id(reuse) or ("sk", id)
 
 
 class Engine:
@@ -62,6 +81,7 @@ class Engine:
         self.sink = sink
         self.explain_all = explain_all
         self.hosts: dict[str, HostState] = {}
+        self.walks = 0
 
     # -- batches ----------------------------------------------------------------------------------
     def feed(self, batch: pa.RecordBatch) -> None:
@@ -71,12 +91,12 @@ class Engine:
         hosts = _dictionary(batch.column("host"))
         host_idx = hosts.indices.to_numpy(zero_copy_only=False)
         names = hosts.dictionary.to_pylist()
-        bounds = np.flatnonzero(np.diff(host_idx)) + 1
-        starts = np.concatenate([[0], bounds]).tolist()
+        bounds = np.flatnonzero(host_idx[1:] != host_idx[:-1]) + 1
+        starts = [0] + bounds.tolist()
         ends = bounds.tolist() + [n]
-        arrays = _arrays(batch)
+        columns = Columns(batch, bulk=BULK and not self.explain_all)
         for a, b in zip(starts, ends):
-            self._host_run(self._state(names[host_idx[a]]), batch, arrays, a, b)
+            Walk(self, self._state(names[host_idx[a]]), columns, a, b).run()
         self.sink.flush()
 
     def _state(self, name: str) -> HostState:
@@ -87,60 +107,7 @@ class Engine:
             state.host.on_migration = lambda m, s=state: self._migration(s, m)
         return state
 
-    def _host_run(self, hs: HostState, batch: pa.RecordBatch, arrays: dict, a: int, b: int) -> None:
-        sel = arrays["bulk"][a:b]
-        sk = arrays["sk"][a:b]
-        brk = np.ones(b - a, dtype=bool)
-        brk[1:] = (sel[1:] != sel[:-1]) | (sel[1:] & (sk[1:] != sk[:-1]))
-        starts = (np.flatnonzero(brk) + a).tolist()
-        ends = starts[1:] + [b]
-        for s, e in zip(starts, ends):
-            if arrays["bulk"][s]:
-                self._bulk(hs, batch, arrays, s, e)
-            else:
-                self._rows(hs, batch, np.arange(s, e))
-
-    # -- bulk path --------------------------------------------------------------------------------
-    def _bulk(self, hs: HostState, batch: pa.RecordBatch, arrays: dict, a: int, b: int) -> None:
-        host = hs.host
-        sock = host.sock(int(arrays["sk"][a]))
-        reuse = sock.sk.sk_reuseport_cb
-        hashes = arrays["hash"][a:b]
-        cpu_valid = arrays["cpu_valid"][a:b]
-        cpus = arrays["cpu"][a:b] if cpu_valid.all() else None
-        if reuse is None:
-            expected = np.full(b - a, -1, dtype=np.int64)
-        elif cpus is None and cpu_valid.any():
-            expected = np.full(b - a, FAITHFUL, dtype=np.int64)
-        elif cpus is None and _cpu_matters(reuse):
-            expected = np.full(b - a, FAITHFUL, dtype=np.int64)
-        else:
-            expected = np.asarray(select_run(reuse, hashes, cpus), dtype=np.int64)
-        observed = arrays["observed"][a:b]
-        match = expected == observed
-        rows = np.arange(a, b)
-        if match.any():
-            label = host.label_of(reuse) if reuse is not None else sock.label
-            rid = reuse.reuseport_id if reuse is not None else -1
-            reasons = _bulk_reasons(reuse, hashes[match], expected[match])
-            self.sink.add_bulk(hs.name, label, rid, rows[match], arrays["seq"][a:b][match],
-                               arrays["sk"][a:b][match], expected[match], reasons, reuse)
-        if cpus is not None:
-            host.net.cpu = int(cpus[-1])
-        if not match.all():
-            self._rows(hs, batch, rows[~match])
-
     # -- row by row -------------------------------------------------------------------------------
-    def _rows(self, hs: HostState, batch: pa.RecordBatch, rows: np.ndarray) -> None:
-        if len(rows) == 0:
-            return
-        contiguous = rows[-1] - rows[0] + 1 == len(rows)
-        part = batch.slice(int(rows[0]), len(rows)) if contiguous else batch.take(pa.array(rows))
-        cols = {name: part.column(name).to_pylist() for name in COLUMNS}
-        for i, row_index in enumerate(rows.tolist()):
-            row = {name: cols[name][i] for name in COLUMNS}
-            self._row(hs, row, row_index)
-
     def _row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
         host, event = hs.host, row["event"]
         host.seq = row["seq"]
@@ -173,7 +140,7 @@ class Engine:
         elif event == "close":
             host.close(sk, row["cpu"])
         elif event == "syn":
-            host.syn(*flow, row["hash"], row["cpu"], row["payload"])
+            host.syn(*flow, row["hash"], row["cpu"], row["payload"], row["sk_hash"])
         elif event == "datagram":
             host.datagram(*flow, row["hash"], row["cpu"], row["payload"])
         elif event == "accept":
@@ -232,13 +199,35 @@ class Engine:
             pick = replace_fields(pick, group=label, seq=row["seq"])
         self._decide(hs, row, index, pick.sk, observed, pick, pick.unknown, reuse)
 
+    def snapshot(self, hs: HostState, s, reuse: SockReuseport | None) -> Snapshot:
+        """The group `reuse` (None: the socket `s` outside any group) as selections see it now."""
+        label = hs.host.label_of(reuse) if reuse is not None else s.label
+        state = fast.GroupState.of(reuse) if reuse is not None else None
+        return Snapshot(reuse, state, label, hs.history.view(label), hs.history.mark(label),
+                        forced=reuse is not None and reuse.prog is not None)
+
+    def late_select(self, hs: HostState, snap: Snapshot, row: dict, index: int) -> None:
+        """A bulk-decided selection replayed one by one on its group's state at the time (the
+        model has moved on): what `_apply` gives the row then, explanation included."""
+        if snap.state is None:
+            pick = Pick(sk=-1, reason="hash", group=snap.label, seq=row["seq"])
+        else:
+            sock = snap.state.replica(row["sk"], row["cpu"])
+            skb = Skb(payload=None, len=None, cpu=row["cpu"])
+            _chosen, pick = select_traced(sock, row["hash"], skb, 0, cpu_known=row["cpu"] is not None)
+            pick = replace_fields(pick, group=snap.label, seq=row["seq"])
+        self._decide(hs, row, index, pick.sk, row["observed"], pick, pick.unknown, snap.reuse,
+                     snap.history)
+
     def _decide(self, hs: HostState, row: dict, index: int, expected: int, observed: int,
-                pick: Pick | None, unknown: str | None, reuse=None) -> None:
+                pick: Pick | None, unknown: str | None, reuse=None,
+                history: GroupHistory | HistoryView | None = None) -> None:
         verdict = verdict_of(expected, observed, unknown)
         reason = unknown or (pick.reason if pick is not None else "lost-events")
         explanation = None
         if verdict == "mismatch" or self.explain_all:
-            explanation = explain(pick, hs.history, row["event"], expected, observed, verdict)
+            explanation = explain(pick, history or hs.history, row["event"], expected, observed,
+                                  verdict)
         rid = pick.reuseport_id if pick is not None and pick.reuseport_id >= 0 else None
         self.sink.add(Decision(
             host=hs.name, seq=row["seq"], event=row["event"], laddr=row["laddr"],
@@ -286,24 +275,6 @@ def replace_reason(pick: Pick, reason: str) -> Pick:
     return pick if pick.unknown is not None else replace_fields(pick, reason=reason)
 
 
-def _cpu_matters(reuse) -> bool:
-    first = reuse.socks[0]
-    return bool(first is not None and first.sk_net.profile.incoming_cpu and reuse.incoming_cpu)
-
-
-def _bulk_reasons(reuse, hashes: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    if reuse is None or reuse.num_socks == 0:
-        return np.full(len(expected), "hash", dtype=object)
-    if _cpu_matters(reuse):
-        return np.full(len(expected), "incoming-cpu", dtype=object)
-    ids = np.array([s.sk_id for s in reuse.live()], dtype=np.int64)
-    order = np.argsort(ids)
-    pos = np.searchsorted(ids[order], expected)
-    slot = order[np.minimum(pos, len(ids) - 1)]
-    start = ((hashes.astype(np.uint64) * np.uint64(reuse.num_socks)) >> np.uint64(32)).astype(np.int64)
-    return np.where((expected >= 0) & (slot != start), "established-skip", "hash").astype(object)
-
-
 def _dictionary(column: pa.Array) -> pa.DictionaryArray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
@@ -312,28 +283,4 @@ def _dictionary(column: pa.Array) -> pa.DictionaryArray:
     return pc.dictionary_encode(column)
 
 
-def _int(column: pa.Array, fill: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    valid = column.is_valid().to_numpy(zero_copy_only=False)
-    values = pc.fill_null(column, fill).to_numpy(zero_copy_only=False).astype(dtype)
-    return values, valid
-
-
-def _arrays(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
-    events = _dictionary(batch.column("event"))
-    names = events.dictionary.to_pylist()
-    code = names.index(SELECT) if SELECT in names else -1
-    is_select = events.indices.to_numpy(zero_copy_only=False) == code
-    sk, sk_valid = _int(batch.column("sk"), -1, np.int64)
-    hashes, hash_valid = _int(batch.column("hash"), 0, np.uint32)
-    observed, observed_valid = _int(batch.column("observed"), -1, np.int64)
-    cpu, cpu_valid = _int(batch.column("cpu"), 0, np.int32)
-    payload_null = batch.column("payload").is_null().to_numpy(zero_copy_only=False)
-    seq, _ = _int(batch.column("seq"), 0, np.int64)
-    return {
-        "bulk": is_select & sk_valid & hash_valid & observed_valid & payload_null,
-        "sk": sk, "hash": hashes, "observed": observed, "cpu": cpu, "cpu_valid": cpu_valid,
-        "seq": seq,
-    }
-
-
-__all__ = ["Engine", "HostState"]
+__all__ = ["BULK", "Engine", "HostState", "Snapshot"]

@@ -11,16 +11,20 @@ those rows one by one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tracekit.kernel.net import Net
+from tracekit.kernel.profiles import Profile
 from tracekit.kernel.sock import TCP_ESTABLISHED, Sock, sock_net
 from tracekit.kernel.sock_reuseport import SockReuseport
 
-__all__ = ["FAITHFUL", "NO_SOCKET", "select_many", "select_run", "select_segment", "slot_tables"]
+__all__ = ["BatchTables", "FAITHFUL", "GroupState", "NO_SOCKET", "select_many", "select_run",
+           "select_segment", "slot_tables", "tabulate"]
 
 FAITHFUL = -2
 """The bulk path cannot decide this row: call `reuseport_select_sock` for it."""
@@ -174,3 +178,125 @@ def _table_rows(cpu_values: np.ndarray, cpus: np.ndarray) -> np.ndarray:
     k = np.searchsorted(cpu_values, cpus)
     clipped = np.minimum(k, len(cpu_values) - 1)
     return np.where(cpu_values[clipped] == cpus, clipped + 1, 0)
+
+
+# -- snapshots: many groups, many states, one batch ---------------------------------------------
+
+CPU_LIMIT = 1024
+"""Selections on a CPU at or past this (or negative) go row by row: the per-CPU lookup is dense."""
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """What hash selection reads of one group at one moment: its live members in array order
+    (sk id, `sk_state`, `sk_incoming_cpu`), the `incoming_cpu` count and the profile."""
+
+    reuseport_id: int
+    members: tuple[tuple[int, int, int], ...]
+    incoming_cpu: int
+    profile: Profile
+
+    @classmethod
+    def of(cls, reuse: SockReuseport) -> GroupState:
+        live = reuse.socks[:reuse.num_socks]
+        members = tuple(zip([s.sk_id for s in live], [s.sk_state for s in live],  # type: ignore[union-attr]
+                            [s.sk_incoming_cpu for s in live]))  # type: ignore[union-attr]
+        first = reuse.socks[0]
+        profile = sock_net(first).profile if first is not None else None
+        return cls(reuse.reuseport_id, members, reuse.incoming_cpu, profile)  # type: ignore[arg-type]
+
+    @property
+    def by_cpu(self) -> bool:
+        """SO_INCOMING_CPU preferences decide (`_cpu_matters`)."""
+        return bool(self.members and self.profile.incoming_cpu and self.incoming_cpu)
+
+    def replica(self, sk_id: int, cpu: int | None) -> Sock:
+        """A socket `sk_id` selecting from a copy of the group, on `cpu`: the faithful functions
+        called on it answer what they answered on the group at that moment."""
+        net = Net(profile=self.profile, cpu=0 if cpu is None else int(cpu))
+        socks: list[Sock | None] = [Sock(sk_id=i, sk_net=net, sk_state=state, sk_incoming_cpu=c)
+                                    for i, state, c in self.members]
+        reuse = SockReuseport(max_socks=max(len(socks), 1), num_socks=len(socks),
+                              incoming_cpu=self.incoming_cpu, reuseport_id=self.reuseport_id,
+                              socks=socks or [None])
+        return Sock(sk_id=sk_id, sk_net=net, sk_reuseport_cb=reuse)
+
+
+@dataclass(frozen=True)
+class BatchTables:
+    """The faithful scan's answer for every (group state, CPU, start slot), padded to the widest
+    group: `slots[row * width + start]` is the chosen slot (`width`: none) and
+    `ids[g * (width + 1) + slot]` its sk id (`NO_SOCKET` for none), where `row` is `g` unless
+    the CPU decides (`cpu_rows[g, cpu]`)."""
+
+    num_socks: np.ndarray
+    width: int
+    slots: np.ndarray
+    ids: np.ndarray
+    by_cpu: np.ndarray
+    cpu_rows: np.ndarray | None
+
+    def lookup(self, group: np.ndarray, hashes: np.ndarray,
+               cpus: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`(expected, answer, start)` of each row: row i selects from state `group[i]` on CPU
+        `cpus[i]`; `answer` indexes `ids` (`group * (width + 1) + slot`)."""
+        start = hashes.astype(np.uint64)
+        start *= self.num_socks.astype(np.uint64)[group]
+        start >>= np.uint64(32)
+        start = start.view(np.int64)
+        if self.cpu_rows is None:
+            at = group * self.width
+        else:
+            columns = self.cpu_rows.shape[1]
+            at = (self.cpu_rows.ravel() * self.width)[group * columns + cpus]
+        at += start
+        answer = self.slots[at]
+        at = np.multiply(group, self.width + 1, out=at)
+        answer += at
+        return self.ids[answer], answer, start
+
+
+def tabulate(states: Sequence[GroupState | None], max_cpu: int) -> BatchTables:
+    """`BatchTables` of `states` (None: a socket outside any group, which selects nothing), for
+    CPUs 0..`max_cpu`. One vectorized scan over every state at once."""
+    count = len(states)
+    sizes = [len(s.members) if s is not None else 0 for s in states]
+    n = np.array(sizes, dtype=np.int64)
+    width = max(1, max(sizes, default=1))
+    flat = np.array([x for s in states if s is not None for m in s.members for x in m],
+                    dtype=np.int64).reshape(-1, 3)
+    owner = np.repeat(np.arange(count), n)
+    position = np.arange(len(flat)) - np.repeat(np.cumsum(n) - n, n)
+    ids = np.full((count, width + 1), NO_SOCKET, dtype=np.int64)
+    ids[owner, position] = flat[:, 0]
+    valid = np.zeros((count, width), dtype=bool)
+    valid[owner, position] = flat[:, 1] != TCP_ESTABLISHED
+    by_cpu = np.array([s is not None and s.by_cpu for s in states], dtype=bool)
+    rows, row_n, cpu_rows = valid, n, None
+    if by_cpu.any():
+        preferred = np.full((count, width), -2, dtype=np.int64)
+        preferred[owner, position] = flat[:, 2]
+        wanted = by_cpu[owner] & (flat[:, 1] != TCP_ESTABLISHED) & (flat[:, 2] >= 0) \
+            & (flat[:, 2] <= max_cpu)
+        pairs = np.unique(owner[wanted] * (max_cpu + 1) + flat[wanted, 2])
+        group, cpu = pairs // (max_cpu + 1), pairs % (max_cpu + 1)
+        rows = np.vstack([valid, valid[group] & (preferred[group] == cpu[:, np.newaxis])])
+        row_n = np.concatenate([n, n[group]])
+        cpu_rows = np.repeat(np.arange(count)[:, np.newaxis], max_cpu + 1, axis=1)
+        cpu_rows[group, cpu] = count + np.arange(len(pairs))
+    slots = _first_slots(rows, np.maximum(row_n, 1), width)
+    return BatchTables(n, width, slots.ravel(), ids.ravel(), by_cpu, cpu_rows)
+
+
+def _first_slots(candidates: np.ndarray, n: np.ndarray, width: int) -> np.ndarray:
+    """For each row (a group of `n[r]` slots) and start slot: the first candidate slot at or after
+    the start, wrapping around at `n[r]`; `width` when the row has none."""
+    if not len(candidates):
+        return np.zeros((0, width), dtype=np.int64)
+    doubled = np.arange(2 * width)
+    source = doubled[np.newaxis, :] % n[:, np.newaxis]
+    inside = doubled[np.newaxis, :] < 2 * n[:, np.newaxis]
+    hit = np.take_along_axis(candidates, source, axis=1) & inside
+    position = np.where(hit, doubled, 2 * width)
+    nearest = np.minimum.accumulate(position[:, ::-1], axis=1)[:, ::-1][:, :width]
+    return np.where(nearest < 2 * width, nearest % n[:, np.newaxis], width)

@@ -40,7 +40,7 @@ class Change:
 def _live(reuse: SockReuseport | None) -> tuple[int, ...]:
     if reuse is None:
         return ()
-    return tuple(s.sk_id for s in reuse.live())
+    return tuple([s.sk_id for s in reuse.socks[:reuse.num_socks]])
 
 
 class GroupHistory:
@@ -50,6 +50,15 @@ class GroupHistory:
         self.depth = depth
         self.changes: dict[str, deque[Change]] = {}
         self.last: dict[int, tuple[int, ...]] = {}  # reuseport_id -> live sockets after the last change
+        self.marks: dict[str, int] = {}  # label -> changes recorded so far
+
+    def mark(self, label: str | None) -> int:
+        """How many changes `label` has had: a view taken at one mark holds until the next."""
+        return self.marks.get(label or "", 0)
+
+    def view(self, label: str | None) -> HistoryView:
+        """The recent changes of `label` as they are now, unaffected by later ones."""
+        return HistoryView(label or "", tuple(self.changes.get(label or "", ())))
 
     def before(self, socks: list[Sock]) -> dict[int, tuple[SockReuseport, tuple[int, ...]]]:
         out = {}
@@ -89,7 +98,21 @@ class GroupHistory:
                 continue
             log = self.changes.setdefault(label, deque(maxlen=self.depth))
             log.append(Change(seq, event, sk, tuple(moves)))
+            self.marks[label] = self.marks.get(label, 0) + 1
 
     def recent(self, label: str | None, upto: int | None = None) -> list[Change]:
         log = self.changes.get(label or "", ())
         return [c for c in log if upto is None or c.seq <= upto]
+
+
+@dataclass(frozen=True)
+class HistoryView:
+    """One label's recent changes at one moment; reads like `GroupHistory.recent`."""
+
+    label: str
+    changes: tuple[Change, ...]
+
+    def recent(self, label: str | None, upto: int | None = None) -> list[Change]:
+        if (label or "") != self.label:
+            return []
+        return [c for c in self.changes if upto is None or c.seq <= upto]

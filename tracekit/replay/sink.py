@@ -1,8 +1,9 @@
 """Where decisions go: counts per host and group, load per socket, migration outcomes, the first
 mismatches, every mismatch and unknown, and (only when asked) every decision as Arrow batches.
 
-Bulk-matched rows arrive as NumPy arrays and are only counted (and, with results, turned into
-Arrow columns without a Python object per row).
+Decisions are applied in input-row order when a batch ends (`flush`), whatever order the engine
+found them in. Bulk-matched rows arrive as counts per group state (and, with results, as Arrow
+columns without a Python object per row).
 """
 
 from __future__ import annotations
@@ -37,6 +38,19 @@ class GroupStats:
     reuse: SockReuseport | None = None
 
 
+@dataclass(frozen=True)
+class _Touch:
+    """A group whose decisions a batch matched in bulk: its stats follow its latest state."""
+
+    host: str
+    label: str
+    reuseport_id: int | None
+
+
+def _row_of(event: tuple) -> int:
+    return event[0]
+
+
 class DecisionSink:
     def __init__(self, *, max_mismatches: int = MAX_MISMATCHES,
                  results: Callable[[pa.RecordBatch], None] | None = None) -> None:
@@ -50,6 +64,7 @@ class DecisionSink:
         self.kept: list[Decision] = []  # every mismatch and unknown
         self._pending: list[tuple[np.ndarray, pa.RecordBatch]] = []
         self._pending_rows: list[tuple[int, Decision]] = []
+        self._events: list[tuple[int, Decision | _Touch, SockReuseport | None]] = []
 
     def group(self, host: str, label: str, reuseport_id: int | None, proto: str | None,
               reuse: SockReuseport | None = None) -> GroupStats:
@@ -73,6 +88,27 @@ class DecisionSink:
                 counts[i] += n
 
     def add(self, d: Decision, row: int, reuse: SockReuseport | None = None) -> None:
+        """One decision of input row `row` (applied in row order at `flush`)."""
+        self._events.append((row, d, reuse))
+
+    def add_matches(self, host: str, label: str, reuseport_id: int | None,
+                    reuse: SockReuseport | None, count: int, last_row: int) -> None:
+        """`count` bulk-decided selections that matched, on one group state; `last_row` is the
+        last of them (the group's state is as of that row)."""
+        stats = self.group(host, label, None, None)
+        self._count(host, stats, "match", count)
+        self._events.append((last_row, _Touch(host, label, reuseport_id), reuse))
+
+    def add_load(self, host: str, label: str, sk: int, count: int) -> None:
+        """`count` matched decisions expected on socket `sk` of group `label`."""
+        self.group(host, label, None, None).load[str(sk)] += count
+
+    def add_rows(self, rows: np.ndarray, batch: pa.RecordBatch) -> None:
+        """Bulk decisions as results (`DECISION_SCHEMA`), one per input row of `rows`."""
+        if self.results is not None and len(rows):
+            self._pending.append((np.asarray(rows), batch))
+
+    def _apply(self, d: Decision, row: int, reuse: SockReuseport | None) -> None:
         stats = None
         if d.group is not None:
             stats = self.group(d.host, d.group, d.reuseport_id, None, reuse)
@@ -88,39 +124,19 @@ class DecisionSink:
         if self.results is not None:
             self._pending_rows.append((row, d))
 
-    def add_bulk(self, host: str, label: str, reuseport_id: int, rows: np.ndarray,
-                 seqs: np.ndarray, sks: np.ndarray, expected: np.ndarray, reasons: np.ndarray,
-                 reuse: SockReuseport | None = None) -> None:
-        """Rows whose expected socket equals the observed one (all matches)."""
-        n = len(rows)
-        if not n:
-            return
-        stats = self.group(host, label, reuseport_id, None, reuse)
-        self._count(host, stats, "match", n)
-        ids, counts = np.unique(expected[expected >= 0], return_counts=True)
-        for sk, c in zip(ids.tolist(), counts.tolist()):
-            stats.load[str(sk)] += c
-        if self.results is None:
-            return
-        nulls_s = pa.nulls(n, pa.string())
-        nulls_i = pa.nulls(n, pa.int32())
-        batch = pa.RecordBatch.from_arrays([
-            pa.array(np.full(n, host, dtype=object), pa.string()), pa.array(seqs, pa.int64()),
-            pa.array(np.full(n, "reuseport_select_sock", dtype=object), pa.string()),
-            nulls_s, nulls_i, nulls_s, nulls_i, pa.array(sks, pa.int64()),
-            pa.array(np.full(n, label, dtype=object), pa.string()),
-            pa.array(np.full(n, reuseport_id, dtype=np.int64)), pa.array(expected, pa.int64()),
-            pa.array(expected, pa.int64()), pa.array(np.full(n, "match", dtype=object), pa.string()),
-            pa.array(reasons, pa.string()), nulls_s,
-        ], schema=DECISION_SCHEMA)
-        self._pending.append((np.asarray(rows), batch))
-
     def migration(self, host: str, label: str | None, outcome: str) -> None:
         if label is not None:
             self.group(host, label, None, None).migrations[outcome] += 1
 
     def flush(self) -> None:
-        """Emit the decisions of one input batch, in row order."""
+        """Apply the decisions of one input batch in row order, and emit them as results."""
+        events, self._events = self._events, []
+        events.sort(key=_row_of)
+        for row, item, reuse in events:
+            if isinstance(item, _Touch):
+                self.group(item.host, item.label, item.reuseport_id, None, reuse)
+            else:
+                self._apply(item, row, reuse)
         if self.results is None or (not self._pending and not self._pending_rows):
             return
         parts = list(self._pending)

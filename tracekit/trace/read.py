@@ -8,6 +8,8 @@ files the tracekit writer produced.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +67,9 @@ def open_part(part: Part) -> pq.ParquetFile:
         hint = " (JSON Lines? convert it with `tracekit normalize`)" if head[:1] in (b"{", b"\n", b" ") else ""
         raise TraceFormatError(f"not a Parquet file{hint}", file=file)
     try:
-        parquet = pq.ParquetFile(part.path)
+        # pre_buffer=True keeps every pre-buffered column chunk of the file until it is closed:
+        # streaming a 100M-row trace would grow to gigabytes (and it is slower on local files)
+        parquet = pq.ParquetFile(part.path, pre_buffer=False)
     except (pa.ArrowException, OSError) as error:
         raise TraceFormatError(f"not a readable Parquet file (truncated or corrupt?): {error}", file=file) from None
     found = file_metadata_of(parquet).get("tracekit.format")
@@ -177,13 +181,57 @@ def _part_batches(part: Part, fields: list[pa.Field], batch_size: int) -> Iterat
     parquet = open_part(part)
     if file_metadata_of(parquet).get(SORTED_KEY) == "host,seq" or _stored_in_order(parquet, part):
         present = [f.name for f in fields if f.name in parquet.schema_arrow.names]
+        batches = (_complete(batch, fields, part.host)
+                   for batch in parquet.iter_batches(batch_size=batch_size, columns=present))
         try:
-            for batch in parquet.iter_batches(batch_size=batch_size, columns=present):
-                yield _complete(batch, fields, part.host)
+            yield from _prefetched(batches)
         except (pa.ArrowException, OSError) as error:
             raise TraceFormatError(f"cannot read (truncated or corrupt?): {error}", file=str(part.path)) from None
         return
     yield from _sorted(_read_whole(part, fields), fields).to_batches(max_chunksize=batch_size)
+
+
+_PREFETCH = 2
+_DONE = object()
+
+
+def _prefetched(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """`batches`, decoded in a thread up to `_PREFETCH` batches ahead of the consumer: Parquet
+    decoding releases the GIL, so it overlaps whatever the consumer does with each batch."""
+    ready: queue.Queue = queue.Queue(maxsize=_PREFETCH)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer has gone
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not offer(batch):
+                    return
+            offer(_DONE)
+        except BaseException as error:  # handed to the consumer, raised there
+            offer(error)
+
+    thread = threading.Thread(target=produce, name="tracekit-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _read_whole(part: Part, fields: list[pa.Field]) -> pa.Table:

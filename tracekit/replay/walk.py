@@ -1,0 +1,365 @@
+"""One host's rows of one record batch: the walk through its special rows, then its bulk selections.
+
+A bulk row is a kernel-layer `reuseport_select_sock` with a socket, a hash, an observation, no
+payload and no flow (`Columns.bulk`); every other row is special and goes through the engine's
+faithful per-row path in order. Between two special rows no group changes, so each bulk row is
+tagged with the `Snapshot` of the group its socket belongs to at that point; after the walk every
+tagged row is decided at once (`fast.tabulate`), and only rows whose answer differs from the
+observation are replayed one by one, on a copy of their snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tracekit.replay import fast
+from tracekit.replay.decision import DECISION_SCHEMA
+
+if TYPE_CHECKING:
+    from tracekit.replay.engine import Engine, HostState, Snapshot
+
+SELECT = "reuseport_select_sock"
+COLUMNS = ("host", "seq", "event", "sk", "sk2", "proto", "family", "laddr", "raddr", "lport",
+           "rport", "hash", "sk_hash", "cpu", "payload", "name", "value", "prog", "ret",
+           "observed")
+REASONS = pa.array(["hash", "established-skip", "incoming-cpu"])
+_DENSE = 1 << 22  # largest key space counted with bincount rather than sorted
+
+
+class Columns:
+    """The NumPy view of one batch that the walk reads, and its rows as dicts on demand."""
+
+    def __init__(self, batch: pa.RecordBatch, *, bulk: bool) -> None:
+        self.batch = batch
+        n = batch.num_rows
+        self.sk, sk_valid = _values(batch.column("sk"), -1, np.int64)
+        self.hash, hash_valid = _values(batch.column("hash"), 0, np.uint32)
+        self.observed, observed_valid = _values(batch.column("observed"), -1, np.int64)
+        self.cpu, cpu_valid = _values(batch.column("cpu"), 0, np.int64)
+        self.cpu_valid = cpu_valid if cpu_valid is not None else np.ones(n, dtype=bool)
+        self._seq: np.ndarray | None = None
+        if not bulk:
+            self.bulk = np.zeros(n, dtype=bool)
+            return
+        events = batch.column("event")
+        if pa.types.is_dictionary(events.type):
+            names = events.dictionary.to_pylist()
+            code = names.index(SELECT) if SELECT in names else -1
+            bulk = events.indices.to_numpy(zero_copy_only=False) == code
+        else:
+            bulk = pc.equal(events, SELECT).fill_null(False).to_numpy(zero_copy_only=False)
+        for valid in (sk_valid, hash_valid, observed_valid):
+            if valid is not None:
+                bulk &= valid
+        for name in ("payload", "laddr", "lport", "raddr", "rport"):
+            column = batch.column(name)
+            if column.null_count != n:
+                bulk &= column.is_null().to_numpy(zero_copy_only=False)
+        cpu = self.cpu
+        if len(cpu) and (cpu.min() < 0 or cpu.max() >= fast.CPU_LIMIT):
+            bulk &= ((cpu >= 0) & (cpu < fast.CPU_LIMIT)) | ~self.cpu_valid
+        self.bulk = bulk
+
+    @property
+    def seq(self) -> np.ndarray:
+        if self._seq is None:
+            self._seq = _values(self.batch.column("seq"), 0, np.int64)[0]
+        return self._seq
+
+    def dicts(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """Rows `rows` (ascending) as dicts of Python values, one conversion per column."""
+        if not len(rows):
+            return []
+        first, count = int(rows[0]), len(rows)
+        if int(rows[-1]) - first + 1 == count:
+            part = self.batch.slice(first, count)
+        else:
+            part = self.batch.take(pa.array(rows))
+        nothing = [None] * count
+        columns = [nothing if (column := part.column(name)).null_count == count
+                   else column.to_pylist() for name in COLUMNS]
+        return [dict(zip(COLUMNS, values)) for values in zip(*columns)]
+
+    def select_row(self, i: int) -> dict[str, Any]:
+        """Bulk row `i` as the dict the per-row path reads."""
+        return {"seq": int(self.seq[i]), "event": SELECT, "laddr": None, "lport": None,
+                "raddr": None, "rport": None, "sk": int(self.sk[i]), "hash": int(self.hash[i]),
+                "cpu": int(self.cpu[i]) if self.cpu_valid[i] else None,
+                "observed": int(self.observed[i])}
+
+
+class Walk:
+    """Rows `a:b` of a batch, all of one host."""
+
+    def __init__(self, engine: Engine, hs: HostState, cols: Columns, a: int, b: int) -> None:
+        self.engine, self.hs, self.cols, self.a, self.b = engine, hs, cols, a, b
+        self.used: list[Snapshot] = []  # snapshots tagged in this walk, by index
+        self.done = -1  # last row (relative) the per-row path handled
+        engine.walks += 1
+        self.number = engine.walks
+        self.last_cpu: np.ndarray | None = None
+
+    def run(self) -> None:
+        a, b, cols = self.a, self.b, self.cols
+        bulk = cols.bulk[a:b]
+        specials = np.flatnonzero(~bulk)
+        if len(specials) == b - a:
+            for i, row in zip(range(a, b), cols.dicts(np.arange(a, b))):
+                self.engine._row(self.hs, row, i)
+            return
+        sk = cols.sk[a:b]
+        if len(specials):
+            tagged = np.flatnonzero(bulk)  # relative rows of bulk selections
+            segment = np.cumsum(~bulk)[tagged]  # special rows before each bulk row
+            sk = sk[tagged]
+        else:
+            tagged, segment = None, None
+        pair, pair_segment, pair_sk = _pairs(segment, sk, len(specials))
+        cpu_valid = cols.cpu_valid[a:b]
+        if len(specials) or not cpu_valid.all():
+            self.last_cpu = np.maximum.accumulate(np.where(bulk & cpu_valid, np.arange(b - a), -1))
+        cpu_missing = None
+        if not cpu_valid.all():
+            missing = ~(cpu_valid if tagged is None else cpu_valid[tagged])
+            cpu_missing = np.bincount(pair, weights=missing, minlength=len(pair_sk)) > 0
+        snapshot_of_pair = np.empty(len(pair_sk), dtype=np.int64)
+        forced: np.ndarray | None = None
+        bounds = np.searchsorted(pair_segment, np.arange(len(specials) + 2)).tolist()
+        special_rows = cols.dicts(specials + a)
+        pair_sks = pair_sk.tolist()
+        for k in range(len(specials) + 1):
+            programs: list[int] = []
+            cpu_needed: list[int] = []
+            for p in range(bounds[k], bounds[k + 1]):
+                snap = self._snapshot(pair_sks[p])
+                snapshot_of_pair[p] = snap.index
+                if snap.forced:
+                    programs.append(p)
+                elif cpu_missing is not None and cpu_missing[p] and snap.state is not None \
+                        and snap.state.by_cpu:
+                    cpu_needed.append(p)
+            if programs or cpu_needed:
+                if tagged is None:
+                    tagged, segment = np.arange(b - a), np.zeros(b - a, dtype=np.int64)
+                if forced is None:
+                    forced = np.zeros(len(tagged), dtype=bool)
+                self._one_by_one(k, segment, pair, tagged, programs, cpu_needed, forced)
+            if k < len(specials):
+                self._special(int(specials[k]) + a, special_rows[k])
+        self._sync_cpu(b - a)
+        snap = snapshot_of_pair[pair]
+        if forced is not None:
+            tagged, snap = tagged[~forced], snap[~forced]
+        self._decide(tagged, snap)
+
+    # -- the walk ---------------------------------------------------------------------------------
+    def _snapshot(self, sk_id: int) -> Snapshot:
+        hs = self.hs
+        s = hs.host.socks.get(sk_id)
+        if s is None:
+            s = hs.host.sock(sk_id)
+        reuse = s.sk.sk_reuseport_cb
+        key: Any = id(reuse) if reuse is not None else ("sk", sk_id)
+        snap = hs.snapshots.get(key)
+        if snap is None or snap.reuse is not reuse or snap.mark != hs.history.mark(snap.label):
+            snap = hs.snapshots[key] = self.engine.snapshot(hs, s, reuse)
+        if snap.walk != self.number:
+            snap.walk = self.number
+            snap.index = len(self.used)
+            self.used.append(snap)
+        return snap
+
+    def _one_by_one(self, k: int, segment: np.ndarray, pair: np.ndarray, tagged: np.ndarray,
+                    programs: list[int], cpu_needed: list[int], forced: np.ndarray) -> None:
+        """The bulk rows of segment `k` that a program decides, or that lack the CPU their group's
+        SO_INCOMING_CPU preferences need: one by one, in order."""
+        lo, hi = np.searchsorted(segment, [k, k + 1])
+        pairs = pair[lo:hi]
+        mask = np.isin(pairs, programs)
+        if cpu_needed:
+            rows = tagged[lo:hi] + self.a
+            mask |= np.isin(pairs, cpu_needed) & ~self.cols.cpu_valid[rows]
+        forced[lo:hi] |= mask
+        rows = tagged[lo:hi][mask] + self.a
+        for i, row in zip(rows.tolist(), self.cols.dicts(rows)):
+            self._one(i, row)
+
+    def _special(self, i: int, row: dict[str, Any]) -> None:
+        """A special row, and the snapshots it may have made stale."""
+        event = row["event"]
+        snapshots = self.hs.snapshots
+        if event in KEEPS_GROUPS:
+            self._one(i, row)
+        elif event in TOUCHES_OWN_GROUPS:
+            keys = [self._group_key(row["sk"]), self._group_key(row["sk2"])]
+            self._one(i, row)
+            keys += [self._group_key(row["sk"]), self._group_key(row["sk2"])]
+            for key in keys:
+                snapshots.pop(key, None)
+        else:
+            self._one(i, row)
+            snapshots.clear()
+
+    def _group_key(self, sk_id: int | None) -> Any:
+        if sk_id is None:
+            return None
+        s = self.hs.host.socks.get(sk_id)
+        reuse = s.sk.sk_reuseport_cb if s is not None else None
+        return id(reuse) if reuse is not None else ("sk", sk_id)
+
+    def _one(self, i: int, row: dict[str, Any]) -> None:
+        self._sync_cpu(i - self.a)
+        self.engine._row(self.hs, row, i)
+        self.done = i - self.a
+
+    def _sync_cpu(self, upto: int) -> None:
+        """The CPU of the last bulk selection before row `upto` (relative), as its faithful
+        replay would have left it in the namespace."""
+        if upto <= 0:
+            return
+        if self.last_cpu is None:  # every row so far a bulk row with a CPU
+            self.hs.host.net.cpu = int(self.cols.cpu[self.a + upto - 1])
+            return
+        j = int(self.last_cpu[upto - 1])
+        if j > self.done:
+            self.hs.host.net.cpu = int(self.cols.cpu[self.a + j])
+
+    # -- all at once ------------------------------------------------------------------------------
+    def _decide(self, rows: np.ndarray | None, snap: np.ndarray) -> None:
+        """Bulk rows `rows` (relative; None: every row of the walk), row i selecting from
+        snapshot `snap[i]`."""
+        cols, a, b = self.cols, self.a, self.b
+        if rows is None:
+            picked = slice(a, b)
+            rows = np.arange(a, b)
+        else:
+            picked = rows = rows + a
+        if not len(rows):
+            return
+        cpus = cols.cpu[picked]  # 0 where the row has none: only groups the CPU does not decide
+        tables = fast.tabulate([s.state for s in self.used], int(cpus.max()))
+        expected, answer, start = tables.lookup(snap, cols.hash[picked], cpus)
+        match = expected == cols.observed[picked]
+        if match.all():
+            self._matches(rows, snap, answer, start, tables)
+            return
+        wrong = np.flatnonzero(~match)
+        if len(wrong) < len(rows):
+            self._matches(rows[match], snap[match], answer[match], start[match], tables)
+        for i, g in zip(rows[wrong].tolist(), snap[wrong].tolist()):
+            self.engine.late_select(self.hs, self.used[g], cols.select_row(i), i)
+
+    def _matches(self, rows: np.ndarray, snap: np.ndarray, answer: np.ndarray,
+                 start: np.ndarray, tables: fast.BatchTables) -> None:
+        sink, host, used = self.engine.sink, self.hs.name, self.used
+        stride = tables.width + 1
+        per_answer = np.bincount(answer, minlength=len(used) * stride)
+        counts = per_answer.reshape(len(used), stride).sum(axis=1)
+        last = np.full(len(used), -1, dtype=np.int64)
+        np.maximum.at(last, snap, rows)
+        for g in np.flatnonzero(counts).tolist():
+            s = used[g]
+            sink.add_matches(host, s.label, _rid(s), s.reuse, int(counts[g]), int(last[g]))
+        labels: dict[str, int] = {}
+        label_of = np.array([labels.setdefault(s.label, len(labels)) for s in used], dtype=np.int64)
+        names = list(labels)
+        for label, sk, count in _load(label_of, tables.ids, per_answer, stride):
+            sink.add_load(host, names[label], sk, count)
+        if sink.results is not None:
+            slot = answer - snap * stride
+            reason = np.where(tables.by_cpu[snap], 2,
+                              np.where((slot != start) & (slot < tables.width), 1, 0))
+            sink.add_rows(rows, self._results(rows, snap, tables.ids[answer], reason, names,
+                                              label_of))
+
+    def _results(self, rows: np.ndarray, snap: np.ndarray, expected: np.ndarray,
+                 reason: np.ndarray, names: list[str], label_of: np.ndarray) -> pa.RecordBatch:
+        n = len(rows)
+        rids = np.array([_rid(s) if _rid(s) is not None else -1 for s in self.used], np.int64)
+        rid = rids[snap]
+        nulls_s, nulls_i = pa.nulls(n, pa.string()), pa.nulls(n, pa.int32())
+        expected_array = pa.array(expected, pa.int64())
+        return pa.RecordBatch.from_arrays([
+            _repeat(self.hs.name, n), pa.array(self.cols.seq[rows], pa.int64()), _repeat(SELECT, n),
+            nulls_s, nulls_i, nulls_s, nulls_i, pa.array(self.cols.sk[rows], pa.int64()),
+            _decode(label_of[snap], pa.array(names, pa.string())),
+            pa.array(rid, pa.int64(), mask=rid < 0), expected_array, expected_array,
+            _repeat("match", n), _decode(reason, REASONS), nulls_s,
+        ], schema=DECISION_SCHEMA)
+
+
+# what a special row can change of the groups bulk rows read: nothing; the groups of its `sk` and
+# `sk2` (kernel-layer calls and socket options act on those alone); anything (socket-layer events)
+KEEPS_GROUPS = {SELECT, "reuseport_migrate_sock", "sysctl"}
+TOUCHES_OWN_GROUPS = {"setsockopt", "reuseport_alloc", "reuseport_add_sock",
+                      "reuseport_detach_sock", "reuseport_stop_listen_sock",
+                      "reuseport_attach_prog", "reuseport_detach_prog", "reuseport_has_conns_set",
+                      "reuseport_update_incoming_cpu", "sk_state"}
+
+
+def _rid(snap: Snapshot) -> int | None:
+    if snap.state is None or snap.state.reuseport_id < 0:
+        return None
+    return snap.state.reuseport_id
+
+
+def _pairs(segment: np.ndarray | None, sk: np.ndarray,
+           specials: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (segment, socket) pairs of the bulk rows, ordered by segment then socket:
+    `(pair of each row, segment of each pair, socket of each pair)`. `segment` None: all 0."""
+    lo, hi = int(sk.min()), int(sk.max())
+    if segment is None and lo >= 0 and hi < _DENSE:
+        present = np.bincount(sk) > 0
+        keys = np.flatnonzero(present)
+        return (np.cumsum(present) - 1)[sk], np.zeros(len(keys), dtype=np.int64), keys
+    if segment is None:
+        segment = np.zeros(len(sk), dtype=np.int64)
+    width = hi - lo + 1
+    if (specials + 1) * width <= _DENSE:
+        key = segment * width + (sk - lo)
+        present = np.bincount(key, minlength=(specials + 1) * width) > 0
+        keys = np.flatnonzero(present)
+        pair = (np.cumsum(present) - 1)[key]
+        return pair, keys // width, keys % width + lo
+    socks, code = np.unique(sk, return_inverse=True)
+    keys, pair = np.unique(segment * len(socks) + code, return_inverse=True)
+    return pair, keys // len(socks), socks[keys % len(socks)]
+
+
+def _load(label_of: np.ndarray, ids: np.ndarray, per_answer: np.ndarray,
+          stride: int) -> list[tuple[int, int, int]]:
+    """(label, sk, count) of the matched decisions expected on a socket, from the count of each
+    answer (`BatchTables.ids` index)."""
+    answers = np.flatnonzero(per_answer)
+    sks = ids[answers]
+    chosen = sks >= 0
+    answers, sks = answers[chosen], sks[chosen]
+    labels = label_of[answers // stride]
+    counts = per_answer[answers]
+    if not len(answers):
+        return []
+    keys, inverse = np.unique(np.stack([labels, sks], axis=1), axis=0, return_inverse=True)
+    totals = np.bincount(inverse.ravel(), weights=counts, minlength=len(keys)).astype(np.int64)
+    return [(int(l), int(k), int(c)) for (l, k), c in zip(keys.tolist(), totals.tolist())]
+
+
+def _values(column: pa.Array, fill: int, dtype) -> tuple[np.ndarray, np.ndarray | None]:
+    """The column as NumPy (nulls as `fill`) and its validity (None: no nulls)."""
+    if column.null_count == 0:
+        return column.to_numpy(zero_copy_only=False).astype(dtype, copy=False), None
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    return pc.fill_null(column, fill).to_numpy(zero_copy_only=False).astype(dtype, copy=False), valid
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
+                                          pa.array([value])).cast(pa.string())
+
+
+def _decode(indices: np.ndarray, dictionary: pa.Array) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32)),
+                                          dictionary).cast(pa.string())
