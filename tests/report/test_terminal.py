@@ -144,3 +144,22 @@ def test_summary_dict_alone_renders_the_same_report(replay):
 
 def test_rendering_is_deterministic(replay):
     assert render(render_replay(replay)) == render(render_replay(replay))
+
+
+def test_departed_sockets_beyond_the_ten_busiest_are_summed_in_one_row(tmp_path):
+    """A long replay sees thousands of sockets come and go: the load table keeps the live and
+    closed ones, the ten busiest departed ones, and one row for the rest, with their total."""
+    from tracekit.capture.simulate import simulate
+    from tracekit.replay.api import replay as run_replay
+
+    result = run_replay(simulate("mutation-heavy", events=20_000, seed=2,
+                                 output=tmp_path / "t.parquet"))
+    group = max(result.summary["groups"], key=lambda g: len(g["load"]))
+    members = set(group["socks"]) | set(group["closed"])
+    gone = sorted(((n, int(sk)) for sk, n in group["load"].items() if int(sk) not in members),
+                  key=lambda item: (-item[0], item[1]))
+    assert len(gone) > 10
+    out = render(render_replay(result), width=120)
+    hidden = gone[10:]
+    assert re.search(rf"{len(hidden)} more\s+{sum(n for n, _ in hidden)}\s+gone", out)
+    assert all(re.search(rf"\b{format_sk(sk)}\b", out) for _, sk in gone[:10])

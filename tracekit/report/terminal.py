@@ -139,6 +139,7 @@ def _load_table(group: Mapping[str, Any]) -> RenderableType:
     table.add_column()  # bar
     table.add_column(justify="right")  # decisions expected there
     table.add_column(style="dim")  # section
+    rows, hidden = _busiest_gone(rows)
     slot = 0
     for sk, n, section in rows:
         label = f"[{slot}]" if section == "live" else ""
@@ -147,7 +148,22 @@ def _load_table(group: Mapping[str, Any]) -> RenderableType:
         bar = Text("█" * cells, style="cyan" if section == "live" else "magenta")
         bar.append("·" * (_BAR_WIDTH - cells), style="dim")
         table.add_row(label, format_sk(sk), bar, str(n), "" if section == "live" else section)
+    if hidden:
+        table.add_row("", f"{len(hidden)} more", "", str(sum(n for _, n, _ in hidden)), "gone")
     return table
+
+
+_GONE_SHOWN = 10
+
+
+def _busiest_gone(rows: list[tuple[int, int, str]]) -> tuple[list, list]:
+    """Live and closed rows, and the `_GONE_SHOWN` busiest sockets that left the group; the
+    other departed sockets (a long replay can have thousands) are summed up in one row."""
+    gone = sorted((row for row in rows if row[2] == "gone"), key=lambda row: (-row[1], row[0]))
+    if len(gone) <= _GONE_SHOWN:
+        return rows, []
+    shown = {row[0] for row in gone[:_GONE_SHOWN]}
+    return [row for row in rows if row[2] != "gone" or row[0] in shown], gone[_GONE_SHOWN:]
 
 
 def _mismatches(view: ReportView, limit: int, explain: bool) -> list[RenderableType]:
