@@ -159,3 +159,13 @@ def test_without_the_matches_the_seq_chart_says_what_it_shows(replay):
     assert "Decisions over seq" not in page and "Mismatches and unknowns over seq" in page
     drawn = sum(int(n) for n in re.findall(r"<title>seq -?\d+--?\d+: (\d+) \w+</title>", page))
     assert drawn == len(kept)
+
+
+def test_without_the_matches_the_seq_axis_starts_at_zero(replay):
+    """A lone late mismatch must not fill the chart: the axis runs from seq 0 to the last one."""
+    kept = replay.decisions[replay.decisions["verdict"] == "mismatch"].tail(1)
+    last = int(kept["seq"].iloc[0])
+    page = render_html(type(replay)(replay.summary, kept))
+    labels = re.findall(r"<title>seq (\d+)-(\d+): \d+ \w+</title>", page)
+    assert labels and int(labels[0][0]) == 0 and int(labels[-1][1]) == last
+    assert f"seq 0 &#8230; {last}" in page

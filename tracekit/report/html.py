@@ -31,6 +31,7 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; co
 .tracekit-report code, .tracekit-report pre, .tracekit-report td.num { font-family: ui-monospace, monospace; }
 .tracekit-report table { border-collapse: collapse; margin: 0.5em 0 1em; }
 .tracekit-report th, .tracekit-report td { border-bottom: 1px solid #ddd; padding: 0.2em 0.6em; text-align: left; vertical-align: top; }
+.tracekit-report p.axis { color: #666; font-size: 0.85em; margin-top: 0; }
 .tracekit-report td.num, .tracekit-report th.num { text-align: right; }
 .tracekit-report .verdict { display: inline-block; padding: 0.3em 0.8em; border-radius: 0.3em; color: #fff; font-size: 1.6em; font-weight: bold; }
 .tracekit-report .group { border-left: 4px solid #1565c0; padding-left: 1em; margin: 1em 0; }
@@ -136,14 +137,19 @@ def _seq_charts(view: ReportView) -> list[str]:
     parts = [f"<h2>{what} over seq</h2>"]
     for host in sorted(set(table["host"].astype(str))):
         rows = table.loc[table["host"].astype(str) == host, ["seq", "verdict"]]
-        columns = _seq_columns([int(s) for s in rows["seq"]], [str(v) for v in rows["verdict"]])
+        seqs = [int(s) for s in rows["seq"]]
+        # without the matches, draw from seq 0 so a lone mismatch shows where it fell, not a block
+        low = min(seqs) if view.complete else min(0, min(seqs))
+        columns = _seq_columns(seqs, [str(v) for v in rows["verdict"]], start=low)
         parts.append(f"<h3>{escape(host)}</h3>")
         parts.append(column_chart(columns, title=f"{what.lower()} over seq on {host}"))
+        parts.append(f'<p class="axis">seq {low} &#8230; {max(seqs)}</p>')
     return parts
 
 
-def _seq_columns(seqs: Sequence[int], verdicts: Sequence[str]) -> list[Column]:
-    low, high = min(seqs), max(seqs)
+def _seq_columns(seqs: Sequence[int], verdicts: Sequence[str], start: int | None = None) -> list[Column]:
+    low = min(seqs) if start is None else min(start, min(seqs))
+    high = max(seqs)
     span = high - low + 1
     bins = min(_SEQ_BINS, span)
     counts = [dict.fromkeys(VERDICT_COLORS, 0) for _ in range(bins)]
