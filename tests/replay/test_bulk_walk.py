@@ -65,3 +65,18 @@ def test_the_bulk_walk_gives_what_the_per_row_path_gives(trace, monkeypatch, exp
     assert bulk.summary["mismatched"] > 100 and bulk.summary["unknown"] > 0
     assert bulk.decisions.equals(faithful.decisions)
     assert json.dumps(bulk.summary, sort_keys=True) == json.dumps(faithful.summary, sort_keys=True)
+
+
+def test_replay_leaves_the_garbage_collector_as_it_found_it(trace):
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    replay(trace)
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        replay(trace)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +26,7 @@ from tracekit.replay.decision import DECISION_SCHEMA
 from tracekit.replay.engine import Engine
 from tracekit.replay.sink import DecisionSink
 from tracekit.replay.summary import build_summary
+from tracekit.replay.walk import COLUMNS
 
 __all__ = ["Replay", "replay", "write_results", "choose_profile"]
 
@@ -71,6 +74,22 @@ def choose_profile(profile: str | Profile, metadata: dict[str, str]) -> tuple[Pr
         raise TracekitError(str(err)) from None
 
 
+@contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """Leave the objects that exist before the replay (modules, the caller's data) out of the
+    garbage collector's full collections while it runs: a long replay triggers dozens, and
+    each would walk the whole interpreter heap again. Nothing changes if something else froze
+    the heap already."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _total_rows(path: Path) -> int:
     files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
@@ -114,11 +133,12 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
     total = _total_rows(path) if progress is not None else 0
     done = 0
     try:
-        for batch in iter_batches(path, hosts=hosts):
-            engine.feed(batch)
-            done += batch.num_rows
-            if progress is not None:
-                progress(done, total)
+        with _heap_frozen():
+            for batch in iter_batches(path, columns=COLUMNS, hosts=hosts):
+                engine.feed(batch)
+                done += batch.num_rows
+                if progress is not None:
+                    progress(done, total)
     except BaseException:
         if writer is not None:
             writer.abort()

@@ -30,7 +30,7 @@ from tracekit.kernel.sock_reuseport import SockReuseport
 from tracekit.kernel.socket_layer import Host, Pick
 from tracekit.kernel.socket_layer import kernel_calls as kc
 from tracekit.kernel.socket_layer.host import Expectation, Migration
-from tracekit.kernel.socket_layer.selection import select_traced
+from tracekit.kernel.socket_layer.selection import replace_pick, select_traced
 from tracekit.replay import fast
 from tracekit.replay.decision import Decision, verdict_of
 from tracekit.replay.explain import explain, explain_ret
@@ -47,6 +47,22 @@ MEMBERSHIP = {"bind", "listen", "connect", "shutdown", "close", "reuseport_alloc
               "reuseport_add_sock", "reuseport_detach_sock", "reuseport_stop_listen_sock"}
 RET_CALLS = {"reuseport_alloc", "reuseport_add_sock", "reuseport_attach_prog",
              "reuseport_detach_prog"}
+# kernel-layer calls other than selection and migration: the model's function of the same name
+KERNEL_CALLS: dict[str, Callable[[Host, dict[str, Any]], int | None]] = {
+    "reuseport_alloc": lambda h, r: kc.reuseport_alloc(h, r["sk"], r["value"], r["proto"]),
+    "reuseport_add_sock":
+        lambda h, r: kc.reuseport_add_sock(h, r["sk"], r["sk2"], r["value"], r["proto"]),
+    "reuseport_attach_prog":
+        lambda h, r: kc.reuseport_attach_prog(h, r["sk"], r["prog"], r["name"], r["value"]),
+    "reuseport_detach_prog": lambda h, r: kc.reuseport_detach_prog(h, r["sk"]),
+    "reuseport_detach_sock": lambda h, r: kc.reuseport_detach_sock(h, r["sk"]),
+    "reuseport_stop_listen_sock":
+        lambda h, r: kc.reuseport_stop_listen_sock(h, r["sk"], r["proto"]),
+    "reuseport_has_conns_set": lambda h, r: kc.reuseport_has_conns_set(h, r["sk"]),
+    "reuseport_update_incoming_cpu":
+        lambda h, r: kc.reuseport_update_incoming_cpu(h, r["sk"], r["value"]),
+    "sk_state": lambda h, r: kc.sk_state(h, r["sk"], r["value"]),
+}
 
 
 @dataclass(eq=False)
@@ -96,7 +112,9 @@ class Engine:
         ends = bounds.tolist() + [n]
         columns = Columns(batch, bulk=BULK and not self.explain_all)
         for a, b in zip(starts, ends):
-            Walk(self, self._state(names[host_idx[a]]), columns, a, b).run()
+            hs = self._state(names[host_idx[a]])
+            Walk(self, hs, columns, a, b).run()
+            hs.host.park()
         self.sink.flush()
 
     def _state(self, name: str) -> HostState:
@@ -121,6 +139,12 @@ class Engine:
 
     def _apply(self, hs: HostState, row: dict[str, Any], index: int) -> None:
         host, event = hs.host, row["event"]
+        call = KERNEL_CALLS.get(event)
+        if call is not None:
+            model = call(host, row)
+            if event in RET_CALLS and row["ret"] is not None:
+                self._ret_decision(hs, row, index, model)
+            return
         sk, ret = row["sk"], row["ret"]
         flow = (row["laddr"], row["lport"], row["raddr"], row["rport"])
         if event == "socket":
@@ -155,34 +179,6 @@ class Engine:
         elif event == "reuseport_migrate_sock":
             pick = kc.reuseport_migrate_sock(host, sk, row["sk2"], row["hash"], row["cpu"])
             self._kernel_pick(hs, row, index, replace_reason(pick, "migration"))
-        else:
-            self._kernel_call(hs, row, index)
-
-    def _kernel_call(self, hs: HostState, row: dict[str, Any], index: int) -> None:
-        host, event, sk = hs.host, row["event"], row["sk"]
-        if event == "reuseport_alloc":
-            model = kc.reuseport_alloc(host, sk, row["value"], row["proto"])
-        elif event == "reuseport_add_sock":
-            model = kc.reuseport_add_sock(host, sk, row["sk2"], row["value"], row["proto"])
-        elif event == "reuseport_attach_prog":
-            model = kc.reuseport_attach_prog(host, sk, row["prog"], row["name"], row["value"])
-        elif event == "reuseport_detach_prog":
-            model = kc.reuseport_detach_prog(host, sk)
-        elif event == "reuseport_detach_sock":
-            return kc.reuseport_detach_sock(host, sk)
-        elif event == "reuseport_stop_listen_sock":
-            return kc.reuseport_stop_listen_sock(host, sk, row["proto"])
-        elif event == "reuseport_has_conns_set":
-            return kc.reuseport_has_conns_set(host, sk)
-        elif event == "reuseport_update_incoming_cpu":
-            return kc.reuseport_update_incoming_cpu(host, sk, row["value"])
-        elif event == "sk_state":
-            return kc.sk_state(host, sk, row["value"])
-        else:
-            return None
-        if event in RET_CALLS and row["ret"] is not None:
-            self._ret_decision(hs, row, index, model)
-        return None
 
     # -- decisions --------------------------------------------------------------------------------
     def _observation(self, hs: HostState, row: dict, index: int, exp: Expectation,
@@ -196,7 +192,7 @@ class Engine:
         reuse = hs.host.sock(row["sk"]).sk.sk_reuseport_cb
         if pick.group is None:
             label = hs.host.label_of(reuse) if reuse is not None else hs.host.sock(row["sk"]).label
-            pick = replace_fields(pick, group=label, seq=row["seq"])
+            pick = replace_pick(pick, group=label, seq=row["seq"])
         self._decide(hs, row, index, pick.sk, observed, pick, pick.unknown, reuse)
 
     def snapshot(self, hs: HostState, s, reuse: SockReuseport | None) -> Snapshot:
@@ -215,7 +211,7 @@ class Engine:
             sock = snap.state.replica(row["sk"], row["cpu"])
             skb = Skb(payload=None, len=None, cpu=row["cpu"])
             _chosen, pick = select_traced(sock, row["hash"], skb, 0, cpu_known=row["cpu"] is not None)
-            pick = replace_fields(pick, group=snap.label, seq=row["seq"])
+            pick = replace_pick(pick, group=snap.label, seq=row["seq"])
         self._decide(hs, row, index, pick.sk, row["observed"], pick, pick.unknown, snap.reuse,
                      snap.history)
 
@@ -265,14 +261,8 @@ class Engine:
                     self.sink.group(name, label, reuse.reuseport_id, None, reuse)
 
 
-def replace_fields(pick: Pick, **changes) -> Pick:
-    from dataclasses import replace
-
-    return replace(pick, **changes)
-
-
 def replace_reason(pick: Pick, reason: str) -> Pick:
-    return pick if pick.unknown is not None else replace_fields(pick, reason=reason)
+    return pick if pick.unknown is not None else replace_pick(pick, reason=reason)
 
 
 def _dictionary(column: pa.Array) -> pa.DictionaryArray:

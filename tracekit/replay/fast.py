@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 import pyarrow as pa
@@ -198,11 +199,10 @@ class GroupState:
 
     @classmethod
     def of(cls, reuse: SockReuseport) -> GroupState:
-        live = reuse.socks[:reuse.num_socks]
-        members = tuple(zip([s.sk_id for s in live], [s.sk_state for s in live],  # type: ignore[union-attr]
-                            [s.sk_incoming_cpu for s in live]))  # type: ignore[union-attr]
+        members = tuple([(s.sk_id, s.sk_state, s.sk_incoming_cpu)  # type: ignore[union-attr]
+                         for s in reuse.socks[:reuse.num_socks]])
         first = reuse.socks[0]
-        profile = sock_net(first).profile if first is not None else None
+        profile = first.sk_net.profile if first is not None else None
         return cls(reuse.reuseport_id, members, reuse.incoming_cpu, profile)  # type: ignore[arg-type]
 
     @property
@@ -263,8 +263,9 @@ def tabulate(states: Sequence[GroupState | None], max_cpu: int) -> BatchTables:
     sizes = [len(s.members) if s is not None else 0 for s in states]
     n = np.array(sizes, dtype=np.int64)
     width = max(1, max(sizes, default=1))
-    flat = np.array([x for s in states if s is not None for m in s.members for x in m],
-                    dtype=np.int64).reshape(-1, 3)
+    flat = np.fromiter(chain.from_iterable(chain.from_iterable(s.members for s in states
+                                                               if s is not None)),
+                       dtype=np.int64).reshape(-1, 3)
     owner = np.repeat(np.arange(count), n)
     position = np.arange(len(flat)) - np.repeat(np.cumsum(n) - n, n)
     ids = np.full((count, width + 1), NO_SOCKET, dtype=np.int64)

@@ -43,6 +43,25 @@ def _live(reuse: SockReuseport | None) -> tuple[int, ...]:
     return tuple([s.sk_id for s in reuse.socks[:reuse.num_socks]])
 
 
+Move = tuple[int, int | None, int | None]  # (sk, from slot, to slot); None = out
+
+
+def _moves(old: tuple[int, ...], new: tuple[int, ...]) -> tuple[Move, ...]:
+    """What took each slot of `new` that `old` held otherwise (joins and moves, by new slot), then
+    who left (by old slot). A change moves one or two sockets, so only the slots that differ are
+    looked up."""
+    moves = []
+    n = len(old)
+    for i, x in enumerate(new):
+        if i >= n or old[i] != x:
+            moves.append((x, old.index(x) if x in old else None, i))
+    n = len(new)
+    for i, x in enumerate(old):
+        if (i >= n or new[i] != x) and x not in new:
+            moves.append((x, i, None))
+    return tuple(moves)
+
+
 class GroupHistory:
     """Recent membership changes per group label, for one host."""
 
@@ -76,7 +95,9 @@ class GroupHistory:
         for s in socks:
             reuse = s.sk_reuseport_cb
             if reuse is not None:
-                now[reuse.reuseport_id] = (reuse, _live(reuse))
+                rid = reuse.reuseport_id
+                if rid not in now or now[rid][0] is not reuse:
+                    now[rid] = (reuse, _live(reuse))
         for rid, (reuse, new) in now.items():
             old = token[rid][1] if rid in token else self.last.get(rid, ())
             self.last[rid] = new
@@ -84,20 +105,13 @@ class GroupHistory:
                 del self.last[rid]  # freed: the id may name a new group next
             if old == new:
                 continue
-            moves = []
-            old_slot = {x: i for i, x in enumerate(old)}
-            new_slot = {x: i for i, x in enumerate(new)}
-            for i, x in enumerate(new):
-                if old_slot.get(x) != i:
-                    moves.append((x, old_slot.get(x), i))
-            for x, i in old_slot.items():
-                if x not in new_slot:
-                    moves.append((x, i, None))
             label = label_of(reuse)
             if label is None:
                 continue
-            log = self.changes.setdefault(label, deque(maxlen=self.depth))
-            log.append(Change(seq, event, sk, tuple(moves)))
+            log = self.changes.get(label)
+            if log is None:
+                log = self.changes[label] = deque(maxlen=self.depth)
+            log.append(Change(seq, event, sk, _moves(old, new)))
             self.marks[label] = self.marks.get(label, 0) + 1
 
     def recent(self, label: str | None, upto: int | None = None) -> list[Change]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -38,8 +38,7 @@ class GroupStats:
     reuse: SockReuseport | None = None
 
 
-@dataclass(frozen=True)
-class _Touch:
+class _Touch(NamedTuple):
     """A group whose decisions a batch matched in bulk: its stats follow its latest state."""
 
     host: str

@@ -81,7 +81,7 @@ class Columns:
             part = self.batch.take(pa.array(rows))
         nothing = [None] * count
         columns = [nothing if (column := part.column(name)).null_count == count
-                   else column.to_pylist() for name in COLUMNS]
+                   else _pylist(column) for name in COLUMNS]
         return [dict(zip(COLUMNS, values)) for values in zip(*columns)]
 
     def select_row(self, i: int) -> dict[str, Any]:
@@ -195,11 +195,15 @@ class Walk:
         if event in KEEPS_GROUPS:
             self._one(i, row)
         elif event in TOUCHES_OWN_GROUPS:
-            keys = [self._group_key(row["sk"]), self._group_key(row["sk2"])]
+            sk, sk2 = row["sk"], row["sk2"]
+            before = self._group_key(sk)
+            before2 = self._group_key(sk2) if sk2 is not None else None
             self._one(i, row)
-            keys += [self._group_key(row["sk"]), self._group_key(row["sk2"])]
-            for key in keys:
-                snapshots.pop(key, None)
+            snapshots.pop(before, None)
+            snapshots.pop(self._group_key(sk), None)
+            if sk2 is not None:
+                snapshots.pop(before2, None)
+                snapshots.pop(self._group_key(sk2), None)
         else:
             self._one(i, row)
             snapshots.clear()
@@ -261,9 +265,11 @@ class Walk:
         counts = per_answer.reshape(len(used), stride).sum(axis=1)
         last = np.full(len(used), -1, dtype=np.int64)
         np.maximum.at(last, snap, rows)
-        for g in np.flatnonzero(counts).tolist():
-            s = used[g]
-            sink.add_matches(host, s.label, _rid(s), s.reuse, int(counts[g]), int(last[g]))
+        for label, total, touches in _touches(used, counts, last):
+            for n, g in enumerate(touches):
+                s = used[g]
+                sink.add_matches(host, label, _rid(s), s.reuse, total if n == 0 else 0,
+                                 int(last[g]))
         labels: dict[str, int] = {}
         label_of = np.array([labels.setdefault(s.label, len(labels)) for s in used], dtype=np.int64)
         names = list(labels)
@@ -307,6 +313,34 @@ def _rid(snap: Snapshot) -> int | None:
     return snap.state.reuseport_id
 
 
+def _touches(used: list[Snapshot], counts: np.ndarray,
+             last: np.ndarray) -> list[tuple[str, int, list[int]]]:
+    """Per group label (in order of first use): the matches on all its snapshots, and the few
+    snapshots whose touch decides what the sink keeps for the label (its reuseport id and group
+    are those of the latest touch naming one): the latest naming an id, the latest naming a
+    group, or else the latest. Earlier touches would be overwritten within the batch anyway."""
+    labels: dict[str, list] = {}  # label -> [total, latest with id, latest with group, latest]
+    for g in np.flatnonzero(counts).tolist():
+        s = used[g]
+        entry = labels.get(s.label)
+        if entry is None:
+            entry = labels[s.label] = [0, -1, -1, -1]
+        entry[0] += int(counts[g])
+        row = last[g]
+        if _rid(s) is not None and (entry[1] < 0 or row > last[entry[1]]):
+            entry[1] = g
+        if s.reuse is not None and (entry[2] < 0 or row > last[entry[2]]):
+            entry[2] = g
+        if entry[3] < 0 or row > last[entry[3]]:
+            entry[3] = g
+    out = []
+    for label, (total, with_id, with_group, latest) in labels.items():
+        touches = sorted({g for g in (with_id, with_group) if g >= 0} or {latest},
+                         key=lambda g: last[g])
+        out.append((label, total, touches))
+    return out
+
+
 def _pairs(segment: np.ndarray | None, sk: np.ndarray,
            specials: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The distinct (segment, socket) pairs of the bulk rows, ordered by segment then socket:
@@ -318,16 +352,21 @@ def _pairs(segment: np.ndarray | None, sk: np.ndarray,
         return (np.cumsum(present) - 1)[sk], np.zeros(len(keys), dtype=np.int64), keys
     if segment is None:
         segment = np.zeros(len(sk), dtype=np.int64)
-    width = hi - lo + 1
+    if hi - lo < _DENSE:  # the distinct sockets, ascending, without sorting
+        present = np.bincount(sk - lo) > 0
+        socks = np.flatnonzero(present) + lo
+        code = (np.cumsum(present) - 1)[sk - lo]
+    else:
+        socks, code = np.unique(sk, return_inverse=True)
+    width = len(socks)
+    key = segment * width + code
     if (specials + 1) * width <= _DENSE:
-        key = segment * width + (sk - lo)
         present = np.bincount(key, minlength=(specials + 1) * width) > 0
         keys = np.flatnonzero(present)
         pair = (np.cumsum(present) - 1)[key]
-        return pair, keys // width, keys % width + lo
-    socks, code = np.unique(sk, return_inverse=True)
-    keys, pair = np.unique(segment * len(socks) + code, return_inverse=True)
-    return pair, keys // len(socks), socks[keys % len(socks)]
+    else:
+        keys, pair = np.unique(key, return_inverse=True)
+    return pair, keys // width, socks[keys % width]
 
 
 def _load(label_of: np.ndarray, ids: np.ndarray, per_answer: np.ndarray,
@@ -342,9 +381,20 @@ def _load(label_of: np.ndarray, ids: np.ndarray, per_answer: np.ndarray,
     counts = per_answer[answers]
     if not len(answers):
         return []
-    keys, inverse = np.unique(np.stack([labels, sks], axis=1), axis=0, return_inverse=True)
-    totals = np.bincount(inverse.ravel(), weights=counts, minlength=len(keys)).astype(np.int64)
-    return [(int(l), int(k), int(c)) for (l, k), c in zip(keys.tolist(), totals.tolist())]
+    width = int(sks.max()) + 1
+    keys, inverse = np.unique(labels * width + sks, return_inverse=True)
+    totals = np.bincount(inverse, weights=counts, minlength=len(keys)).astype(np.int64)
+    return list(zip((keys // width).tolist(), (keys % width).tolist(), totals.tolist()))
+
+
+def _pylist(column: pa.Array) -> list[Any]:
+    """`column.to_pylist()`; a dictionary column decoded through its dictionary, which is many
+    times faster than pyarrow's value-by-value conversion of dictionary scalars."""
+    if not pa.types.is_dictionary(column.type):
+        return column.to_pylist()
+    values = np.array(column.dictionary.to_pylist() + [None], dtype=object)
+    indices = column.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)
+    return values[indices].tolist()
 
 
 def _values(column: pa.Array, fill: int, dtype) -> tuple[np.ndarray, np.ndarray | None]:

@@ -10,7 +10,7 @@ prediction is reported once.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 from tracekit.kernel import cbpf
@@ -52,7 +52,7 @@ from tracekit.kernel.socket_layer.addresses import (
     route_source,
 )
 from tracekit.kernel.socket_layer.lookup import tcp_lookup_listener, udp_lookup
-from tracekit.kernel.socket_layer.selection import Pick, migrate_traced
+from tracekit.kernel.socket_layer.selection import Pick, migrate_traced, replace_pick
 
 LOOPBACK_IFINDEX = 1
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
@@ -119,6 +119,11 @@ class Migration:
     group: str | None
 
 
+# what `Host.park` keeps of a socket: every field but the references it checks are empty
+_SOCK_VALUES = tuple(f.name for f in fields(Sock) if f.name not in ("sk_net", "sk_reuseport_cb"))
+_SOCKET_VALUES = tuple(f.name for f in fields(Socket) if f.name not in ("sk", "accept_queue"))
+
+
 def flow_of(laddr: str, lport: int, raddr: str, rport: int) -> Flow:
     return (str(parse_ip(laddr)), int(lport), str(parse_ip(raddr)), int(rport))
 
@@ -138,24 +143,58 @@ class Host:
         self.dropped: dict[Flow, deque[Pick]] = {}
         self.migrations: list[Migration] = []
         self.on_migration: Callable[[Migration], None] | None = None
+        self.bound = False  # some socket has bound: group labels come from binds
+        self.parked: dict[int, tuple] = {}  # departed sockets as plain values (`park`)
+        self.departing: set[int] = set()  # sockets that left a group since the last `park`
 
     # -- sockets ----------------------------------------------------------------------------------
     def sock(self, sk_id: int, proto: str | None = None) -> Socket:
         """The socket with this trace id; kernel-layer traces create sockets on first use."""
         s = self.socks.get(sk_id)
         if s is None:
+            if sk_id in self.parked:
+                return self._unpark(sk_id)
             proto = proto or "tcp"
             s = Socket(Sock(sk_id, self.net, sk_protocol=PROTOCOLS[proto]), proto, 4)
             self.socks[sk_id] = s
         return s
 
     def socket(self, sk: int, proto: str, family: int) -> None:
+        self.parked.pop(sk, None)
         self.socks[sk] = Socket(Sock(sk, self.net, sk_protocol=PROTOCOLS[proto]), proto, int(family))
+
+    def park(self) -> None:
+        """Keep the sockets that left a group (`departing`) as plain values while nothing can
+        reach them but their id: out of every group, unhashed, not listening, nothing queued, on a
+        host where nothing ever bound (so no bucket, queue or connection holds them). `sock()`
+        rebuilds one exactly as it was. A long kernel-layer trace leaves a departed socket behind
+        every few events; as objects they would make every full garbage collection slower."""
+        departing, self.departing = self.departing, set()
+        if self.bound:
+            return
+        for sk_id in departing:
+            s = self.socks.get(sk_id)
+            if s is None or s.listening or s.accept_queue:
+                continue
+            sk = s.sk
+            if sk.sk_reuseport_cb is not None or sk.hashed or sk.sk_net is not self.net:
+                continue
+            del self.socks[sk_id]
+            self.parked[sk_id] = (tuple([getattr(sk, name) for name in _SOCK_VALUES]),
+                                  tuple([getattr(s, name) for name in _SOCKET_VALUES]))
+
+    def _unpark(self, sk_id: int) -> Socket:
+        sk_values, socket_values = self.parked.pop(sk_id)
+        sk = Sock(sk_net=self.net, **dict(zip(_SOCK_VALUES, sk_values)))
+        s = self.socks[sk_id] = Socket(sk, **dict(zip(_SOCKET_VALUES, socket_values)))
+        return s
 
     def label_of(self, reuse: SockReuseport | None) -> str | None:
         """The group's label, from a member's bind (kernel-layer traces: `group <reuseport_id>`)."""
         if reuse is None:
             return None
+        if not self.bound:  # kernel-layer traces never bind: no member has a port
+            return f"group {reuse.reuseport_id}"
         for member in reuse.socks[: reuse.num_socks] + reuse.closed():
             s = self.socks.get(member.sk_id) if member is not None else None
             if s is not None and s.lport is not None:
@@ -177,8 +216,9 @@ class Host:
             return pick
         if reuse is None and sk is not None:
             owner = self.socks.get(sk.sk_id)
-            return replace(pick, group=owner.label if owner is not None else None, seq=self.seq)
-        return replace(pick, group=self.label_of(reuse), seq=self.seq)
+            return replace_pick(pick, group=owner.label if owner is not None else None,
+                                seq=self.seq)
+        return replace_pick(pick, group=self.label_of(reuse), seq=self.seq)
 
     # -- options ----------------------------------------------------------------------------------
     def setsockopt(self, sk: int, name: str, value: int | None, prog: bytes | None,
@@ -218,6 +258,7 @@ class Host:
             return
         s = self.sock(sk)
         s.laddr, s.lport = parse_ip(laddr), int(lport)
+        self.bound = True
         if s.proto == "udp" and s.lport:
             self._udp_hash(s)
 
@@ -369,8 +410,8 @@ class Host:
         for conn in queue:
             child = Sock(-1, self.net, sk_protocol=IPPROTO_TCP, sk_state=TCP_ESTABLISHED)
             nsk, pick = migrate_traced(s.sk, child, conn.hash)
-            pick = replace(pick, group=group, seq=self.seq,
-                           migrated_from=(s.sk.sk_id, self.seq, self.net.cpu))
+            pick = replace_pick(pick, group=group, seq=self.seq,
+                                migrated_from=(s.sk.sk_id, self.seq, self.net.cpu))
             if isinstance(nsk, _Unknown):
                 conn.listener, conn.pick = None, pick
                 to, unknown = -1, pick.unknown or "no-hash"
@@ -381,7 +422,7 @@ class Host:
                 target.accept_queue.append(conn)
                 to, unknown = nsk.sk_id, None
             else:
-                conn.listener, conn.pick = None, replace(pick, sk=-1)
+                conn.listener, conn.pick = None, replace_pick(pick, sk=-1)
                 to, unknown = -1, None
             migration = Migration(s.sk.sk_id, conn.flow, to, unknown, group)
             self.migrations.append(migration)
@@ -414,9 +455,9 @@ class Host:
             if conn.listener.laddr is not None and conn.listener.laddr.is_unspecified:
                 conn.hash = sk_hash
         elif isinstance(chosen, _Unknown):
-            conn.pick = replace(pick, unknown=pick.unknown or "no-hash", seq=self.seq)
+            conn.pick = replace_pick(pick, unknown=pick.unknown or "no-hash", seq=self.seq)
         elif pick is not None:
-            conn.pick = replace(pick, sk=-1, dropped=True, seq=self.seq)
+            conn.pick = replace_pick(pick, sk=-1, dropped=True, seq=self.seq)
         self.conns[flow] = conn
         return conn.pick
 
@@ -441,10 +482,10 @@ class Host:
             if self.socks[chosen.sk_id].raddr is not None and cpu is not None:
                 chosen.sk_incoming_cpu = int(cpu)
         elif isinstance(chosen, _Unknown):
-            pick = replace(pick, unknown=pick.unknown or "no-hash", seq=self.seq)
+            pick = replace_pick(pick, unknown=pick.unknown or "no-hash", seq=self.seq)
             self.datagrams.setdefault(flow, deque()).append(pick)
         else:
-            pick = replace(pick or Pick(sk=-1, reason="no-listener"), sk=-1, seq=self.seq)
+            pick = replace_pick(pick or Pick(sk=-1, reason="no-listener"), sk=-1, seq=self.seq)
             self.dropped.setdefault(flow, deque()).append(pick)
         return pick
 

@@ -40,6 +40,7 @@ def reuseport_detach_sock(host: Host, sk: int) -> None:
     s = _sk(host, sk)
     sr.reuseport_detach_sock(s)
     s.hashed = False
+    host.departing.add(s.sk_id)
 
 
 def reuseport_stop_listen_sock(host: Host, sk: int, proto: str | None = None) -> None:
@@ -69,6 +70,7 @@ def reuseport_migrate_sock(host: Host, sk: int, sk2: int, hash: int | None,
         host.net.cpu = int(cpu)
     s, child = _sk(host, sk), _sk(host, sk2)
     _chosen, pick = migrate_traced(s, child, hash)
+    host.departing.add(child.sk_id)
     return pick
 
 

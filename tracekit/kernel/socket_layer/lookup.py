@@ -11,7 +11,6 @@ the primary-hash fallback `udp4_lib_lookup1()` (6.14+) that ignores groups.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING
 
@@ -19,7 +18,7 @@ from tracekit.kernel.bpf import ErrPtr, Skb, _Unknown
 from tracekit.kernel.sock import TCP_ESTABLISHED, Sock
 from tracekit.kernel.sock_reuseport import reuseport_has_conns
 from tracekit.kernel.socket_layer.addresses import ANY, IP, IPV4_ANY, IPV6_ANY, v4_view, v6_view
-from tracekit.kernel.socket_layer.selection import Pick, select_traced
+from tracekit.kernel.socket_layer.selection import Pick, replace_pick, select_traced
 
 if TYPE_CHECKING:
     from tracekit.kernel.socket_layer.host import Socket
@@ -191,4 +190,4 @@ def udp_lookup(owners: dict[int, Socket], buckets: dict, primary: list[Socket], 
     fallback, fallback_pick = udp_lookup1(primary, saddr, sport, daddr, lport, dif, cpu)
     if fallback is not None:
         return fallback, fallback_pick
-    return result, pick if pick is None else replace(pick, dropped=True)
+    return result, pick if pick is None else replace_pick(pick, dropped=True)

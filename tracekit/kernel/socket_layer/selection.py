@@ -8,7 +8,8 @@ reason, unless every possible value of the missing input gives the same answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
+from typing import Any
 
 from tracekit.kernel import cbpf
 from tracekit.kernel.bpf import (
@@ -60,6 +61,20 @@ class Pick:
     @property
     def is_unknown(self) -> bool:
         return self.unknown is not None
+
+
+_PICK_FIELDS = frozenset(f.name for f in fields(Pick))
+
+
+def replace_pick(pick: Pick, **changes: Any) -> Pick:
+    """`dataclasses.replace(pick, **changes)` without running `__init__` again: replays copy a
+    pick or two per migration and per kernel-layer selection, and the copy is the cost."""
+    wrong = changes.keys() - _PICK_FIELDS
+    if wrong:
+        raise TypeError(f"Pick has no field(s) {sorted(wrong)}")
+    new = object.__new__(Pick)
+    new.__dict__.update(pick.__dict__, **changes)
+    return new
 
 
 def prog_label(reuse: SockReuseport | None) -> str | None:
@@ -136,39 +151,39 @@ def select_traced(sk: Sock, hash: int | None, skb: Skb | None, hdr_len: int,
         return None, base
     prog = reuse.prog
     if not cpu_known and _cpu_matters(reuse):
-        return _Unknown(), replace(base, unknown="no-cpu", reason="incoming-cpu")
+        return _Unknown(), replace_pick(base, unknown="no-cpu", reason="incoming-cpu")
 
     cbpf_index = None
     if prog is not None and skb is not None and prog.type != BPF_PROG_TYPE_SK_REUSEPORT:
         try:
             cbpf_index = cbpf.bpf_prog_run(prog.insns, skb)
         except cbpf.Unknown:
-            return _Unknown(), replace(base, unknown="cbpf-unknown", reason="cbpf")
-        base = replace(base, cbpf_index=cbpf_index)
+            return _Unknown(), replace_pick(base, unknown="cbpf-unknown", reason="cbpf")
+        base = replace_pick(base, cbpf_index=cbpf_index)
         if cbpf_index < reuse.num_socks:
             chosen = reuse.socks[cbpf_index]
-            return chosen, replace(base, sk=chosen.sk_id, reason="cbpf", slot=cbpf_index)
+            return chosen, replace_pick(base, sk=chosen.sk_id, reason="cbpf", slot=cbpf_index)
 
     if hash is None:
         if prog is not None and skb is not None and prog.type == BPF_PROG_TYPE_SK_REUSEPORT:
             unknown = "unregistered-prog" if prog.name not in sock_net(sk).ebpf_policies else "no-hash"
-            return _Unknown(), replace(base, unknown=unknown, reason="ebpf")
+            return _Unknown(), replace_pick(base, unknown=unknown, reason="ebpf")
         result = _hash_independent(reuse, cpu)
         if isinstance(result, _Unknown):
-            return result, replace(base, unknown="no-hash")
+            return result, replace_pick(base, unknown="no-hash")
         reason = "incoming-cpu" if _cpu_matters(reuse) else "hash"
-        return result, replace(base, sk=-1 if result is None else result.sk_id, reason=reason)
+        return result, replace_pick(base, sk=-1 if result is None else result.sk_id, reason=reason)
 
     result = reuseport_select_sock(sk, hash, skb, hdr_len)
     if isinstance(result, _Unknown):
-        return result, replace(base, unknown=_unknown_reason_of(reuse),
+        return result, replace_pick(base, unknown=_unknown_reason_of(reuse),
                                reason="ebpf" if snap["prog"] and snap["prog"] != "cbpf" else "cbpf")
     if isinstance(result, ErrPtr):
-        return result, replace(base, dropped=True, reason="ebpf")
+        return result, replace_pick(base, dropped=True, reason="ebpf")
     if prog is not None and skb is not None and prog.type == BPF_PROG_TYPE_SK_REUSEPORT:
-        return result, replace(base, sk=-1 if result is None else result.sk_id, reason="ebpf")
+        return result, replace_pick(base, sk=-1 if result is None else result.sk_id, reason="ebpf")
     reason, start, slot = _hash_reason(reuse, hash, result)
-    return result, replace(base, sk=-1 if result is None else result.sk_id, reason=reason,
+    return result, replace_pick(base, sk=-1 if result is None else result.sk_id, reason=reason,
                            start=start, slot=slot)
 
 
@@ -186,19 +201,20 @@ def migrate_traced(sk: Sock, child: Sock, hash: int | None) -> tuple[Sock | None
     if hash is None and reuse.num_socks and (capable_prog or net.sysctl_tcp_migrate_req):
         if capable_prog:
             unknown = "unregistered-prog" if prog.name not in net.ebpf_policies else "no-hash"
-            return _Unknown(), replace(base, unknown=unknown)
+            return _Unknown(), replace_pick(base, unknown=unknown)
         result = _hash_independent(reuse, cpu)
         if isinstance(result, _Unknown):
-            return result, replace(base, unknown="no-hash")
+            return result, replace_pick(base, unknown="no-hash")
         if result is None:
             net.mib["TCPMigrateReqFailure"] += 1
-        return result, replace(base, sk=-1 if result is None else result.sk_id)
+        return result, replace_pick(base, sk=-1 if result is None else result.sk_id)
     child.sk_hash = hash or 0
     result = reuseport_migrate_sock(sk, child, None)
     if isinstance(result, _Unknown):
-        return result, replace(base, unknown=_unknown_reason_of(reuse))
+        return result, replace_pick(base, unknown=_unknown_reason_of(reuse))
     start = reciprocal_scale(hash, reuse.num_socks) if hash is not None and reuse.num_socks else None
     slot = None
     if isinstance(result, Sock):
         slot = next((i for i, s in enumerate(reuse.live()) if s is result), None)
-    return result, replace(base, sk=-1 if result is None else result.sk_id, start=start, slot=slot)
+    return result, replace_pick(base, sk=-1 if result is None else result.sk_id, start=start,
+                                slot=slot)
