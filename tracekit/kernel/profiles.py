@@ -29,6 +29,9 @@ class Profile:
     # the socket reuseport selected is re-scored with compute_score() before later sockets of
     # the slot compete with it; before, it kept the score of the group's first socket, and a
     # connected (TCP_ESTABLISHED) socket met first went through reuseport selection too.
+    # Recorded, not switched on: socket_layer/lookup.py implements the 6.5 lookup for every
+    # profile. The two differ only when the group's pick scores lower than its first member and a
+    # socket outside the group, later in the slot, scores in between.
     udp_rescore: bool
     # connect() on a UDP socket puts it in the 4-tuple hash and rehashes it, which detaches it
     # from its reuseport group (udp_lib_rehash() -> reuseport_detach_sock()); before, a connected
