@@ -8,7 +8,7 @@ import pytest
 
 import tracekit
 
-AVAILABLE_NOW = {"normalize", "read_trace", "validate", "write_trace"}
+AVAILABLE_NOW = {"normalize", "read_trace", "record", "replay", "simulate", "validate", "write_trace"}
 
 
 def test_all_is_sorted_and_complete():
@@ -37,3 +37,18 @@ def test_trace_package_exports_the_brief_api():
     for name in ("SCHEMA", "TRACE_FORMAT", "write_trace", "iter_batches", "read_metadata",
                  "read_trace", "validate_trace", "normalize_jsonl"):
         assert name in trace.__all__ and hasattr(trace, name)
+
+
+def test_replay_stays_callable_after_its_package_is_imported(tmp_path):
+    """Importing tracekit.replay.<module> rebinds the name `tracekit.replay` to the package."""
+    import subprocess
+    import sys
+
+    from tracekit.capture.simulate import simulate
+
+    trace = simulate("steady", events=500, seed=1, output=tmp_path / "t.parquet")
+    code = ("import tracekit.replay.distributed, tracekit; "
+            f"r = tracekit.replay({str(trace)!r}); print(r.summary['decisions'], r.exit_code)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    decisions, exit_code = out.stdout.split()
+    assert int(decisions) > 0 and exit_code == "0"
