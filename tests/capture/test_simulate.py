@@ -106,7 +106,7 @@ def test_kernel_option_picks_the_older_profile_and_records_it(tmp_path):
     assert read_metadata(old)["tracekit.kernel"] == "5.15.0-91-generic"
     observed_old = read_trace(old).observed.to_numpy()
     observed_new = read_trace(new).observed.to_numpy()
-    # steady pins one port's workers to CPUs: only the 6.1 profile honours SO_INCOMING_CPU.
+    # steady pins one port's workers to CPUs: only profiles from 6.2 on honour SO_INCOMING_CPU.
     assert (observed_old != observed_new).any()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ from tracekit.trace import read_metadata, write_trace
 __all__ = ["FAULTS_IN_METADATA", "WORKLOADS", "injected_faults", "simulate"]
 
 CHUNK_ROWS = 1 << 18
+_KERNEL_RELEASE = re.compile(r"^\d+\.\d+")
 GENERATOR_VERSION = "1"
 """Bumped whenever the same arguments start to give different rows (`tracekit.simulate.version`)."""
 FAULTS_IN_METADATA = 1_000
@@ -55,7 +57,7 @@ def simulate(workload: str = DEFAULT_WORKLOAD, *, events: int, seed: int,
     decides every selection with one `reuseport_select_sock` call instead of
     `tracekit.replay.fast` (slow; the output is the same, which checks the bulk path).
     """
-    _check_arguments(workload, events, seed, inject_faults, hosts)
+    _check_arguments(workload, events, seed, inject_faults, hosts, kernel)
     output = Path(output)
     metadata = {
         "tracekit.workload": workload,
@@ -152,7 +154,7 @@ def _write_sidecar(path: Path, faults: dict[str, list[np.ndarray]]) -> None:
 
 
 def _check_arguments(workload: str, events: int, seed: int, inject_faults: float,
-                     hosts: int) -> None:
+                     hosts: int, kernel: str | None) -> None:
     if workload not in WORKLOADS:
         raise TracekitError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
     if events < 1:
@@ -163,3 +165,5 @@ def _check_arguments(workload: str, events: int, seed: int, inject_faults: float
         raise TracekitError(f"--inject-faults is a fraction between 0 and 1, got {inject_faults}")
     if hosts < 1 or hosts > events:
         raise TracekitError(f"--hosts must be between 1 and the number of events, got {hosts}")
+    if kernel is not None and not _KERNEL_RELEASE.match(kernel):
+        raise TracekitError(f"--kernel {kernel!r} is not a kernel release (`uname -r`, e.g. 6.8.0-45-generic)")

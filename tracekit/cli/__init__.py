@@ -18,7 +18,8 @@ command with `cli_errors` to get the same when it is invoked on its own)::
         ...
 
 A `tracekit.errors.TracekitError` becomes ``tracekit: <message>`` on stderr and exit status 2;
-an ``OSError`` (a file that cannot be read or written) exits 2 the same way; any other exception
+so does a click usage error (a bad option value, a missing argument), on one line that names the
+option and points at ``--help``; an ``OSError`` (a file that cannot be read or written) exits 2 the same way; any other exception
 is a bug: a one-line ``tracekit: internal error: ...`` with a hint, exit status 3. Set
 ``TRACEKIT_DEBUG=1`` to get the traceback instead.
 """
@@ -61,10 +62,16 @@ def errors_to_exit_codes() -> Iterator[None]:
     """Turn exceptions into the CLI's messages and exit codes (see the module docstring)."""
     try:
         yield
-    except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.exceptions.ClickException as error:
+        _fail_on_one_line(error)
+    except (click.exceptions.Exit, click.exceptions.Abort):
         raise
     except TracekitError as error:
         fail(str(error))
+    except BrokenPipeError:  # `tracekit ... | head`: click exits quietly
+        raise
     except OSError as error:
         fail(_describe_os_error(error))
     except Exception as error:
@@ -76,6 +83,14 @@ def errors_to_exit_codes() -> Iterator[None]:
             "and report it",
             EXIT_INTERNAL,
         )
+
+
+def _fail_on_one_line(error: click.exceptions.ClickException) -> None:
+    message = error.format_message()
+    context = getattr(error, "ctx", None)
+    if isinstance(error, click.exceptions.UsageError) and context is not None:
+        message += f" (see '{context.command_path} --help')"
+    fail(message, error.exit_code)
 
 
 def _describe_os_error(error: OSError) -> str:
@@ -95,6 +110,10 @@ def cli_errors(function: F) -> F:
 
 
 class _Group(click.Group):
+    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[no-untyped-def]
+        with errors_to_exit_codes():
+            return super().make_context(info_name, args, parent, **extra)
+
     def invoke(self, ctx: click.Context):
         with errors_to_exit_codes():
             return super().invoke(ctx)

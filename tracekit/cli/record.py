@@ -14,7 +14,7 @@ from tracekit.cli import EXIT_DIVERGENCES, cli_errors
 @click.argument("scenario", required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Trace file to write (Parquet).")
 @click.option("--random", "random_seed", type=int, metavar="SEED", help="Record a reproducible random walk instead.")
-@click.option("--steps", type=int, default=50, show_default=True, help="Operations in the random walk.")
+@click.option("--steps", type=click.IntRange(min=1), default=50, show_default=True, help="Operations in the random walk.")
 @click.option("--list", "list_only", is_flag=True, help="List the built-in scenarios and exit.")
 @cli_errors
 def command(scenario: str | None, output: str | None, random_seed: int | None, steps: int, list_only: bool) -> None:

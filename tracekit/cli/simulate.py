@@ -12,7 +12,8 @@ WORKLOAD_NAMES = ("steady", "rolling-restart", "scale", "udp-connected", "cbpf",
 
 
 @click.command("simulate")
-@click.argument("workload", required=False, default="steady", type=click.Choice(WORKLOAD_NAMES))
+@click.argument("workload", required=False, default="steady", type=click.Choice(WORKLOAD_NAMES),
+                metavar="[WORKLOAD]")
 @click.option("--events", "-n", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Number of events in the trace (over all hosts).")
 @click.option("--seed", "-s", type=click.IntRange(min=0), default=0, show_default=True,

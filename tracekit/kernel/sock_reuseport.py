@@ -311,7 +311,7 @@ def reuseport_stop_listen_sock(sk: Sock) -> None:
 
 def reuseport_select_sock_by_hash(reuse: SockReuseport, hash: int, num_socks: int,
                                   cpu: int) -> Sock | None:
-    """Dispatches on the profile: the two bodies below are the kernel's before and after 6.1."""
+    """Dispatches on the profile: the two bodies below are the kernel's before and since 6.2."""
     first = reuse.socks[0]
     assert first is not None
     if sock_net(first).profile.incoming_cpu:

@@ -62,7 +62,7 @@ def _hash_chain(pick: Pick, history: GroupHistory) -> list[str]:
     return steps
 
 
-def chain(pick: Pick | None, history: GroupHistory, event: str) -> list[str]:
+def chain(pick: Pick | None, history: GroupHistory) -> list[str]:
     """The steps from the arrival to the model's choice."""
     if pick is None:
         return [UNKNOWN_TEXT["lost-events"]]
@@ -100,7 +100,7 @@ def chain(pick: Pick | None, history: GroupHistory, event: str) -> list[str]:
 
 def explain(pick: Pick | None, history: GroupHistory, event: str, expected: int, observed: int,
             verdict: str) -> str:
-    steps = chain(pick, history, event)
+    steps = chain(pick, history)
     if verdict == "unknown":
         steps.append(f"unknown, observed {sk_text(observed, event)}")
     else:

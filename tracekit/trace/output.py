@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tracekit.errors import TracekitError
+
 __all__ = ["atomic_path", "scratch_path", "remove_path"]
 
 
@@ -27,11 +29,25 @@ def remove_path(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _prepare(target: Path) -> Path:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return scratch_path(target)
+    except FileExistsError as error:  # some ancestor is a file
+        raise TracekitError(f"{target}: cannot write: {error.filename} is not a directory") from None
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise TracekitError(f"{target}: cannot write: {reason}") from None
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path; on success it replaces ``target``, on error it is removed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = scratch_path(target)
+    """Yield a temporary path; on success it replaces ``target``, on error it is removed.
+
+    Missing parent directories are created; a target that cannot be written raises a
+    `TracekitError` naming it (not the temporary file).
+    """
+    temporary = _prepare(target)
     try:
         yield temporary
     except BaseException:

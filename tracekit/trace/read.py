@@ -71,7 +71,7 @@ def open_part(part: Part) -> pq.ParquetFile:
         # streaming a 100M-row trace would grow to gigabytes (and it is slower on local files)
         parquet = pq.ParquetFile(part.path, pre_buffer=False)
     except (pa.ArrowException, OSError) as error:
-        raise TraceFormatError(f"not a readable Parquet file (truncated or corrupt?): {error}", file=file) from None
+        raise TraceFormatError(f"not a readable Parquet file (truncated or corrupt?): {str(error).strip()}", file=file) from None
     found = file_metadata_of(parquet).get("tracekit.format")
     if found is None:
         raise TraceFormatError(f"no tracekit.format metadata: not a {TRACE_FORMAT} trace", file=file)
@@ -186,7 +186,7 @@ def _part_batches(part: Part, fields: list[pa.Field], batch_size: int) -> Iterat
         try:
             yield from _prefetched(batches)
         except (pa.ArrowException, OSError) as error:
-            raise TraceFormatError(f"cannot read (truncated or corrupt?): {error}", file=str(part.path)) from None
+            raise TraceFormatError(f"cannot read (truncated or corrupt?): {str(error).strip()}", file=str(part.path)) from None
         return
     yield from _sorted(_read_whole(part, fields), fields).to_batches(max_chunksize=batch_size)
 
@@ -242,7 +242,7 @@ def _read_whole(part: Part, fields: list[pa.Field]) -> pa.Table:
     try:
         table = parquet.read(columns=present)
     except (pa.ArrowException, OSError) as error:
-        raise TraceFormatError(f"cannot read (truncated or corrupt?): {error}", file=str(part.path)) from None
+        raise TraceFormatError(f"cannot read (truncated or corrupt?): {str(error).strip()}", file=str(part.path)) from None
     batches = [_complete(batch, with_keys, part.host) for batch in table.to_batches()]
     return pa.Table.from_batches(batches, schema=pa.schema(with_keys))
 

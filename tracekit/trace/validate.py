@@ -118,7 +118,7 @@ def _checked_batches(part: Part, parquet, columns: list[str]):
                 batch = batch.append_column("host", host)
             yield conform_batch(batch, file=file)
     except (pa.ArrowException, OSError) as error:
-        raise TraceFormatError(f"cannot read (truncated or corrupt?): {error}", file=file) from None
+        raise TraceFormatError(f"cannot read (truncated or corrupt?): {str(error).strip()}", file=file) from None
 
 
 def _count_events(batch: pa.RecordBatch, events: Counter[str]) -> None:

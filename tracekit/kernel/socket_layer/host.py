@@ -22,7 +22,6 @@ from tracekit.kernel.bpf import (
     _Unknown,
 )
 from tracekit.kernel.net import Net
-from tracekit.kernel.profiles import Profile
 from tracekit.kernel.sock import (
     IPPROTO_TCP,
     IPPROTO_UDP,

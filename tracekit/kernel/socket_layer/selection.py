@@ -58,10 +58,6 @@ class Pick:
     seq: int | None = None
     migrated_from: tuple[int, int | None, int | None] | None = None  # (closed sk, seq, cpu)
 
-    @property
-    def is_unknown(self) -> bool:
-        return self.unknown is not None
-
 
 _PICK_FIELDS = frozenset(f.name for f in fields(Pick))
 
