@@ -100,3 +100,13 @@ def test_a_scenario_with_a_typo_is_refused_before_recording(runner, tmp_path, ed
     result = _invoke(runner, ["record", str(scenario), "-o", str(output)])
     _refused(result, f"{scenario}: ", *fragments)
     assert not output.exists()
+
+
+def test_a_failed_run_leaves_no_output_directories_behind(runner, tmp_path):
+    """`--results out/deeper/r.parquet` creates out/deeper for the run; a bad trace removes them."""
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"PAR1 not really")
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["replay", str(garbage), "--results", str(out / "deeper" / "r.parquet")])
+    assert result.exit_code == 2 and "garbage.parquet" in result.output
+    assert not out.exists()

@@ -47,8 +47,6 @@ def test_mismatches_without_the_table_are_the_summarys(summary):
     view = view_of(summary)
     assert view.mismatches() == summary["mismatches"]
     assert view.mismatches(1) == summary["mismatches"][:1]
-    assert view.mismatches_complete()
-    assert not view_of(dict(summary, mismatches=summary["mismatches"][:1])).mismatches_complete()
 
 
 def test_group_records_filter_by_host_group_and_verdict(replay, decisions):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,6 @@ class Scenario:
     steps: tuple[Step, ...]
     expectations: tuple[Expectation, ...] = ()
     origin: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def load_scenario(path: str | Path) -> Scenario:

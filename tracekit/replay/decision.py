@@ -7,8 +7,6 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
-VERDICTS = ("match", "mismatch", "unknown")
-
 DECISION_SCHEMA = pa.schema([
     pa.field("host", pa.string(), nullable=False),
     pa.field("seq", pa.int64(), nullable=False),

@@ -76,12 +76,6 @@ class ReportView:
         mask = (table["host"] == host) & (table["group"] == group) & (table["verdict"] == verdict)
         return self._records(mask)
 
-    def mismatches_complete(self) -> bool:
-        """True when `mismatches()` lists every mismatch, not only the summary's first ones."""
-        if self.decisions is not None:
-            return True
-        return len(self.summary.get("mismatches", [])) >= int(self.summary.get("mismatched", 0))
-
     def _records(self, mask: Any) -> list[dict[str, Any]]:
         table = self.decisions.loc[mask]
         columns = [name for name in _RECORD_FIELDS if name in table.columns]

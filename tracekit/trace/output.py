@@ -29,6 +29,16 @@ def remove_path(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _missing_ancestors(target: Path) -> list[Path]:
+    """The directories above ``target`` that do not exist yet, innermost first."""
+    missing = []
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    return missing
+
+
 def _prepare(target: Path) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -44,14 +54,21 @@ def _prepare(target: Path) -> Path:
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path; on success it replaces ``target``, on error it is removed.
 
-    Missing parent directories are created; a target that cannot be written raises a
-    `TracekitError` naming it (not the temporary file).
+    Missing parent directories are created (and removed again on error, so a failed run leaves
+    nothing behind); a target that cannot be written raises a `TracekitError` naming it (not the
+    temporary file).
     """
+    created = _missing_ancestors(target)
     temporary = _prepare(target)
     try:
         yield temporary
     except BaseException:
         remove_path(temporary)
+        for directory in created:
+            try:
+                directory.rmdir()
+            except OSError:
+                break
         raise
     if target.is_dir() and not target.is_symlink():
         old = scratch_path(target, ".old")
