@@ -197,3 +197,15 @@ def test_injected_faults_refuses_a_trace_that_was_not_simulated(tmp_path):
                                                 "name": "x", "value": 1}], source="record")
     with pytest.raises(TracekitError, match="not a simulated trace"):
         injected_faults(path)
+
+
+def test_progress_reports_every_row_once_per_pass(tmp_path):
+    """The CLI's progress bar is fed by `progress(done, total)`: it must end at the total."""
+    calls = []
+    simulate("steady", events=3_000, seed=1, output=tmp_path / "a.parquet",
+             progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (3_000, 3_000) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    calls.clear()
+    simulate("steady", events=3_000, seed=1, inject_faults=0.01, output=tmp_path / "b.parquet",
+             progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (6_000, 6_000)  # faults listed in the metadata: two passes

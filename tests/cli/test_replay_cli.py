@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import json
 from pathlib import Path
 
@@ -166,14 +168,41 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(clean_trace):
     assert result.stderr == ""
 
 
-def test_progress_callback_draws_on_a_terminal():
-    from tracekit.cli.replay import _progress_bar
+def _stderr_on_a_terminal(args: list[str]) -> str:
+    """Run `tracekit ARGS` with stderr on a pseudo-terminal and stdout on a pipe; what stderr got."""
+    import os
+    import pty
+    import subprocess
 
-    with _progress_bar(False) as off:
-        assert off is None
-    with _progress_bar(True) as update:
-        update(5, 10)
-        update(10, 10)
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tracekit", *args], stdout=subprocess.DEVNULL,
+                            stderr=secondary, env={**os.environ, "COLUMNS": "100"})
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait()
+    os.close(primary)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("command,label", [("replay", "replaying"), ("simulate", "simulating")])
+def test_a_progress_bar_is_drawn_on_a_terminal_and_not_in_a_pipe(tmp_path, command, label):
+    trace = tmp_path / "t.parquet"
+    simulate_args = ["simulate", "steady", "--events", "300000", "-o", str(trace)]
+    args = simulate_args if command == "simulate" else ["replay", str(trace)]
+    if command == "replay":
+        made = CliRunner().invoke(main, simulate_args)
+        assert made.exit_code == 0
+    assert label in _stderr_on_a_terminal(args)
+    piped = CliRunner().invoke(main, args)  # not a terminal: no bar
+    assert piped.exit_code == 0 and label not in piped.output
 
 
 def test_help_documents_every_option():

@@ -21,7 +21,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +49,12 @@ FAULT_COLUMNS = pa.schema([("host", pa.string()), ("seq", pa.int64()), ("expecte
 
 def simulate(workload: str = DEFAULT_WORKLOAD, *, events: int, seed: int,
              output: str | os.PathLike[str], inject_faults: float = 0.0, hosts: int = 1,
-             kernel: str | None = None, bulk: bool = True) -> Path:
+             kernel: str | None = None, bulk: bool = True,
+             progress: Callable[[int, int], None] | None = None) -> Path:
     """Write a simulated trace of `events` events (split over `hosts` hosts) to `output`.
+
+    `progress(rows_done, rows_total)` is called after each chunk (the total counts both passes
+    when the injected faults are listed in the metadata, which needs a first pass).
 
     `kernel` is a `uname -r` release whose behaviour profile decides (stored as
     `tracekit.kernel`); None simulates the newest profile and leaves the key out. `bulk=False`
@@ -72,9 +76,11 @@ def simulate(workload: str = DEFAULT_WORKLOAD, *, events: int, seed: int,
     sidecar = Path(f"{output}.faults.parquet")
     in_metadata = inject_faults * events <= FAULTS_IN_METADATA
     plan = _Plan(workload, events, seed, inject_faults, hosts, kernel, bulk)
+    passes = 2 if inject_faults and in_metadata else 1
+    counted = _Counted(progress, events * passes)
     if inject_faults and in_metadata:
         faults: dict[str, list[np.ndarray]] = {}
-        for _ in plan.batches(faults):  # a first pass to learn which rows the faults hit
+        for _ in counted(plan.batches(faults)):  # a first pass to learn which rows the faults hit
             pass
         listed = {host: np.concatenate(found).tolist() if found else []
                   for host, found in faults.items()}
@@ -82,7 +88,7 @@ def simulate(workload: str = DEFAULT_WORKLOAD, *, events: int, seed: int,
     elif inject_faults:
         metadata[FAULTS_FILE_KEY] = sidecar.name
     faults = {}
-    write_trace(output, plan.batches(faults), metadata, source="simulate")
+    write_trace(output, counted(plan.batches(faults)), metadata, source="simulate")
     if inject_faults and not in_metadata:
         _write_sidecar(sidecar, faults)
     elif sidecar.exists():
@@ -103,6 +109,22 @@ def injected_faults(trace: str | os.PathLike[str]) -> pa.Table:
     if "tracekit.simulate.fault_rate" not in metadata:
         raise TracekitError(f"{trace}: not a simulated trace (no tracekit.simulate.* metadata)")
     return FAULT_COLUMNS.empty_table()
+
+
+@dataclass
+class _Counted:
+    """Passes batches through, reporting the rows seen so far to `progress`."""
+
+    progress: Callable[[int, int], None] | None
+    total: int
+    done: int = 0
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            yield batch
+            self.done += batch.num_rows
+            if self.progress is not None:
+                self.progress(self.done, self.total)
 
 
 def host_names(hosts: int) -> list[str]:

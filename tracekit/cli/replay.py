@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import click
 
 from tracekit.cli import EXIT_DIVERGENCES, cli_errors
+from tracekit.cli.progress import progress_bar
 
 __all__ = ["command", "parse_policy"]
 
@@ -45,25 +46,6 @@ def _policies(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]
             raise click.BadParameter(f"policy {name!r} is given twice", param_hint="'--policy'")
         policies[name] = function
     return policies
-
-
-@contextmanager
-def _progress_bar(enabled: bool) -> Iterator[Callable[..., None] | None]:
-    """A progress callback drawing on stderr, or None when stderr is not a terminal."""
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("replay", total=None)
-
-        def update(done: int, total: int | None = None) -> None:
-            progress.update(task, completed=done, total=total)
-
-        yield update
 
 
 def _rendered(replay: Any, json_path: str | None, html_path: str | None,
@@ -119,7 +101,7 @@ def command(trace: str, profile: str, json_path: str | None, results_path: str |
 
     with ExitStack() as outputs:  # every file is renamed into place only if all of them succeed
         results = outputs.enter_context(atomic_path(Path(results_path))) if results_path else False
-        with _progress_bar(sys.stderr.isatty()) as progress:
+        with progress_bar("replaying", sys.stderr.isatty()) as progress:
             if dask_address:
                 from tracekit.replay.api import write_results
                 from tracekit.replay.distributed import replay_on_dask

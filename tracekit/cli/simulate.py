@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from tracekit.cli import cli_errors
+from tracekit.cli.progress import progress_bar
 
 # Kept in step with tracekit.capture.workloads.WORKLOADS (a test checks); listed here so that
 # `tracekit --help` does not import NumPy.
@@ -49,6 +52,7 @@ def command(workload: str, events: int, seed: int, output: str, hosts: int, inje
     """
     from tracekit.capture.simulate import simulate
 
-    path = simulate(workload, events=events, seed=seed, output=output,
-                    inject_faults=inject_faults, hosts=hosts, kernel=kernel)
+    with progress_bar("simulating", sys.stderr.isatty()) as progress:
+        path = simulate(workload, events=events, seed=seed, output=output,
+                        inject_faults=inject_faults, hosts=hosts, kernel=kernel, progress=progress)
     click.echo(f"wrote {events} events of workload {workload!r} to {path}", err=True)
