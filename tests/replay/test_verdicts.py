@@ -74,6 +74,9 @@ def test_no_hash_is_unknown_never_mismatch(tmp_path, builder):
     assert r.summary["verdict"] == "unknown-only"
     assert r.summary["unknown_reasons"] == {"no-hash": 1}
     assert r.decisions.iloc[0]["verdict"] == "unknown"
+    # the group is known even when the choice inside it is not: its counts add up
+    assert r.decisions.iloc[0]["group"] == "tcp 127.0.0.1:8080"
+    assert [(g["group"], g["unknown"]) for g in r.groups] == [("tcp 127.0.0.1:8080", 1)]
 
 
 def test_unregistered_ebpf_is_unknown_and_a_policy_decides(tmp_path, builder):

@@ -219,6 +219,13 @@ class Host:
                                 seq=self.seq)
         return replace_pick(pick, group=self.label_of(reuse), seq=self.seq)
 
+    def _unknown_pick(self, pick: Pick) -> Pick:
+        """A selection the model cannot decide still happened in a known group: name it."""
+        pick = replace_pick(pick, unknown=pick.unknown or "no-hash", seq=self.seq)
+        if pick.socks and pick.socks[0] in self.socks:
+            return self._label_pick(pick, self.socks[pick.socks[0]].sk)
+        return pick
+
     # -- options ----------------------------------------------------------------------------------
     def setsockopt(self, sk: int, name: str, value: int | None, prog: bytes | None,
                    ret: int | None) -> None:
@@ -454,7 +461,7 @@ class Host:
             if conn.listener.laddr is not None and conn.listener.laddr.is_unspecified:
                 conn.hash = sk_hash
         elif isinstance(chosen, _Unknown):
-            conn.pick = replace_pick(pick, unknown=pick.unknown or "no-hash", seq=self.seq)
+            conn.pick = self._unknown_pick(pick)
         elif pick is not None:
             conn.pick = replace_pick(pick, sk=-1, dropped=True, seq=self.seq)
         self.conns[flow] = conn
@@ -481,7 +488,7 @@ class Host:
             if self.socks[chosen.sk_id].raddr is not None and cpu is not None:
                 chosen.sk_incoming_cpu = int(cpu)
         elif isinstance(chosen, _Unknown):
-            pick = replace_pick(pick, unknown=pick.unknown or "no-hash", seq=self.seq)
+            pick = self._unknown_pick(pick)
             self.datagrams.setdefault(flow, deque()).append(pick)
         else:
             pick = replace_pick(pick or Pick(sk=-1, reason="no-listener"), sk=-1, seq=self.seq)
