@@ -32,6 +32,21 @@ def test_record_random_writes_a_trace(tmp_path):
     assert (tmp_path / "t.parquet").stat().st_size > 0
 
 
+@pytest.mark.kernel
+@pytest.mark.usefixtures("kernel_recording")
+def test_a_step_the_machine_cannot_run_is_named_by_file_and_step(tmp_path):
+    scenario = tmp_path / "cpus.toml"
+    scenario.write_text(
+        'name = "cpus"\n\n[[step]]\nop = "open"\nsocks = ["a", "b"]\nproto = "udp"\n'
+        'addr = "127.0.0.1"\nport = 8000\n\n[[step]]\nop = "datagrams"\naddr = "127.0.0.1"\n'
+        f'port = 8000\ncount = 2\ncpu = {os.cpu_count() + 8}\n')
+    output = tmp_path / "t.parquet"
+    result = CliRunner().invoke(main, ["record", str(scenario), "-o", str(output)])
+    assert result.exit_code == 2
+    assert f"{scenario}: step 2 (datagrams): cpu {os.cpu_count() + 8} does not exist" in result.output
+    assert "Traceback" not in result.output and not output.exists()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
 def test_without_privileges_the_message_says_what_is_missing():
     import tracekit.capture.api  # noqa: F401 - imported before privileges go

@@ -294,4 +294,5 @@ def random_scenario(seed: int, steps: int, *, cpus: int | None = None) -> Scenar
         name=f"random-{seed}-{steps}",
         description=f"random walk, seed {seed}, {steps} steps, groups {', '.join(g.key for g in chosen)}",
         steps=tuple(walk.steps),
+        source=f"random walk {seed} ({steps} steps)",
     )

@@ -15,7 +15,7 @@ from tracekit.capture import netns
 from tracekit.capture.observer import OBSERVER_NAME
 from tracekit.capture.reprobe import REPROBE_NAME
 from tracekit.capture.scenario import Scenario
-from tracekit.capture.session import HOST, Outcomes, Reprobed, Session
+from tracekit.capture.session import HOST, Outcomes, RecordError, Reprobed, Session
 from tracekit.errors import TracekitError
 
 MIB_KEYS = ("TCPMigrateReqSuccess", "TCPMigrateReqFailure")
@@ -38,8 +38,11 @@ class RecordingFailed(TracekitError):
 def _record_in_child(scenario: Scenario, command: str) -> Capture:
     netns.enter_private_netns()
     session = Session()
-    for step in scenario.steps:
-        session.run(step)
+    for index, step in enumerate(scenario.steps, start=1):
+        try:
+            session.run(step)
+        except RecordError as err:
+            raise RecordError(f"{scenario.source}: step {index} ({step.op}): {err}") from None
     session.finish()
     mib = {key: value for key, value in netns.read_mib().items() if key in MIB_KEYS}
     metadata = {

@@ -88,6 +88,7 @@ class Scenario:
     steps: tuple[Step, ...]
     expectations: tuple[Expectation, ...] = ()
     origin: str | None = None
+    source: str = "<scenario>"
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -149,6 +150,7 @@ def parse_scenario(data: dict[str, Any], *, source: str = "<scenario>") -> Scena
         steps=tuple(steps),
         expectations=tuple(expectations),
         origin=data.get("origin"),
+        source=source,
     )
 
 
