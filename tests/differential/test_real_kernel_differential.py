@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tracekit.capture import list_scenarios, record
+from tracekit.capture.policies import SCENARIO_POLICIES
 from tracekit.replay import replay
 
 pytestmark = pytest.mark.kernel
@@ -47,7 +48,7 @@ def judge(tmp_dir: Path, *, seed: int | None = None, scenario: str | None = None
         else:
             command = f"tracekit record {scenario} -o {key}.parquet"
             record(scenario, output=path, command=command, strict=False)
-        result = replay(path, results=True)
+        result = replay(path, results=True, policies=SCENARIO_POLICIES.get(scenario or ""))
         _judged[key] = Judged(result.summary, result.decisions, command)
     return _judged[key]
 

@@ -8,6 +8,7 @@ import os
 import pyarrow as pa
 import pytest
 
+from tracekit.capture.policies import SCENARIO_POLICIES
 from tracekit.replay import replay
 from tracekit.trace import read_metadata, write_trace
 from tracekit.trace.read import read_trace
@@ -40,7 +41,7 @@ def _record(tmp_path, name=None, seed=None):
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_scenario_replays_without_mismatch(tmp_path, name):
-    r = replay(_record(tmp_path, name=name))
+    r = replay(_record(tmp_path, name=name), policies=SCENARIO_POLICIES.get(name))
     s = r.summary
     assert s["mismatched"] == 0, s["mismatches"]
     assert s["decisions"] > 0

@@ -1,4 +1,4 @@
-"""bpf(2) from Python through ctypes: create array maps, look elements up, load programs."""
+"""bpf(2) from Python through ctypes: create maps, look elements up and update them, load programs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from tracekit.errors import TracekitError
 
 _SYSCALL_BPF = {"x86_64": 321, "aarch64": 280}
 _ATTR_SIZE = 128
-BPF_MAP_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_PROG_LOAD = 0, 1, 5
-BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_PROG_LOAD = 0, 1, 2, 5
+BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_REUSEPORT_SOCKARRAY = 2, 20
+BPF_ANY = 0
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -53,12 +54,29 @@ def _explain(err: OSError, what: str) -> BpfError:
     return BpfError(f"{what} failed: {err.strerror}")
 
 
-def create_array_map(value_size: int, max_entries: int) -> int:
-    attr = _attr((0, "I", BPF_MAP_TYPE_ARRAY), (4, "I", 4), (8, "I", value_size), (12, "I", max_entries))
+def create_map(map_type: int, value_size: int, max_entries: int, what: str) -> int:
+    """A map with 4-byte (u32 index) keys; `what` names it in errors."""
+    attr = _attr((0, "I", map_type), (4, "I", 4), (8, "I", value_size), (12, "I", max_entries))
     try:
         return bpf(BPF_MAP_CREATE, attr)
     except OSError as err:
-        raise _explain(err, "creating a BPF array map") from None
+        raise _explain(err, f"creating a {what}") from None
+
+
+def create_array_map(value_size: int, max_entries: int) -> int:
+    return create_map(BPF_MAP_TYPE_ARRAY, value_size, max_entries, "BPF array map")
+
+
+def update_elem(map_fd: int, key: int, value: bytes) -> None:
+    """map[key] = value (BPF_ANY)."""
+    key_buf = ctypes.c_uint32(key)
+    value_buf = ctypes.create_string_buffer(value, len(value))
+    attr = _attr((0, "I", map_fd), (8, "Q", ctypes.addressof(key_buf)), (16, "Q", ctypes.addressof(value_buf)),
+                 (24, "Q", BPF_ANY))
+    try:
+        bpf(BPF_MAP_UPDATE_ELEM, attr)
+    except OSError as err:
+        raise _explain(err, f"writing element {key} of a BPF map") from None
 
 
 def lookup_elem(map_fd: int, key: int, value_size: int) -> bytes:

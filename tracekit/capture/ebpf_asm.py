@@ -1,4 +1,5 @@
-"""A tiny eBPF assembler: just the instructions the observer needs, encoded as the kernel reads them."""
+"""A tiny eBPF assembler: just the instructions the observer and the steering programs need,
+encoded as the kernel reads them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ LDX, ST, STX, ALU64, JMP = 0x01, 0x02, 0x03, 0x07, 0x05
 W, H, B, DW = 0x00, 0x08, 0x10, 0x18
 MEM, ATOMIC = 0x60, 0xC0
 K, X = 0x00, 0x08
-ADD, AND, MOV = 0x00, 0x50, 0xB0
+ADD, AND, MOD, MOV = 0x00, 0x50, 0x90, 0xB0
 JEQ, JGT, JNE, CALL, EXIT = 0x10, 0x20, 0x50, 0x80, 0x90
 FETCH = 0x01
 PSEUDO_MAP_FD = 1
@@ -35,6 +36,11 @@ def add_imm(dst: int, imm: int) -> bytes:
 
 def and_imm(dst: int, imm: int) -> bytes:
     return insn(ALU64 | AND | K, dst, imm=imm)
+
+
+def mod_imm(dst: int, imm: int) -> bytes:
+    """dst = dst % imm (unsigned, 64-bit)."""
+    return insn(ALU64 | MOD | K, dst, imm=imm)
 
 
 def load(dst: int, src: int, off: int, size: int) -> bytes:

@@ -13,8 +13,9 @@
     step = "phase1"; cycle = ["a", "b"]
 
 Steps (op = ...): sysctl, socket, setsockopt, bind, listen, connect, shutdown, close, open,
-clients (TCP connections), datagrams (UDP), accept. See STEP_FIELDS for each op's fields and
-REQUIRED_FIELDS for those it cannot do without; `parse_scenario` refuses unknown keys, missing
+clients (TCP connections), datagrams (UDP), accept, ebpf (attach a built-in eBPF steering
+program, `program = "<name>"`, over a sockarray of `socks` in order: tracekit.capture.steering).
+See STEP_FIELDS for each op's fields and REQUIRED_FIELDS for those it cannot do without; `parse_scenario` refuses unknown keys, missing
 fields, values of the wrong type or range and sockets used before they are created, naming the
 file, the step and the field, so a typo never reaches the kernel.
 """
@@ -42,6 +43,7 @@ STEP_FIELDS: dict[str, set[str]] = {
     "clients": {"addr", "port", "count", "cpu"},
     "datagrams": {"addr", "port", "count", "cpu", "payload", "src_port", "src_ports"},
     "accept": {"sock", "socks", "count"},
+    "ebpf": {"socks", "program"},
 }
 REQUIRED_FIELDS: dict[str, set[str]] = {
     "sysctl": {"name", "value"},
@@ -51,6 +53,7 @@ REQUIRED_FIELDS: dict[str, set[str]] = {
     "open": {"port"},
     "clients": {"addr", "port"},
     "datagrams": {"addr", "port"},
+    "ebpf": {"socks", "program"},
 }
 TOP_LEVEL_KEYS = {"name", "description", "origin", "step", "expect"}
 EXPECT_KINDS = ("to", "cycle", "by_cpu", "only", "ret", "mib", "resets")
@@ -115,7 +118,7 @@ def parse_scenario(data: dict[str, Any], *, source: str = "<scenario>") -> Scena
         if unknown:
             raise ScenarioError(f"{source}: step {index} ({op}): unknown field(s) {', '.join(sorted(unknown))}")
         missing = REQUIRED_FIELDS.get(op, set()) - set(raw)
-        if op not in ("sysctl", "clients", "datagrams") and not {"sock", "socks"} & set(raw):
+        if op not in ("sysctl", "clients", "datagrams", "ebpf") and not {"sock", "socks"} & set(raw):
             missing.add("sock")
         if missing:
             raise ScenarioError(f"{source}: step {index} ({op}): missing field(s) {', '.join(sorted(missing))}")
@@ -192,6 +195,10 @@ def _value_problem(op: str, key: str, value: Any) -> str | None:
         return None if _is_int(value) and value >= 0 else f"{value!r} is not a backlog >= 0"
     if key == "how":
         return None if value in ("rd", "wr", "rdwr") or _is_int(value) else f"{value!r} is not one of 'rd', 'wr', 'rdwr'"
+    if key == "program":
+        from tracekit.capture.steering import PROGRAMS
+
+        return None if value in PROGRAMS else f"{value!r} is not a steering program (one of {', '.join(PROGRAMS)})"
     if key == "value" and op == "sysctl":
         return None if _is_int(value) else f"{value!r} is not an integer"
     return None

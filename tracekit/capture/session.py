@@ -13,7 +13,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tracekit.capture import cbpf, netns, rawaddr
+from tracekit.capture import cbpf, netns, rawaddr, steering
 from tracekit.capture.flows import Flow, family_of, plain_address
 from tracekit.capture.observer import Observer, SelectionRecord
 from tracekit.capture.reprobe import Probe, reprobe
@@ -112,7 +112,7 @@ class Session:
     # -- steps ------------------------------------------------------------------------------------
     def run(self, step: Step) -> None:
         handler = getattr(self, f"op_{step.op}")
-        if step.op in ("clients", "datagrams", "sysctl"):
+        if step.op in ("clients", "datagrams", "sysctl", "ebpf"):
             handler(step)
         else:
             for name in step.socks():
@@ -168,6 +168,29 @@ class Session:
             # the group stays unobserved: re-attaching the observer would make a second detach succeed
             s.has_program = False
         self.emit("setsockopt", sk=s.sk, name=opt, value=value, prog=prog, ret=self._ret(step, ret))
+
+    def op_ebpf(self, step: Step) -> None:
+        """Attach a hand-assembled steering program (tracekit.capture.steering) to the group of
+        `socks`, its REUSEPORT_SOCKARRAY holding socks[i] at index i, through the first socket.
+        It replaces the observer on that group: the group's hashes come from the re-probe."""
+        group = [self.sock(name) for name in step.socks()]
+        first = group[0]
+        if any(s.closed or s.port is None or (s.proto, s.port) != (first.proto, first.port) for s in group):
+            raise RecordError(f"ebpf: sockets {step.socks()} must be open, bound and of one group (protocol and port)")
+        program = step.args["program"]
+        try:
+            loaded = steering.load_steering(program, [s.sock for s in group])
+        except steering.bpf_syscall.BpfError as err:
+            raise RecordError(f"ebpf: {err} (a sockarray takes bound UDP sockets and listening TCP sockets with SO_REUSEPORT)") from None
+        try:
+            ret = _attempt(steering.attach, loaded, first.sock)
+        finally:
+            loaded.close()  # the attached program holds its own references to itself and its map
+        if ret == 0:
+            first.has_program = True
+            self.program_ports.add((first.proto, first.port))
+        self.emit("setsockopt", sk=first.sk, name="SO_ATTACH_REUSEPORT_EBPF", value=steering.BPF_SK_REUSEPORT_SELECT,
+                  prog=program.encode(), ret=self._ret(step, ret))
 
     def op_bind(self, step: Step, name: str) -> None:
         s = self.sock(name)
