@@ -20,7 +20,7 @@ PROGRAM = "first-byte-steering"
 POLICY_SPEC = f"{PROGRAM}=tracekit.capture.policies:story_ebpf_steering"
 SENT, DROPPED = 21, 3  # datagrams the scenario sends, and those its program drops (payload 0xfe...)
 CONNECTIONS = 12  # TCP connections, steered by hash % 3
-DECISIONS = SENT - DROPPED + CONNECTIONS
+DECISIONS = SENT + CONNECTIONS  # every datagram: a recv, or (the trace is complete) a drop
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,18 @@ def test_replay_without_the_policy_is_unknown_never_wrong(trace):
 def test_replay_with_the_policy_predicts_every_decision(trace):
     summary = replay(trace, policies={PROGRAM: policies.story_ebpf_steering}).summary
     assert (summary["decisions"], summary["matched"], summary["mismatched"], summary["unknown"]) == (DECISIONS, DECISIONS, 0, 0)
+
+
+@pytest.mark.kernel
+def test_a_policy_that_never_drops_is_caught_on_exactly_the_dropped_datagrams(trace):
+    def never_drops(md: SkReuseportMd):
+        verdict = policies.story_ebpf_steering(md)
+        return None if verdict is DROP else verdict
+
+    summary = replay(trace, policies={PROGRAM: never_drops}).summary
+    assert summary["mismatched"] == DROPPED
+    assert all(m["event"] == "datagram" and m["observed"] == -1 and m["expected"] >= 0
+               for m in summary["mismatches"])
 
 
 @pytest.mark.kernel

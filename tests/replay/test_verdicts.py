@@ -154,3 +154,39 @@ def test_results_hold_every_decision_in_order_and_write(tmp_path, builder):
     r2 = replay(path, results=streamed)
     assert pq.read_table(streamed).equals(pq.read_table(out))
     assert len(r2.decisions) == 1
+
+
+def _udp_pair_and_datagrams(builder, received: list[int]):
+    """Two UDP sockets in one group; three datagrams to slots 0, 1, 0; `received` lists the
+    datagrams (by index) that a `recv` observed, on the socket the model predicts."""
+    b = builder
+    for sk in (1, 2):
+        b.add("socket", sk=sk, proto="udp", family=4)
+        b.add("setsockopt", sk=sk, name="SO_REUSEPORT", value=1, ret=0)
+        b.add("bind", sk=sk, laddr="127.0.0.1", lport=5000, ret=0)
+    flows = [(41000, slot_hash(0, 2), 1), (41001, slot_hash(1, 2), 2), (41002, slot_hash(0, 2), 1)]
+    for rport, h, _ in flows:
+        b.add("datagram", proto="udp", laddr="127.0.0.1", lport=5000, raddr="127.0.0.1",
+              rport=rport, hash=h, cpu=0)
+    for i in received:
+        rport, _, sk = flows[i]
+        b.add("recv", sk=sk, proto="udp", laddr="127.0.0.1", lport=5000, raddr="127.0.0.1", rport=rport)
+    return b
+
+
+def test_complete_observations_judge_a_datagram_nobody_received(tmp_path, builder):
+    """`tracekit.observations=complete`: a datagram without a recv was dropped by the kernel; where
+    the model delivered it, that is a mismatch on the datagram's own row."""
+    b = _udp_pair_and_datagrams(builder, received=[0, 2])
+    r = replay(b.write(tmp_path / "t.parquet", complete=True))
+    assert (r.summary["decisions"], r.summary["matched"], r.summary["mismatched"]) == (3, 2, 1)
+    (m,) = r.summary["mismatches"]
+    datagram_seqs = [row["seq"] for row in b.rows if row["event"] == "datagram"]
+    assert (m["event"], m["seq"], m["expected"], m["observed"]) == ("datagram", datagram_seqs[1], 2, -1)
+    assert "observed none" in m["explanation"]
+
+
+def test_without_complete_observations_a_missing_recv_is_not_judged(tmp_path, builder):
+    b = _udp_pair_and_datagrams(builder, received=[0, 2])
+    r = replay(b.write(tmp_path / "t.parquet"))
+    assert (r.summary["decisions"], r.summary["mismatched"]) == (2, 0)

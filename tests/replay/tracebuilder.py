@@ -40,6 +40,8 @@ class TraceBuilder:
         return self.add("accept", sk=sk, proto="tcp", laddr=laddr, lport=lport,
                         raddr="127.0.0.1", rport=rport)
 
-    def write(self, path: Path, kernel: str | None = "6.18.0") -> Path:
+    def write(self, path: Path, kernel: str | None = "6.18.0", complete: bool = False) -> Path:
         meta = {"tracekit.kernel": kernel} if kernel else {}
+        if complete:
+            meta["tracekit.observations"] = "complete"
         return write_trace(path, self.rows, meta, source="test")

@@ -51,6 +51,7 @@ def _record_in_child(scenario: Scenario, command: str) -> Capture:
         "tracekit.command": command,
         "tracekit.scenario": scenario.name,
         "tracekit.observer": OBSERVER_NAME,
+        "tracekit.observations": "complete",  # every datagram is received or was dropped
         "tracekit.host": HOST,
         "tracekit.cpus": str(session.ncpu),
     } | _reprobe_metadata(session.reprobe_unseen()) | {f"tracekit.mib.{key}": str(value) for key, value in sorted(mib.items())}

@@ -28,7 +28,11 @@ from tracekit.replay.sink import DecisionSink
 from tracekit.replay.summary import build_summary
 from tracekit.replay.walk import COLUMNS
 
-__all__ = ["Replay", "replay", "write_results", "choose_profile"]
+__all__ = ["Replay", "replay", "write_results", "choose_profile", "COMPLETE_KEY"]
+
+COMPLETE_KEY = "tracekit.observations"
+"""Metadata key: `complete` when every connection and datagram sent has its fate in the trace
+(an accept, recv or reset, or none because the kernel dropped it), as the recorder guarantees."""
 
 
 @dataclass
@@ -145,6 +149,8 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
         raise
     if writer is not None:
         writer.close()
+    if metadata.get(COMPLETE_KEY) == "complete":
+        engine.judge_unreceived()
     engine.register_groups()
     summary = build_summary(
         sink,

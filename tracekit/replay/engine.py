@@ -252,6 +252,22 @@ class Engine:
             self.sink.migration(hs.name, m.group, "migrated" if m.to >= 0 else "reset")
 
     # -- end --------------------------------------------------------------------------------------
+    def judge_unreceived(self) -> None:
+        """For a trace whose observations are complete (`tracekit.observations=complete`: every
+        datagram sent is either received or was dropped), each datagram nobody received is a
+        decision too: the kernel dropped it (observed -1), where the model expected a socket or
+        a drop."""
+        index = 0
+        for name in sorted(self.hosts):
+            hs = self.hosts[name]
+            for (laddr, lport, raddr, rport), pick in hs.host.unreceived():
+                row = {"seq": pick.seq, "event": "datagram", "laddr": laddr, "lport": lport,
+                       "raddr": raddr, "rport": rport, "sk": None}
+                expected = -1 if pick.dropped or pick.sk < 0 else pick.sk
+                self._decide(hs, row, index, expected, -1, pick, pick.unknown)
+                index += 1
+        self.sink.flush()
+
     def register_groups(self) -> None:
         """Make every group alive at the end known to the sink, with its program."""
         for name, hs in self.hosts.items():

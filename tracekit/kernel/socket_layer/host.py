@@ -495,6 +495,13 @@ class Host:
             self.dropped.setdefault(flow, deque()).append(pick)
         return pick
 
+    def unreceived(self) -> list[tuple[Flow, Pick]]:
+        """Datagrams no `recv` observed, in the order they arrived: the model's pick for each
+        (a socket, or -1 where the model dropped it)."""
+        left = [(flow, pick) for queues in (self.datagrams, self.dropped)
+                for flow, picks in queues.items() for pick in picks]
+        return sorted(left, key=lambda item: item[1].seq if item[1].seq is not None else -1)
+
     # -- observations -----------------------------------------------------------------------------
     def accept(self, sk: int, laddr: str, lport: int, raddr: str, rport: int) -> Expectation:
         """`sk` accepted this connection: expected is the listener whose queue holds it."""
