@@ -110,3 +110,17 @@ def test_a_failed_run_leaves_no_output_directories_behind(runner, tmp_path):
     result = runner.invoke(main, ["replay", str(garbage), "--results", str(out / "deeper" / "r.parquet")])
     assert result.exit_code == 2 and "garbage.parquet" in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("release", ["", "linux", "six.eight"])
+def test_normalize_refuses_a_kernel_that_is_not_a_release(runner, tmp_path, basic_jsonl, release):
+    output = tmp_path / "t.parquet"
+    result = runner.invoke(main, ["normalize", str(basic_jsonl), "-o", str(output), "--kernel", release])
+    assert result.exit_code == 2 and "is not a kernel release" in result.output
+    assert not output.exists()
+
+
+def test_record_usage_errors_point_to_help(runner, tmp_path):
+    result = runner.invoke(main, ["record", "-o", str(tmp_path / "t.parquet")], prog_name="tracekit")
+    assert result.exit_code == 2
+    assert "give a SCENARIO or --random SEED" in result.output and "tracekit record --help" in result.output

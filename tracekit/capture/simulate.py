@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,13 +30,12 @@ import pyarrow.parquet as pq
 from tracekit.capture.workloads import DEFAULT_WORKLOAD, WORKLOADS
 from tracekit.capture.workloads.host import HostFull, SimHost
 from tracekit.errors import TracekitError
-from tracekit.kernel.profiles import profile_for_kernel
+from tracekit.kernel.profiles import is_release, profile_for_kernel
 from tracekit.trace import read_metadata, write_trace
 
 __all__ = ["FAULTS_IN_METADATA", "WORKLOADS", "injected_faults", "simulate"]
 
 CHUNK_ROWS = 1 << 18
-_KERNEL_RELEASE = re.compile(r"^\d+\.\d+")
 GENERATOR_VERSION = "1"
 """Bumped whenever the same arguments start to give different rows (`tracekit.simulate.version`)."""
 FAULTS_IN_METADATA = 1_000
@@ -187,5 +185,5 @@ def _check_arguments(workload: str, events: int, seed: int, inject_faults: float
         raise TracekitError(f"--inject-faults is a fraction between 0 and 1, got {inject_faults}")
     if hosts < 1 or hosts > events:
         raise TracekitError(f"--hosts must be between 1 and the number of events, got {hosts}")
-    if kernel is not None and not _KERNEL_RELEASE.match(kernel):
+    if kernel is not None and not is_release(kernel):
         raise TracekitError(f"--kernel {kernel!r} is not a kernel release (`uname -r`, e.g. 6.8.0-45-generic)")

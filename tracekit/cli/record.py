@@ -30,9 +30,9 @@ def command(scenario: str | None, output: str | None, random_seed: int | None, s
             click.echo(f"{name:48} {description}")
         return
     if (scenario is None) == (random_seed is None):
-        raise click.UsageError("give a SCENARIO or --random SEED (one of them)")
+        raise click.UsageError("give a SCENARIO or --random SEED (one of them)", ctx=click.get_current_context())
     if output is None:
-        raise click.UsageError("-o/--output is required")
+        raise click.UsageError("-o/--output is required", ctx=click.get_current_context())
     command_line = " ".join(["tracekit", *sys.argv[1:]]) if sys.argv[1:2] == ["record"] else None
     try:
         path = record(scenario, random_seed=random_seed, steps=steps if random_seed is not None else None, output=output, command=command_line)

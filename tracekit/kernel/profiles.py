@@ -97,6 +97,11 @@ BY_NAME = {p.name: p for p in PROFILES}
 _RELEASE = re.compile(r"^(\d+)\.(\d+)")
 
 
+def is_release(release: str) -> bool:
+    """Whether `release` reads like `uname -r` (`6.8.0-45-generic`): what `tracekit.kernel` holds."""
+    return bool(_RELEASE.match(release))
+
+
 def profile_for_kernel(release: str | None) -> Profile:
     """The profile for a `uname -r` string; the newest when the release is unknown or absent."""
     if not release:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tracekit.errors import TraceFormatError, TracekitError
+from tracekit.kernel.profiles import is_release
 from tracekit.trace.convert import rows_to_batch
 from tracekit.trace.schema import load_spec
 from tracekit.trace.write import CHUNK_ROWS, Located, file_metadata, write_batches
@@ -38,6 +39,8 @@ def normalize_jsonl(
             raise TracekitError(f"{source}: is already a Parquet file; check it with `tracekit validate`")
     metadata = {"tracekit.normalized_from": source.name}
     if kernel is not None:
+        if not is_release(kernel):
+            raise TracekitError(f"--kernel {kernel!r} is not a kernel release (`uname -r`, e.g. 6.8.0-45-generic)")
         metadata["tracekit.kernel"] = kernel
     return write_batches(
         output, _batches(source, host), file_metadata(metadata, "normalize"), file=str(source)
