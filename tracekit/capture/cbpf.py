@@ -7,14 +7,10 @@ import ctypes
 import struct
 
 from tracekit.errors import TracekitError
+from tracekit.kernel.cbpf import (BPF_A, BPF_ABS, BPF_ALU, BPF_K, BPF_LD, BPF_MOD, BPF_RET, BPF_W,
+                                  SKF_AD_CPU, SKF_AD_OFF, Insn, encode_sock_filter)
 
-# linux/filter.h, linux/bpf_common.h
-BPF_LD, BPF_ALU, BPF_RET = 0x00, 0x04, 0x06
-BPF_W, BPF_ABS = 0x00, 0x20
-BPF_MOD, BPF_K, BPF_A = 0x90, 0x00, 0x10
-SKF_AD_OFF, SKF_AD_CPU = -0x1000, 36
-
-Instruction = tuple[int, int, int, int]
+Instruction = Insn
 
 
 def named_program(name: str) -> list[Instruction]:
@@ -29,7 +25,7 @@ def named_program(name: str) -> list[Instruction]:
 
 def program_bytes(insns: list[Instruction]) -> bytes:
     """The raw `struct sock_filter` array, 8 bytes an instruction in host order (the trace's `prog`)."""
-    return b"".join(struct.pack("=HBBI", code, jt, jf, k & 0xFFFFFFFF) for code, jt, jf, k in insns)
+    return encode_sock_filter([(code, jt, jf, k & 0xFFFFFFFF) for code, jt, jf, k in insns])
 
 
 class SockFprog:
