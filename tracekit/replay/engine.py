@@ -16,7 +16,6 @@ applies every decision in row order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -35,6 +34,7 @@ from tracekit.replay import fast
 from tracekit.replay.decision import Decision, verdict_of
 from tracekit.replay.explain import explain, explain_ret
 from tracekit.replay.history import GroupHistory, HistoryView
+from tracekit.replay.state import HostState, Snapshot
 from tracekit.replay.sink import DecisionSink
 from tracekit.replay.walk import Columns, Walk
 
@@ -65,30 +65,9 @@ KERNEL_CALLS: dict[str, Callable[[Host, dict[str, Any]], int | None]] = {
 }
 
 
-@dataclass(eq=False)
-class Snapshot:
-    """One group (or a socket outside any group) as bulk selections see it until it changes."""
-
-    reuse: SockReuseport | None
-    state: fast.GroupState | None
-    label: str
-    history: HistoryView
-    mark: int
-    forced: bool  # a program decides: every row one by one
-    walk: int = -1  # the `Walk` that last tagged rows with it
-    index: int = -1  # position among that walk's snapshots
-
-
-@dataclass
-class HostState:
-    name: str
-    host: Host
-    history: GroupHistory = field(default_factory=GroupHistory)
-    snapshots: dict[Any, Snapshot] = field(default_factory=dict)  # id(reuse) or ("sk", id)
-
-
 class Engine:
-    """Replays hosts batch by batch into a `DecisionSink`."""
+    """Replays hosts batch by batch into a `DecisionSink`; the faithful per-row path
+    (`tracekit.replay.state.Faithful`) for the walks."""
 
     def __init__(self, profile: Profile, policies: dict[str, Callable] | None = None, *,
                  sink: DecisionSink, explain_all: bool = False) -> None:
@@ -113,7 +92,8 @@ class Engine:
         columns = Columns(batch, bulk=BULK and not self.explain_all)
         for a, b in zip(starts, ends):
             hs = self._state(names[host_idx[a]])
-            Walk(self, hs, columns, a, b).run()
+            self.walks += 1
+            Walk(self, hs, columns, a, b, self.walks).run()
             hs.host.park()
         self.sink.flush()
 
@@ -126,7 +106,8 @@ class Engine:
         return state
 
     # -- row by row -------------------------------------------------------------------------------
-    def _row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
+    def row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
+        """Replay input row `index` through the model, one by one (`Faithful.row`)."""
         host, event = hs.host, row["event"]
         host.seq = row["seq"]
         if event in MEMBERSHIP:
@@ -289,4 +270,4 @@ def _dictionary(column: pa.Array) -> pa.DictionaryArray:
     return pc.dictionary_encode(column)
 
 
-__all__ = ["BULK", "Engine", "HostState", "Snapshot"]
+__all__ = ["BULK", "Engine", "HostState", "Snapshot"]  # the last two re-exported from .state

@@ -10,7 +10,7 @@ observation are replayed one by one, on a copy of their snapshot.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,9 +18,7 @@ import pyarrow.compute as pc
 
 from tracekit.replay import fast
 from tracekit.replay.decision import DECISION_SCHEMA
-
-if TYPE_CHECKING:
-    from tracekit.replay.engine import Engine, HostState, Snapshot
+from tracekit.replay.state import Faithful, HostState, Snapshot
 
 SELECT = "reuseport_select_sock"
 COLUMNS = ("host", "seq", "event", "sk", "sk2", "proto", "family", "laddr", "raddr", "lport",
@@ -95,12 +93,12 @@ class Columns:
 class Walk:
     """Rows `a:b` of a batch, all of one host."""
 
-    def __init__(self, engine: Engine, hs: HostState, cols: Columns, a: int, b: int) -> None:
+    def __init__(self, engine: Faithful, hs: HostState, cols: Columns, a: int, b: int,
+                 number: int) -> None:
         self.engine, self.hs, self.cols, self.a, self.b = engine, hs, cols, a, b
         self.used: list[Snapshot] = []  # snapshots tagged in this walk, by index
         self.done = -1  # last row (relative) the per-row path handled
-        engine.walks += 1
-        self.number = engine.walks
+        self.number = number  # distinct per walk: marks the snapshots this walk tagged
         self.last_cpu: np.ndarray | None = None
 
     def run(self) -> None:
@@ -109,7 +107,7 @@ class Walk:
         specials = np.flatnonzero(~bulk)
         if len(specials) == b - a:
             for i, row in zip(range(a, b), cols.dicts(np.arange(a, b))):
-                self.engine._row(self.hs, row, i)
+                self.engine.row(self.hs, row, i)
             return
         sk = cols.sk[a:b]
         if len(specials):
@@ -217,7 +215,7 @@ class Walk:
 
     def _one(self, i: int, row: dict[str, Any]) -> None:
         self._sync_cpu(i - self.a)
-        self.engine._row(self.hs, row, i)
+        self.engine.row(self.hs, row, i)
         self.done = i - self.a
 
     def _sync_cpu(self, upto: int) -> None:
