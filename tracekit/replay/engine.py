@@ -164,7 +164,13 @@ class Engine:
     # -- decisions --------------------------------------------------------------------------------
     def _observation(self, hs: HostState, row: dict, index: int, exp: Expectation,
                      observed: int) -> None:
-        self._decide(hs, row, index, exp.expected, observed, exp.pick, exp.unknown)
+        self.observe(hs, row, index, exp, observed)
+
+    def observe(self, hs: HostState, row: dict, index: int, exp: Expectation, observed: int,
+                history: HistoryView | None = None) -> None:
+        """The decision of observation row `index` from what the model expected
+        (`Faithful.observe`); `history`: the group's history when its arrival was decided."""
+        self._decide(hs, row, index, exp.expected, observed, exp.pick, exp.unknown, None, history)
 
     def _kernel_pick(self, hs: HostState, row: dict, index: int, pick: Pick) -> None:
         observed = row["observed"]

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from tracekit.kernel.sock_reuseport import SockReuseport
 from tracekit.kernel.socket_layer import Host
+from tracekit.kernel.socket_layer.host import Expectation
 from tracekit.replay import fast
 from tracekit.replay.history import GroupHistory, HistoryView
 from tracekit.replay.sink import DecisionSink
@@ -42,6 +43,7 @@ class HostState:
     host: Host
     history: GroupHistory = field(default_factory=GroupHistory)
     snapshots: dict[Any, Snapshot] = field(default_factory=dict)  # id(reuse) or ("sk", id)
+    routes: dict[Any, Any] = field(default_factory=dict)  # socket-layer routes (replay.stretch)
 
 
 class Faithful(Protocol):
@@ -49,8 +51,9 @@ class Faithful(Protocol):
 
     A walk calls `row` for every row it does not decide in bulk, in the order the per-row path
     would have met it (the model then stands where the per-row path would have left it);
-    `snapshot` and `late_select` serve bulk kernel-layer selections; decisions the walk makes
-    itself go to `sink` with their input row index, which orders them.
+    `snapshot` and `late_select` serve bulk kernel-layer selections, `observe` socket-layer
+    observations paired by the host after the fact; decisions the walk makes itself go to
+    `sink` with their input row index, which orders them.
     """
 
     sink: DecisionSink
@@ -61,6 +64,11 @@ class Faithful(Protocol):
 
     def snapshot(self, hs: HostState, s: Any, reuse: SockReuseport | None) -> Snapshot:
         """The group `reuse` (None: the socket `s` outside any group) as selections see it now."""
+
+    def observe(self, hs: HostState, row: dict[str, Any], index: int, exp: Expectation,
+                observed: int, history: HistoryView | None = None) -> None:
+        """Decide observation row `index` (`accept`, `recv`, `reset`) from what the host's
+        pairing expected of it; `history`: the group's history when its arrival was decided."""
 
     def late_select(self, hs: HostState, snap: Snapshot, row: dict[str, Any], index: int) -> None:
         """Decide bulk selection row `index` one by one on `snap`, its group as it was then."""

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from tracekit.replay import fast
 from tracekit.replay.decision import DECISION_SCHEMA
 from tracekit.replay.state import Faithful, HostState, Snapshot
+from tracekit.replay.stretch import SocketColumns, SocketWalk
 
 SELECT = "reuseport_select_sock"
 COLUMNS = ("host", "seq", "event", "sk", "sk2", "proto", "family", "laddr", "raddr", "lport",
@@ -40,6 +41,9 @@ class Columns:
         self.cpu, cpu_valid = _values(batch.column("cpu"), 0, np.int64)
         self.cpu_valid = cpu_valid if cpu_valid is not None else np.ones(n, dtype=bool)
         self._seq: np.ndarray | None = None
+        self._hash_valid = hash_valid
+        self._socket: SocketColumns | None = None
+        self.bulk_enabled = bulk
         if not bulk:
             self.bulk = np.zeros(n, dtype=bool)
             return
@@ -62,6 +66,19 @@ class Columns:
             bulk &= ((cpu >= 0) & (cpu < fast.CPU_LIMIT)) | ~self.cpu_valid
         self.bulk = bulk
 
+    def socket(self) -> SocketColumns:
+        """The socket-layer view of the batch (`tracekit.replay.stretch`), built on first use."""
+        if self._socket is None:
+            self._socket = SocketColumns(self.batch, self._hash_valid, self.cpu, self.cpu_valid)
+        return self._socket
+
+    def event_names(self, a: int, b: int) -> tuple[list[str], np.ndarray]:
+        """The event of rows `a:b`: (names, index of each row's name)."""
+        events = self.batch.column("event").slice(a, b - a)
+        if not pa.types.is_dictionary(events.type):
+            events = pc.dictionary_encode(events)
+        return events.dictionary.to_pylist(), events.indices.to_numpy(zero_copy_only=False)
+
     @property
     def seq(self) -> np.ndarray:
         if self._seq is None:
@@ -82,12 +99,31 @@ class Columns:
                    else _pylist(column) for name in COLUMNS]
         return [dict(zip(COLUMNS, values)) for values in zip(*columns)]
 
+    def rows_of(self, a: int, b: int) -> RowSource:
+        """Rows `a:b` as dicts on demand, each column converted once (for walks that need
+        most rows of a range as dicts, but not in one go)."""
+        part = self.batch.slice(a, b - a)
+        n = b - a
+        nothing = [None] * n
+        return RowSource([nothing if (column := part.column(name)).null_count == n
+                          else _pylist(column) for name in COLUMNS])
+
     def select_row(self, i: int) -> dict[str, Any]:
         """Bulk row `i` as the dict the per-row path reads."""
         return {"seq": int(self.seq[i]), "event": SELECT, "laddr": None, "lport": None,
                 "raddr": None, "rport": None, "sk": int(self.sk[i]), "hash": int(self.hash[i]),
                 "cpu": int(self.cpu[i]) if self.cpu_valid[i] else None,
                 "observed": int(self.observed[i])}
+
+
+class RowSource:
+    """Rows of a range as the dicts the per-row path reads (`Columns.rows_of`)."""
+
+    def __init__(self, columns: list[list[Any]]) -> None:
+        self.columns = columns
+
+    def __getitem__(self, r: int) -> dict[str, Any]:
+        return dict(zip(COLUMNS, [column[r] for column in self.columns]))
 
 
 class Walk:
@@ -103,6 +139,9 @@ class Walk:
 
     def run(self) -> None:
         a, b, cols = self.a, self.b, self.cols
+        if cols.bulk_enabled and cols.socket().kind[a:b].any():
+            SocketWalk(self.engine, self.hs, cols, a, b).run()
+            return
         bulk = cols.bulk[a:b]
         specials = np.flatnonzero(~bulk)
         if len(specials) == b - a:
