@@ -4,6 +4,8 @@
   instruction set extensions NumPy and pyarrow need (without it they die of an illegal instruction).
 - The host's `/` is the guest's root, read-only over 9p (`multidevs=remap`: the host's mounts keep
   distinct inode numbers); two more 9p shares, writable, carry the control and work directories.
+- The root is mounted `cache=loose`: it does not change during a run, and without the cache every
+  import is a 9p round trip through an emulated CPU (importing pandas took minutes, not seconds).
 - No display, no network device, no monitor; the serial console goes to a file, the kernel
   logs there (`console=ttyS0`) and a panic stops QEMU (`panic=-1`, `-no-reboot`).
 """
