@@ -20,8 +20,8 @@ from __future__ import annotations
 import struct
 from typing import Sequence
 
-from tracekit.kernel.bpf import Skb
 from tracekit.kernel.errno import EINVAL
+from tracekit.kernel.structs import Skb
 
 Insn = tuple[int, int, int, int]
 
