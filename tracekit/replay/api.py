@@ -153,14 +153,13 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
                 done += batch.num_rows
                 if progress is not None:
                     progress(done, total)
+        engine.finish(complete=metadata.get(COMPLETE_KEY) == "complete")
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
     if writer is not None:
         writer.close()
-    if metadata.get(COMPLETE_KEY) == "complete":
-        engine.judge_unreceived()
     engine.register_groups()
     summary = build_summary(
         sink,
