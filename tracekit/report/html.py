@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
+from tracekit.report.gating import html_balance, html_sections
 from tracekit.report.svg import Bar, Column, Segment, bar_chart, column_chart
 from tracekit.report.membership import group_frames
 from tracekit.report.timeline_chart import membership_html
@@ -73,6 +74,7 @@ def render_fragment(replay: Any, *, max_mismatches: int = 200) -> str:
         '<div class="tracekit-report">',
         _header(view),
         _provenance(view.summary),
+        html_sections(view.summary),
         _verdict_chart(view.summary),
         *_seq_charts(view),
         _hosts(view.summary),
@@ -226,6 +228,7 @@ def _group(group: Mapping[str, Any], timeline: str = "") -> str:
         f"<p>{escape(counts)}; migrations: {int(migrations.get('migrated', 0))} migrated, "
         f"{int(migrations.get('reset', 0))} reset</p>",
         f"<p>socks: <code>{live or '(none)'}</code><br>closed: <code>{closed or '(none)'}</code></p>",
+        html_balance(group),
         bar_chart(bars, title=f"load per socket in {label} on {host}") if bars else "",
         timeline,
         "</div>",
@@ -241,7 +244,7 @@ def _mismatches(view: ReportView, limit: int) -> str:
         [escape(str(r.get("host"))), str(r.get("seq")), escape(str(r.get("event"))),
          f"<code>{escape(format_flow(r))}</code>", f"<code>{escape(str(r.get('group') or ''))}</code>",
          escape(format_sk(r.get("expected"))), escape(format_sk(r.get("observed"))),
-         escape(str(r.get("reason"))),
+         escape(str(r.get("reason")) + (f" ({r['baseline']})" if r.get("baseline") else "")),
          f'<pre class="explanation">{escape(str(r.get("explanation") or ""))}</pre>']
         for r in records
     )

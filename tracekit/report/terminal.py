@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tracekit.report.membership import describe_step, elide, group_frames, steps_of
+from tracekit.report.gating import balance_line, terminal_sections
 from tracekit.report.view import (
     ReportView,
     busiest_gone,
@@ -42,6 +43,7 @@ def render_replay(replay: Any, *, max_mismatches: int = 10, explain: bool = True
     """
     view = view_of(replay)
     parts: list[RenderableType] = [_verdict_panel(view), _provenance(view.summary)]
+    parts += terminal_sections(view.summary)
     parts += _hosts(view.summary)
     groups = view.summary.get("groups") or []
     if groups:
@@ -129,6 +131,8 @@ def _group(group: Mapping[str, Any], timeline: Any = None) -> RenderableType:
             f"   migrations: {int(migrations.get('migrated', 0))} migrated, "
             f"{int(migrations.get('reset', 0))} reset"
         )
+    if group.get("balance"):
+        counts.append(f"   {balance_line(group)}", style="dim")
     body = [counts, _load_table(group)]
     if timeline is not None:
         body.append(_timeline(timeline))
@@ -186,6 +190,9 @@ def _mismatches(view: ReportView, limit: int, explain: bool) -> list[RenderableT
     items: list[RenderableType] = [heading]
     for number, record in enumerate(records, 1):
         line = Text(f"{number}. ", style="bold")
+        if record.get("baseline"):
+            line.append(f"{record['baseline'].upper()} ",
+                        style="bold red" if record["baseline"] == "new" else "dim")
         line.append(describe_decision(record))
         line.append(f"  [{record.get('reason')}]", style="dim")
         items.append(line)

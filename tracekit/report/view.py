@@ -30,7 +30,7 @@ __all__ = [
 
 _RECORD_FIELDS = (
     "host", "seq", "event", "laddr", "lport", "raddr", "rport", "sk", "group",
-    "reuseport_id", "expected", "observed", "verdict", "reason", "explanation",
+    "reuseport_id", "expected", "observed", "verdict", "reason", "explanation", "baseline",
 )
 
 
@@ -53,11 +53,22 @@ class ReportView:
         return str(self.summary.get("verdict", "unknown"))
 
     def mismatches(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Mismatch records in (host, seq) order; all of them when the decision table is present."""
+        """Mismatch records in (host, seq) order; all of them when the decision table is present.
+        Against a baseline, the new ones come first, each record tagged `baseline` new/known."""
+        baseline = self.summary.get("baseline")
         if self.decisions is None:
             records = [dict(record) for record in self.summary.get("mismatches", [])]
+            if baseline is not None:
+                new = [dict(r, baseline="new") for r in baseline.get("new_mismatches", [])]
+                seen = {(r["host"], r["seq"]) for r in new}
+                # every new one is listed unless more than the summary keeps
+                rest = "known" if len(new) == int(baseline.get("new", 0)) else None
+                records = new + [dict(r, baseline=rest) for r in records
+                                 if (r["host"], r["seq"]) not in seen]
         else:
             records = self._records(self.decisions["verdict"] == "mismatch")
+            if baseline is not None:
+                records.sort(key=lambda r: r.get("baseline") != "new")
         return records if limit is None else records[:limit]
 
     def group_records(self, host: str, group: str, verdict: str) -> list[dict[str, Any]] | None:
