@@ -26,6 +26,7 @@ from tracekit.replay.decision import DECISION_SCHEMA
 from tracekit.replay.engine import Engine
 from tracekit.replay.sink import DecisionSink
 from tracekit.replay.summary import build_summary
+from tracekit.replay.timeline import Timeline, timeline_frame
 from tracekit.replay.walk import COLUMNS
 
 __all__ = ["Replay", "replay", "gate", "write_results", "choose_profile", "COMPLETE_KEY"]
@@ -45,6 +46,13 @@ class Replay:
     summary: dict[str, Any]
     decisions: Any
     results: list[pa.RecordBatch] | None = field(default=None, repr=False)
+    membership: Timeline | None = field(default=None, repr=False)
+
+    def timeline(self) -> Any:
+        """Each group's membership over seq as a pandas DataFrame, one row per change
+        (`tracekit.replay.timeline.COLUMNS`): joins, moves into a hole, the closed section,
+        departures, and where each migrated connection went."""
+        return timeline_frame(self.membership)
 
     @property
     def exit_code(self) -> int:
@@ -142,13 +150,15 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
         writer = _ResultsWriter(Path(results))
         consumer = writer.write
     sink = DecisionSink(results=consumer)
-    engine = Engine(chosen, policies, sink=sink, explain_all=explain_all)
+    membership = Timeline()
+    engine = Engine(chosen, policies, sink=sink, explain_all=explain_all, timeline=membership)
     total = _total_rows(path) if progress is not None else 0
     done = 0
     try:
         with _heap_frozen():
             for batch in iter_batches(path, columns=COLUMNS, hosts=hosts):
                 engine.feed(batch)
+                membership.seen_batch(batch)
                 done += batch.num_rows
                 if progress is not None:
                     progress(done, total)
@@ -174,7 +184,8 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
         from tracekit.replay.decision import decisions_to_batch
 
         table = pa.Table.from_batches([decisions_to_batch(sink.kept)], schema=DECISION_SCHEMA)
-    result = Replay(summary=summary, decisions=table.to_pandas(), results=kept)
+    result = Replay(summary=summary, decisions=table.to_pandas(), results=kept,
+                    membership=membership)
     return gate(result, baseline=baseline, fail_on=fail_on, what_if=what_if, policies=policies,
                 results=results if writer is not None else None)
 
