@@ -36,6 +36,7 @@ from tracekit.replay.decision import Decision, verdict_of
 from tracekit.replay.explain import explain, explain_ret
 from tracekit.replay.history import GroupHistory, HistoryView
 from tracekit.replay.sink import DecisionSink
+from tracekit.replay.timeline import Timeline
 from tracekit.replay.walk import Columns, Walk
 
 BULK = True
@@ -91,8 +92,10 @@ class Engine:
     """Replays hosts batch by batch into a `DecisionSink`."""
 
     def __init__(self, profile: Profile, policies: dict[str, Callable] | None = None, *,
-                 sink: DecisionSink, explain_all: bool = False) -> None:
+                 sink: DecisionSink, explain_all: bool = False,
+                 timeline: Timeline | None = None) -> None:
         self.profile = profile
+        self.timeline = timeline  # membership changes and migrations, when asked
         self.policies = dict(policies or {})
         self.sink = sink
         self.explain_all = explain_all
@@ -132,8 +135,12 @@ class Engine:
         if event in MEMBERSHIP:
             involved = [host.sock(x).sk for x in (row["sk"], row["sk2"]) if x is not None]
             token = hs.history.before(involved)
+            if self.timeline is not None:
+                self.timeline.before(hs.name, involved, host.label_of, row["seq"], event, row["sk"])
             self._apply(hs, row, index)
             hs.history.after(token, involved, host.label_of, row["seq"], event, row["sk"])
+            if self.timeline is not None:
+                self.timeline.after(involved)
         else:
             self._apply(hs, row, index)
 
@@ -181,6 +188,11 @@ class Engine:
         elif event == "reuseport_migrate_sock":
             pick = kc.reuseport_migrate_sock(host, sk, row["sk2"], row["hash"], row["cpu"])
             self._kernel_pick(hs, row, index, replace_reason(pick, "migration"))
+            if self.timeline is not None:
+                reuse = host.sock(sk).sk.sk_reuseport_cb
+                self.timeline.migration(hs.name, row["seq"], pick.group or host.label_of(reuse),
+                                        sk, pick.sk, pick.unknown, flow, event=event,
+                                        reuseport_id=reuse.reuseport_id if reuse else None)
 
     # -- decisions --------------------------------------------------------------------------------
     def _observation(self, hs: HostState, row: dict, index: int, exp: Expectation,
@@ -250,6 +262,9 @@ class Engine:
             explanation=explanation), index, reuse)
 
     def _migration(self, hs: HostState, m: Migration) -> None:
+        if self.timeline is not None:
+            self.timeline.migration(hs.name, hs.host.seq, m.group, m.listener, m.to, m.unknown,
+                                    m.flow)
         if m.unknown is None:
             self.sink.migration(hs.name, m.group, "migrated" if m.to >= 0 else "reset")
 
