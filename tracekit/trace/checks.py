@@ -7,8 +7,9 @@ and live in `tracekit.trace.ordering`.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
-from functools import cache
+from functools import cache, lru_cache
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 from tracekit.errors import TraceFormatError
 from tracekit.trace.schema import Column, load_spec
 
-__all__ = ["check_batch", "row_error", "int_bounds", "ROW_RULES", "Problem"]
+__all__ = ["check_batch", "row_error", "int_bounds", "is_ip_text", "ROW_RULES", "Problem"]
 
 _INT_LIMITS = {
     pa.int8(): (-(2**7), 2**7 - 1),
@@ -66,9 +67,10 @@ def check_batch(batch: pa.RecordBatch, *, file: str, lines: Sequence[int] | None
     """Raise `TraceFormatError` for the first row of ``batch`` that breaks a per-row rule.
 
     The rules (`ROW_RULES`): required columns non-null, values within their column's range or
-    set, known event names and the columns each event requires. Column types must already be of
-    the right kind (integer, string, binary); see `tracekit.trace.convert`. Each rule looks at
-    whole columns; the message names the earliest offending row among every rule's findings.
+    set, addresses that are IPv4 or IPv6 text, known event names and the columns each event
+    requires. Column types must already be of the right kind (integer, string, binary); see
+    `tracekit.trace.convert`. Each rule looks at whole columns; the message names the earliest
+    offending row among every rule's findings.
     """
     spec = load_spec()
     for column in spec.columns:
@@ -103,6 +105,8 @@ def _first_true(mask: pa.Array) -> int:
 def _value_problem(array: pa.Array, column: Column) -> Problem | None:
     if array.null_count == len(array):
         return None
+    if column.format == "ip":
+        return _address_problem(array, column)
     if column.values is not None:
         bad = _not_in(array, column.values)
         if bad is None:
@@ -134,6 +138,30 @@ def _not_in(array: pa.Array, values: tuple) -> pa.Array | None:
     if array.null_count:
         outside = pc.and_(outside, array.is_valid())
     return outside if pc.any(outside).as_py() else None
+
+
+def _address_problem(array: pa.Array, column: Column) -> Problem | None:
+    """The first row whose text is not an IPv4 or IPv6 address; each distinct text parsed once."""
+    texts = array.dictionary if pa.types.is_dictionary(array.type) else pc.unique(array)
+    bad = [text for text in texts.to_pylist() if text is not None and not is_ip_text(text)]
+    if not bad:
+        return None
+    mask = pc.is_in(array.dictionary_decode() if pa.types.is_dictionary(array.type) else array,
+                    value_set=pa.array(bad, type=pa.string()))
+    index = _first_true(mask.fill_null(False))
+    if index < 0:  # only in unused dictionary entries
+        return None
+    return index, column.name, f"{array[index].as_py()!r} is not an IPv4 or IPv6 address"
+
+
+@lru_cache(maxsize=4096)
+def is_ip_text(text: str) -> bool:
+    """IPv4 dotted quad or IPv6 text (with an optional `%scope`), as `ipaddress` reads them."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 @cache
