@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tracekit.errors import StoryError
 from tracekit.kernel.bpf import Skb
 from tracekit.kernel.net import Net
 from tracekit.kernel.profiles import Profile
@@ -36,7 +37,9 @@ from tracekit.replay.explain import explain, explain_ret
 from tracekit.replay.history import GroupHistory, HistoryView
 from tracekit.replay.state import HostState, Snapshot
 from tracekit.replay.sink import DecisionSink
+from tracekit.replay.timeline import Timeline
 from tracekit.replay.walk import Columns, Walk
+from tracekit.trace.checks import is_ip_text
 
 BULK = True
 """Decide selections in bulk (False: every row one by one, which the tests compare against)."""
@@ -45,6 +48,11 @@ SELECT = "reuseport_select_sock"
 # events that change a group's membership: the history records what they did
 MEMBERSHIP = {"bind", "listen", "connect", "shutdown", "close", "reuseport_alloc",
               "reuseport_add_sock", "reuseport_detach_sock", "reuseport_stop_listen_sock"}
+# socket-layer operations of a program on one of its sockets (`sk`). `setsockopt` is a context
+# event of both layers, so like kernel-layer events it brings a socket in on first use; an
+# observation (`accept`, `recv`) of a socket the model does not know is judged `lost-events`.
+OBSERVATIONS = {"accept", "recv", "reset"}
+ON_A_SOCKET = {"bind", "listen", "connect", "shutdown", "close"}
 RET_CALLS = {"reuseport_alloc", "reuseport_add_sock", "reuseport_attach_prog",
              "reuseport_detach_prog"}
 # kernel-layer calls other than selection and migration: the model's function of the same name
@@ -53,7 +61,8 @@ KERNEL_CALLS: dict[str, Callable[[Host, dict[str, Any]], int | None]] = {
     "reuseport_add_sock":
         lambda h, r: kc.reuseport_add_sock(h, r["sk"], r["sk2"], r["value"], r["proto"]),
     "reuseport_attach_prog":
-        lambda h, r: kc.reuseport_attach_prog(h, r["sk"], r["prog"], r["name"], r["value"]),
+        lambda h, r: kc.reuseport_attach_prog(h, r["sk"], r["prog"], r["name"], r["value"],
+                                              r["ret"]),
     "reuseport_detach_prog": lambda h, r: kc.reuseport_detach_prog(h, r["sk"]),
     "reuseport_detach_sock": lambda h, r: kc.reuseport_detach_sock(h, r["sk"]),
     "reuseport_stop_listen_sock":
@@ -70,8 +79,10 @@ class Engine:
     (`tracekit.replay.state.Faithful`) for the walks."""
 
     def __init__(self, profile: Profile, policies: dict[str, Callable] | None = None, *,
-                 sink: DecisionSink, explain_all: bool = False) -> None:
+                 sink: DecisionSink, explain_all: bool = False,
+                 timeline: Timeline | None = None) -> None:
         self.profile = profile
+        self.timeline = timeline  # membership changes and migrations, when asked
         self.policies = dict(policies or {})
         self.sink = sink
         self.explain_all = explain_all
@@ -108,13 +119,27 @@ class Engine:
     # -- row by row -------------------------------------------------------------------------------
     def row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
         """Replay input row `index` through the model, one by one (`Faithful.row`)."""
+        try:
+            self._story_row(hs, row, index)
+        except StoryError as error:
+            error.host, error.seq = hs.name, row["seq"]
+            raise
+
+    def _story_row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
         host, event = hs.host, row["event"]
         host.seq = row["seq"]
+        _check_addresses(row)
+        if event in ON_A_SOCKET:
+            _check_socket(host, row["sk"])
         if event in MEMBERSHIP:
             involved = [host.sock(x).sk for x in (row["sk"], row["sk2"]) if x is not None]
             token = hs.history.before(involved)
+            if self.timeline is not None:
+                self.timeline.before(hs.name, involved, host.label_of, row["seq"], event, row["sk"])
             self._apply(hs, row, index)
             hs.history.after(token, involved, host.label_of, row["seq"], event, row["sk"])
+            if self.timeline is not None:
+                self.timeline.after(involved)
         else:
             self._apply(hs, row, index)
 
@@ -122,7 +147,11 @@ class Engine:
         host, event = hs.host, row["event"]
         call = KERNEL_CALLS.get(event)
         if call is not None:
+            refused = event in RET_CALLS and row["ret"] is not None and row["ret"] < 0
+            undo = kc.checkpoint(host, [row["sk"], row["sk2"]]) if refused else None
             model = call(host, row)
+            if undo is not None and model == 0:
+                undo()  # the kernel refused: its group is as it was
             if event in RET_CALLS and row["ret"] is not None:
                 self._ret_decision(hs, row, index, model)
             return
@@ -148,28 +177,40 @@ class Engine:
             host.syn(*flow, row["hash"], row["cpu"], row["payload"], row["sk_hash"])
         elif event == "datagram":
             host.datagram(*flow, row["hash"], row["cpu"], row["payload"])
-        elif event == "accept":
-            self._observation(hs, row, index, host.accept(sk, *flow), sk)
-        elif event == "recv":
-            self._observation(hs, row, index, host.recv(sk, *flow), sk)
-        elif event == "reset":
-            self._observation(hs, row, index, host.reset(*flow), -1)
+        elif event in OBSERVATIONS:
+            self.observe(hs, row, index)
         elif event == SELECT:
             pick = kc.reuseport_select_sock(host, sk, row["hash"], row["cpu"], row["payload"])
             self._kernel_pick(hs, row, index, pick)
         elif event == "reuseport_migrate_sock":
             pick = kc.reuseport_migrate_sock(host, sk, row["sk2"], row["hash"], row["cpu"])
             self._kernel_pick(hs, row, index, replace_reason(pick, "migration"))
+            if self.timeline is not None:
+                reuse = host.sock(sk).sk.sk_reuseport_cb
+                self.timeline.migration(hs.name, row["seq"], pick.group or host.label_of(reuse),
+                                        sk, pick.sk, pick.unknown, flow, event=event,
+                                        reuseport_id=reuse.reuseport_id if reuse else None)
 
     # -- decisions --------------------------------------------------------------------------------
     def _observation(self, hs: HostState, row: dict, index: int, exp: Expectation,
                      observed: int) -> None:
-        self.observe(hs, row, index, exp, observed)
+        self._decide(hs, row, index, exp.expected, observed, exp.pick, exp.unknown)
 
-    def observe(self, hs: HostState, row: dict, index: int, exp: Expectation, observed: int,
+    def observe(self, hs: HostState, row: dict, index: int,
                 history: HistoryView | None = None) -> None:
-        """The decision of observation row `index` from what the model expected
-        (`Faithful.observe`); `history`: the group's history when its arrival was decided."""
+        """Observation row `index` (`accept`, `recv`, `reset`), paired by the host's pairing and
+        decided (`Faithful.observe`); `history`: the group's history when its arrival was
+        decided, where that is not now. A `recv` the pairing defers is decided by `finish`."""
+        host, event, sk = hs.host, row["event"], row["sk"]
+        flow = (row["laddr"], row["lport"], row["raddr"], row["rport"])
+        if event == "accept":
+            exp, observed = host.accept(sk, *flow), sk
+        elif event == "recv":
+            exp, observed = host.recv(sk, *flow, row["payload"], token=_deferred_row(row)), sk
+            if exp.deferred:
+                return
+        else:
+            exp, observed = host.reset(*flow), -1
         self._decide(hs, row, index, exp.expected, observed, exp.pick, exp.unknown, None, history)
 
     def _kernel_pick(self, hs: HostState, row: dict, index: int, pick: Pick) -> None:
@@ -235,23 +276,35 @@ class Engine:
             explanation=explanation), index, reuse)
 
     def _migration(self, hs: HostState, m: Migration) -> None:
+        if self.timeline is not None:
+            self.timeline.migration(hs.name, hs.host.seq, m.group, m.listener, m.to, m.unknown,
+                                    m.flow)
         if m.unknown is None:
             self.sink.migration(hs.name, m.group, "migrated" if m.to >= 0 else "reset")
 
     # -- end --------------------------------------------------------------------------------------
-    def judge_unreceived(self) -> None:
-        """For a trace whose observations are complete (`tracekit.observations=complete`: every
-        datagram sent is either received or was dropped), each datagram nobody received is a
-        decision too: the kernel dropped it (observed -1), where the model expected a socket or
-        a drop."""
+    def finish(self, complete: bool) -> None:
+        """Decide what only the end of the trace settles: each `recv` that was deferred because no
+        datagram the model put on its socket explains it (`tracekit.kernel.socket_layer.pairing`),
+        and, for a trace whose observations are complete (`tracekit.observations=complete`: every
+        datagram sent is either received or was dropped), each datagram nobody received: the
+        kernel dropped it (observed -1), where the model expected a socket or a drop. Both in
+        `seq` order, host by host."""
         index = 0
         for name in sorted(self.hosts):
             hs = self.hosts[name]
-            for (laddr, lport, raddr, rport), pick in hs.host.unreceived():
-                row = {"seq": pick.seq, "event": "datagram", "laddr": laddr, "lport": lport,
-                       "raddr": raddr, "rport": rport, "sk": None}
-                expected = -1 if pick.dropped or pick.sk < 0 else pick.sk
-                self._decide(hs, row, index, expected, -1, pick, pick.unknown)
+            late: list[tuple[int, dict, Expectation, int]] = []
+            for row, exp in hs.host.settle():
+                late.append((row["seq"], row, exp, row["sk"]))
+            if complete:
+                for (laddr, lport, raddr, rport), pick in hs.host.unreceived():
+                    row = {"seq": pick.seq, "event": "datagram", "laddr": laddr, "lport": lport,
+                           "raddr": raddr, "rport": rport, "sk": None}
+                    expected = -1 if pick.dropped or pick.sk < 0 else pick.sk
+                    late.append((pick.seq, row, Expectation(expected, pick, pick.unknown), -1))
+            late.sort(key=lambda item: item[0] if item[0] is not None else -1)
+            for _seq, row, exp, observed in late:
+                self._observation(hs, row, index, exp, observed)
                 index += 1
         self.sink.flush()
 
@@ -262,6 +315,31 @@ class Engine:
                 label = hs.host.label_of(reuse)
                 if label is not None:
                     self.sink.group(name, label, reuse.reuseport_id, None, reuse)
+
+
+def _check_addresses(row: dict[str, Any]) -> None:
+    """`validate` refuses every address that is not one; replay those it reads (a trace it was
+    not given through `validate`)."""
+    for column in ("laddr", "raddr"):
+        text = row[column]
+        if text is not None and not is_ip_text(text):
+            raise StoryError(f"{text!r} is not an IPv4 or IPv6 address", column)
+
+
+def _check_socket(host: Host, sk: int) -> None:
+    """A socket-layer operation needs a socket that a `socket` row (or, in a kernel-layer trace,
+    a call into sock_reuseport.c) brought in, and that is not closed."""
+    s = host.socks.get(sk)
+    if s is None and sk not in host.parked:
+        raise StoryError(f"sk {sk} does not exist: no socket row (nor kernel-layer event) "
+                         "brought it in before", "sk")
+    if s is not None and s.closed:
+        raise StoryError(f"sk {sk} was closed before (a new socket row must bring it back)", "sk")
+
+
+def _deferred_row(row: dict[str, Any]) -> dict[str, Any]:
+    """What a deferred `recv` decision needs of its row (not its payload)."""
+    return {key: row[key] for key in ("seq", "event", "laddr", "lport", "raddr", "rport", "sk")}
 
 
 def replace_reason(pick: Pick, reason: str) -> Pick:

@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 from tracekit.kernel.sock_reuseport import SockReuseport
 from tracekit.kernel.socket_layer import Host
-from tracekit.kernel.socket_layer.host import Expectation
 from tracekit.replay import fast
 from tracekit.replay.history import GroupHistory, HistoryView
 from tracekit.replay.sink import DecisionSink
@@ -65,10 +64,11 @@ class Faithful(Protocol):
     def snapshot(self, hs: HostState, s: Any, reuse: SockReuseport | None) -> Snapshot:
         """The group `reuse` (None: the socket `s` outside any group) as selections see it now."""
 
-    def observe(self, hs: HostState, row: dict[str, Any], index: int, exp: Expectation,
-                observed: int, history: HistoryView | None = None) -> None:
-        """Decide observation row `index` (`accept`, `recv`, `reset`) from what the host's
-        pairing expected of it; `history`: the group's history when its arrival was decided."""
+    def observe(self, hs: HostState, row: dict[str, Any], index: int,
+                history: HistoryView | None = None) -> None:
+        """Observation row `index` (`accept`, `recv`, `reset`) through the host's pairing (the
+        one place observations are paired) and decided; `history`: the group's history when
+        its arrival was decided, for a row replayed after the model has moved on."""
 
     def late_select(self, hs: HostState, snap: Snapshot, row: dict[str, Any], index: int) -> None:
         """Decide bulk selection row `index` one by one on `snap`, its group as it was then."""

@@ -40,6 +40,7 @@ from tracekit.replay import fast
 from tracekit.replay.decision import DECISION_SCHEMA
 from tracekit.replay.history import HistoryView
 from tracekit.replay.state import Faithful, HostState
+from tracekit.trace.checks import is_ip_text
 
 __all__ = ["ROUTE_KEEPING", "SocketColumns", "SocketWalk"]
 
@@ -87,6 +88,9 @@ class SocketColumns:
             self._sk_hash = self.batch.column("sk_hash").to_pylist()
         return self._sk_hash[i]
 
+    def payload(self, i: int) -> bytes | None:
+        return self.batch.column("payload")[i].as_py()
+
     def _addresses(self, column: pa.Array) -> np.ndarray:
         """Codes of the column's addresses (-1: null), equal for two spellings of one address."""
         if column.null_count == len(column):
@@ -95,11 +99,10 @@ class SocketColumns:
             column = pc.dictionary_encode(column)
         remap = []
         for text in column.dictionary.to_pylist():
-            try:
-                spelled = normal_ip(text)
-            except ValueError:  # the faithful path reports it
+            if not is_ip_text(text):  # the faithful path refuses it
                 remap.append(-1)
                 continue
+            spelled = normal_ip(text)
             remap.append(self.address_code.setdefault(spelled, len(self.address_code)))
             if len(self.addresses) < len(self.address_code):
                 self.addresses.append(spelled)
@@ -374,7 +377,7 @@ class SocketWalk:
         if k == SYN:
             host.queue_syn(flow, hash, sc.sk_hash(i), target, pick)
         else:
-            host.queue_datagram(flow, target, pick, cpu)
+            host.queue_datagram(flow, target, pick, cpu, sc.payload(i))
 
     # -- closed flows -----------------------------------------------------------------------------
     def _decide_closed(self, arrivals: np.ndarray, flows: np.ndarray, in_closed: np.ndarray,
@@ -476,10 +479,9 @@ class SocketWalk:
                 if k == SYN:
                     host.queue_syn(flow, pick.hash, row["sk_hash"], rt.socks[pick.sk], pick)
                 else:
-                    host.queue_datagram(flow, rt.socks[pick.sk], pick, None)
+                    host.queue_datagram(flow, rt.socks[pick.sk], pick, None, row["payload"])
                 continue
-            exp = host.accept(row["sk"], *flow) if k == ACCEPT else host.recv(row["sk"], *flow)
-            self.engine.observe(hs, row, i, exp, row["sk"], history_of[int(flows[r])])
+            self.engine.observe(hs, row, i, history_of[int(flows[r])])
         host.seq, host.net.cpu = saved_seq, saved_cpu
 
 

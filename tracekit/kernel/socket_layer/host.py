@@ -13,15 +13,16 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
+from tracekit.errors import StoryError
 from tracekit.kernel import cbpf
 from tracekit.kernel.bpf import (
     BPF_SK_REUSEPORT_SELECT,
     BPF_SK_REUSEPORT_SELECT_OR_MIGRATE,
     BpfProg,
-    Skb,
     _Unknown,
 )
 from tracekit.kernel.net import Net
+from tracekit.kernel.packet import loopback_skb
 from tracekit.kernel.sock import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -58,6 +59,7 @@ from tracekit.kernel.socket_layer.lookup import (
     udp_lookup,
 )
 from tracekit.kernel.socket_layer.selection import Pick, migrate_traced, replace_pick
+from tracekit.kernel.socket_layer.pairing import UNPLACED, Pairing
 
 LOOPBACK_IFINDEX = 1
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
@@ -111,6 +113,10 @@ class Expectation:
     expected: int
     pick: Pick | None
     unknown: str | None = None
+    deferred: bool = False  # a `recv` decided at the end (`Host.settle`)
+
+
+DEFERRED_EXPECTATION = Expectation(-1, None, deferred=True)
 
 
 @dataclass(frozen=True)
@@ -144,8 +150,7 @@ class Host:
         self.udp_buckets: dict[tuple[int, str], list[Socket]] = {}
         self.udp_primary: dict[int, list[Socket]] = {}
         self.conns: dict[Flow, Conn] = {}
-        self.datagrams: dict[Flow, deque[Pick]] = {}
-        self.dropped: dict[Flow, deque[Pick]] = {}
+        self.datagrams = Pairing()  # datagrams waiting for the `recv` that observes them
         self.migrations: list[Migration] = []
         self.on_migration: Callable[[Migration], None] | None = None
         self.bound = False  # some socket has bound: group labels come from binds
@@ -247,7 +252,10 @@ class Host:
         if name == "SO_REUSEPORT":
             s.sk.sk_reuseport = bool(value)
         elif name == "SO_ATTACH_REUSEPORT_CBPF":
-            reuseport_attach_prog(s.sk, BpfProg.cbpf(cbpf.decode_sock_filter(prog or b"")))
+            # sk_reuseport_attach_filter(): __get_filter() checks the program first
+            bpf = classic_prog(prog, ret)
+            if bpf is not None:
+                reuseport_attach_prog(s.sk, bpf)
         elif name == "SO_ATTACH_REUSEPORT_EBPF":
             reuseport_attach_prog(s.sk, ebpf_prog(prog, value))
         elif name == "SO_DETACH_REUSEPORT_BPF":
@@ -320,15 +328,25 @@ class Host:
 
     @staticmethod
     def _bucket_remove(buckets: dict, s: Socket) -> None:
+        if s.laddr is None:  # hashed by a kernel-layer event, never bound: in no bucket
+            return
         bucket = buckets.get((s.lport, bucket_key(s.laddr)), [])
         if s in bucket:
             bucket.remove(s)
 
     def listen(self, sk: int, ret: int | None) -> None:
-        """inet_csk_listen_start() -> `__inet_hash()` -> `inet_reuseport_add_sock()`."""
+        """inet_csk_listen_start() -> `__inet_hash()` -> `inet_reuseport_add_sock()`.
+
+        inet_listen() refuses a socket that is not SOCK_STREAM (-EINVAL): a UDP socket never
+        listens, and a trace that says one did is refused."""
         if ret:
             return
         s = self.sock(sk)
+        if s.proto != "tcp":
+            if ret == 0:
+                raise StoryError(f"listen on sk {sk}, a {s.proto} socket, reported as done (ret 0); "
+                                 "inet_listen() refuses every socket but SOCK_STREAM", "ret")
+            return
         if s.listening or s.lport is None:
             return
         s.sk.sk_state = TCP_LISTEN
@@ -455,8 +473,7 @@ class Host:
         self._set_cpu(cpu)
         flow = flow_of(laddr, lport, raddr, rport)
         daddr = parse_ip(flow[0])
-        skb = Skb(payload=payload, len=len(payload) if payload is not None else None,
-                  protocol=IPPROTO_TCP, cpu=cpu)
+        skb = loopback_skb(IPPROTO_TCP, parse_ip(flow[2]), flow[3], daddr, flow[1], payload, cpu)
         chosen, pick = tcp_lookup_listener(self.tcp_buckets, daddr, flow[1], LOOPBACK_IFINDEX, cpu,
                                            hash, skb)
         if isinstance(chosen, Sock):
@@ -491,25 +508,26 @@ class Host:
         self._set_cpu(cpu)
         flow = flow_of(laddr, lport, raddr, rport)
         daddr, saddr = parse_ip(flow[0]), parse_ip(flow[2])
-        skb = Skb(payload=payload, len=len(payload) if payload is not None else None,
-                  protocol=IPPROTO_UDP, cpu=cpu)
+        skb = loopback_skb(IPPROTO_UDP, saddr, flow[3], daddr, flow[1], payload, cpu)
         owners = self.socks
         chosen, pick = udp_lookup(owners, self.udp_buckets, self.udp_primary.get(flow[1], []),
                                   saddr, flow[3], daddr, flow[1], LOOPBACK_IFINDEX, cpu, hash, skb)
         if isinstance(chosen, Sock):
             pick = self.queue_datagram(flow, self.socks[chosen.sk_id],
-                                       self._label_pick(pick, chosen), cpu)
+                                       self._label_pick(pick, chosen), cpu, payload)
         elif isinstance(chosen, _Unknown):
             pick = self._unknown_pick(pick)
-            self.datagrams.setdefault(flow, deque()).append(pick)
+            self.datagrams.arrive(flow, UNPLACED, pick, payload)
         else:
             pick = replace_pick(pick or Pick(sk=-1, reason="no-listener"), sk=-1, seq=self.seq)
-            self.dropped.setdefault(flow, deque()).append(pick)
+            self.datagrams.arrive(flow, -1, pick, payload)
         return pick
 
-    def queue_datagram(self, flow: Flow, receiver: Socket, pick: Pick, cpu: int | None) -> Pick:
-        """A datagram of `flow` queues on `receiver`, which the lookup chose (`pick`, labelled)."""
-        self.datagrams.setdefault(flow, deque()).append(pick)
+    def queue_datagram(self, flow: Flow, receiver: Socket, pick: Pick, cpu: int | None,
+                       payload: bytes | None) -> Pick:
+        """A datagram of `flow` (its bytes: `payload`) queues on `receiver`, which the lookup
+        chose (`pick`, labelled)."""
+        self.datagrams.arrive(flow, receiver.sk.sk_id, pick, payload)
         if receiver.raddr is not None and cpu is not None:
             receiver.sk.sk_incoming_cpu = int(cpu)
         return pick
@@ -527,16 +545,12 @@ class Host:
     def pending(self) -> tuple[set[Flow], set[Flow]]:
         """The flows with a connection waiting for its `accept`/`reset`, and those with
         datagrams (delivered or dropped) waiting for a `recv`."""
-        datagrams = {flow for queues in (self.datagrams, self.dropped)
-                     for flow, picks in queues.items() if picks}
-        return set(self.conns), datagrams
+        return set(self.conns), set(self.datagrams.flows)
 
     def unreceived(self) -> list[tuple[Flow, Pick]]:
         """Datagrams no `recv` observed, in the order they arrived: the model's pick for each
-        (a socket, or -1 where the model dropped it)."""
-        left = [(flow, pick) for queues in (self.datagrams, self.dropped)
-                for flow, picks in queues.items() for pick in picks]
-        return sorted(left, key=lambda item: item[1].seq if item[1].seq is not None else -1)
+        (a socket, or -1 where the model dropped it). Call `settle()` first."""
+        return list(self.datagrams.unreceived())
 
     # -- observations -----------------------------------------------------------------------------
     def accept(self, sk: int, laddr: str, lport: int, raddr: str, rport: int) -> Expectation:
@@ -565,18 +579,43 @@ class Host:
         expected = conn.listener.sk.sk_id if conn.listener is not None else -1
         return Expectation(expected, conn.pick)
 
-    def recv(self, sk: int, laddr: str, lport: int, raddr: str, rport: int) -> Expectation:
-        """`sk` received a datagram of this flow: the oldest prediction of the flow (FIFO)."""
-        flow = flow_of(laddr, lport, raddr, rport)
-        queue = self.datagrams.get(flow)
-        if queue:
-            pick = queue.popleft()
-            return Expectation(pick.sk, pick, pick.unknown)
-        dropped = self.dropped.get(flow)
-        if dropped:
-            pick = dropped.popleft()
-            return Expectation(-1, pick)
+    def recv(self, sk: int, laddr: str, lport: int, raddr: str, rport: int,
+             payload: bytes | None = None, token: object = None) -> Expectation:
+        """`sk` received a datagram of this flow: paired per socket (`tracekit.replay.pairing`).
+        A `recv` no datagram the model put on `sk` explains is `deferred` until `settle()`, which
+        returns it with `token`."""
+        seen = self.datagrams.observe(flow_of(laddr, lport, raddr, rport), sk, payload, token)
+        if seen.deferred:
+            return DEFERRED_EXPECTATION
+        return _received(seen.item)
+
+    def settle(self) -> list[tuple[object, Expectation]]:
+        """The deferred `recv`s (their `token`s), in trace order, with what the model expected."""
+        return [(token, _received(pick)) for token, pick in self.datagrams.settle()]
+
+
+def _received(pick: Pick | None) -> Expectation:
+    if pick is None:
         return Expectation(-1, None, "lost-events")
+    return Expectation(pick.sk, pick, pick.unknown)
+
+
+def classic_prog(prog: bytes | None, ret: int | None) -> BpfProg | None:
+    """The classic program (`struct sock_filter` array) a row attaches, as `__get_filter()` takes
+    it: None when the kernel refuses it (`bpf_check_basics_ok()`, `bpf_check_classic()`), so the
+    group stays as it was. A refused program the row reports as attached (`ret` 0) is a story the
+    kernel could not have told."""
+    raw = prog or b""
+    if len(raw) % 8:
+        why = f"{len(raw)} bytes are not whole 8-byte struct sock_filter instructions"
+    else:
+        why = cbpf.classic_refusal(cbpf.decode_sock_filter(raw))
+    if why is None:
+        return BpfProg.cbpf(cbpf.decode_sock_filter(raw))
+    if ret == 0:
+        raise StoryError(f"classic BPF program reported as attached (ret 0), but the kernel "
+                         f"refuses it: {why}", "prog")
+    return None
 
 
 def ebpf_prog(prog: bytes | None, attach_type: int | None) -> BpfProg:
@@ -586,5 +625,6 @@ def ebpf_prog(prog: bytes | None, attach_type: int | None) -> BpfProg:
     return BpfProg.ebpf(name, migrate=migrate)
 
 
-__all__ = ["Conn", "Expectation", "Flow", "Host", "Migration", "Socket", "ebpf_prog", "flow_of",
+__all__ = ["Conn", "Expectation", "Flow", "Host", "Migration", "Socket", "classic_prog", "ebpf_prog",
+           "flow_of",
            "BPF_SK_REUSEPORT_SELECT"]
