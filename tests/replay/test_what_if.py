@@ -80,6 +80,25 @@ def test_close_and_add_a_socket_at_a_seq(tmp_path):
     assert w["applied"][0]["applied"] is False and w["differ"] == 0
 
 
+def test_a_socket_change_without_a_host_happens_on_every_host(tmp_path):
+    from tracekit.trace import write_trace
+
+    rows = []
+    for host in ("h1", "h2"):
+        b = TraceBuilder(host).tcp_listeners([1, 2])
+        for i in range(4):
+            b.conn(20000 + i, slot_hash(i % 2, 2, salt=i))
+        for i in range(4):
+            b.accept(i % 2 + 1, 20000 + i)
+        rows += b.rows
+    trace = write_trace(tmp_path / "two.parquet", rows, {"tracekit.kernel": "6.18.0"}, source="test")
+    w = replay(trace, what_if=["close=2@9"]).summary["what_if"]
+    assert [(a["host"], a["at"]) for a in w["applied"]] == [("h1", 9), ("h2", 9)]
+    assert [g["load"] for g in w["groups"]] == [{"1": 4}, {"1": 4}]
+    w = replay(trace, what_if=["close=h2:2@9"]).summary["what_if"]
+    assert [g["load"] for g in w["groups"]] == [{"1": 2, "2": 2}, {"1": 4}]
+
+
 def test_profile_what_if_runs_the_other_profile():
     w = replay(NO_MIGRATE, what_if=["profile=5.14"]).summary["what_if"]
     assert w["changes"] == ["profile=5.14"] and w["differ"] == 0
