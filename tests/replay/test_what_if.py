@@ -122,3 +122,18 @@ def test_cli_prints_the_what_if_section(tmp_path):
     assert result.exit_code == 0, result.output
     assert "What if" in result.output and "11 would have been avoided" in result.output
     assert json.loads(out.read_text())["what_if"]["resets"]["avoided"] == 11
+
+
+def test_kernel_layer_trace_without_migration_resets_every_migration(tmp_path):
+    """A simulated probe trace (kernel-layer calls): with tcp_migrate_req=0 each observed
+    `reuseport_migrate_sock` that found a listener would have found none."""
+    from tracekit.capture.simulate import simulate
+    from tracekit.trace.read import read_trace
+
+    trace = simulate("rolling-restart", events=3000, seed=2, output=tmp_path / "rr.parquet")
+    frame = read_trace(trace)
+    migrated = int(((frame["event"] == "reuseport_migrate_sock") & (frame["observed"] >= 0)).sum())
+    w = replay(trace, what_if=["net.ipv4.tcp_migrate_req=0"]).summary["what_if"]
+    assert migrated > 0
+    assert w["outcomes"] == {"accepted_would_be_reset": migrated} == {"accepted_would_be_reset": w["resets"]["added"]}
+    assert replay(trace, what_if=["net.ipv4.tcp_migrate_req=1"]).summary["what_if"]["differ"] == 0
