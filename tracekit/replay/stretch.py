@@ -53,6 +53,8 @@ ROUTE_KEEPING = frozenset({"socket", "sysctl", "syn", "datagram", "accept", "rec
 """Events after which every destination still reaches the socket it reached before: they open
 an unbound socket, change only what migration reads, or move connections and datagrams."""
 REASONS = ("hash", "established-skip", "incoming-cpu")
+FEW = 32
+"""Closed arrivals of an epoch tagged one by one rather than with NumPy."""
 ROUTE_CACHE = 1024
 """Routes a host keeps for reuse across stretches (`HostState.routes`)."""
 
@@ -267,14 +269,19 @@ class SocketWalk:
         it) the routes of its closed arrivals, which fall back to `ordered` where none decides."""
         a, b, sc, cols = self.a, self.b, self.sc, self.cols
         dicts = cols.rows_of(a, b)
-        kinds = kind.tolist()
-        decidable = sc.decidable[a:b].tolist()
-        hashes, cpus, seqs = cols.hash[a:b].tolist(), cols.cpu[a:b].tolist(), cols.seq[a:b].tolist()
-        dests = (sc.laddr[a:b] * 65536 + sc.lport[a:b]).tolist()
+        dest = sc.laddr[a:b] * 65536 + sc.lport[a:b]
+        at = ordered + a
+        arriving = ((kind[ordered] == SYN) | (kind[ordered] == DATAGRAM)) & sc.decidable[at]
+        queueable = dict(zip(ordered[arriving].tolist(), zip(
+            kind[ordered][arriving].tolist(), dest[ordered][arriving].tolist(),
+            cols.hash[at][arriving].tolist(), cols.cpu[at][arriving].tolist(),
+            cols.seq[at][arriving].tolist())))
         epochs = int(epoch[-1]) + 1
         arrival_bounds = np.searchsorted(epoch[arrivals], np.arange(epochs + 1)).tolist()
         ordered_bounds = np.searchsorted(epoch[ordered], np.arange(epochs + 1)).tolist()
-        arrival_list, ordered_list = arrivals.tolist(), ordered.tolist()
+        ordered_list = ordered.tolist()
+        arrival_key = (kind[arrivals].astype(np.int64) * (dest.max() + 1 if len(dest) else 1)
+                       + dest[arrivals])
         self.route_of = np.full(len(arrivals), -1, dtype=np.int64)
         flows = np.full(len(kind), -1, dtype=np.int64)
         flows[rows] = flow_of_row
@@ -285,26 +292,48 @@ class SocketWalk:
                 self._one(todo[0], dicts[todo[0]])
                 todo = todo[1:]
             routes.clear()
-            fallback = set()
-            for j in range(arrival_bounds[e], arrival_bounds[e + 1]):
-                r = arrival_list[j]
-                route = self._route(routes, kinds[r], dests[r], r)
-                if route is None:
-                    fallback.add(int(flows[r]))
-                else:
-                    self.route_of[j] = route
-            if fallback:
-                todo = self._fall_back(todo, fallback, flows, in_closed, e, epoch)
+            lo, hi = arrival_bounds[e], arrival_bounds[e + 1]
+            if hi > lo:
+                fallback = self._tag(lo, hi, arrivals, arrival_key, kind, dest, flows, routes)
+                if fallback:
+                    todo = self._fall_back(todo, fallback, flows, in_closed, e, epoch)
             for r in todo:
-                k = kinds[r]
-                if (k == SYN or k == DATAGRAM) and decidable[r]:
-                    route = self._route(routes, k, dests[r], r)
+                values = queueable.get(r)
+                if values is not None:
+                    k, d, hash, cpu, seq = values
+                    route = self._route(routes, k, d, r)
                     if route is not None:
-                        self._queue(r, k, self.routes[route], hashes[r], cpus[r], seqs[r])
+                        self._queue(r, k, self.routes[route], hash, cpu, seq)
                         continue
                 self._one(r, dicts[r])
         self._sync_cpu(b - a)
         self._decide_closed(arrivals, flows, in_closed, kind)
+
+    def _tag(self, lo: int, hi: int, arrivals: np.ndarray, key: np.ndarray, kind: np.ndarray,
+             dest: np.ndarray, flows: np.ndarray, routes: dict) -> set[int]:
+        """Closed arrivals `lo:hi` of one epoch: the route of each; returns the flows of those
+        no route decides."""
+        fallback: set[int] = set()
+        if hi - lo <= FEW:
+            for j in range(lo, hi):
+                r = int(arrivals[j])
+                route = self._route(routes, int(kind[r]), int(dest[r]), r)
+                if route is None:
+                    fallback.add(int(flows[r]))
+                else:
+                    self.route_of[j] = route
+            return fallback
+        keys, first, inverse = np.unique(key[lo:hi], return_index=True, return_inverse=True)
+        found = np.empty(len(keys), dtype=np.int64)
+        for u, j in enumerate(first.tolist()):
+            r = int(arrivals[lo + j])
+            route = self._route(routes, int(kind[r]), int(dest[r]), r)
+            found[u] = -1 if route is None else route
+        tagged = found[inverse.reshape(-1)]
+        self.route_of[lo:hi] = tagged
+        if (tagged < 0).any():
+            fallback.update(flows[arrivals[lo:hi][tagged < 0]].tolist())
+        return fallback
 
     def _route(self, routes: dict, k: int, dest: int, r: int) -> int | None:
         key = (k, dest)

@@ -100,13 +100,9 @@ class Columns:
         return [dict(zip(COLUMNS, values)) for values in zip(*columns)]
 
     def rows_of(self, a: int, b: int) -> RowSource:
-        """Rows `a:b` as dicts on demand, each column converted once (for walks that need
-        most rows of a range as dicts, but not in one go)."""
-        part = self.batch.slice(a, b - a)
-        n = b - a
-        nothing = [None] * n
-        return RowSource([nothing if (column := part.column(name)).null_count == n
-                          else _pylist(column) for name in COLUMNS])
+        """Rows `a:b` as dicts on demand (for walks that need many rows of a range as dicts,
+        but not in one go): converted a block of rows at a time, on first use."""
+        return RowSource(self.batch.slice(a, b - a))
 
     def select_row(self, i: int) -> dict[str, Any]:
         """Bulk row `i` as the dict the per-row path reads."""
@@ -117,13 +113,26 @@ class Columns:
 
 
 class RowSource:
-    """Rows of a range as the dicts the per-row path reads (`Columns.rows_of`)."""
+    """Rows of a range as the dicts the per-row path reads (`Columns.rows_of`), each block of
+    `BLOCK` rows converted column by column when one of its rows is first asked for."""
 
-    def __init__(self, columns: list[list[Any]]) -> None:
-        self.columns = columns
+    BLOCK = 4096
+
+    def __init__(self, part: pa.RecordBatch) -> None:
+        self.part = part
+        self.blocks: dict[int, list[list[Any]]] = {}
 
     def __getitem__(self, r: int) -> dict[str, Any]:
-        return dict(zip(COLUMNS, [column[r] for column in self.columns]))
+        block, i = divmod(r, self.BLOCK)
+        columns = self.blocks.get(block)
+        if columns is None:
+            rows = self.part.slice(block * self.BLOCK, self.BLOCK)
+            n = rows.num_rows
+            nothing = [None] * n
+            columns = self.blocks[block] = [
+                nothing if (column := rows.column(name)).null_count == n else _pylist(column)
+                for name in COLUMNS]
+        return dict(zip(COLUMNS, [column[i] for column in columns]))
 
 
 class Walk:
