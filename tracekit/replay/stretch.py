@@ -219,7 +219,7 @@ class SocketWalk:
         ok &= low == high
         ok[flow[k == RESET]] = False
         ok[flow[arrival & ~sc.decidable[rows + a]]] = False
-        order = np.lexsort((rows, flow))  # by flow, then row
+        order = np.argsort(flow, kind="stable")  # by flow, then row (`rows` ascend)
         delta = np.where(arrival, 1, -1)[order]
         running = np.cumsum(delta)
         starts = np.searchsorted(flow[order], np.arange(count))
@@ -231,14 +231,12 @@ class SocketWalk:
 
     def _not_pending(self, ok: np.ndarray, uniq: np.ndarray) -> None:
         conns, datagrams = self.hs.host.pending()
-        for udp, flows in ((False, conns), (True, datagrams)):
-            for flow in flows:
-                key = self.sc.key_of(udp, flow)
-                if key is None:
-                    continue
-                at = int(np.searchsorted(uniq, key))
-                if at < len(uniq) and uniq[at] == key:
-                    ok[at] = False
+        keys = [key for udp, flows in ((False, conns), (True, datagrams)) for flow in flows
+                if (key := self.sc.key_of(udp, flow)) is not None]
+        if keys:
+            held = np.array(keys, dtype=np.int64)
+            at = np.minimum(np.searchsorted(uniq, held), len(uniq) - 1)
+            ok[at[uniq[at] == held]] = False
 
     def _payloads_agree(self, ok: np.ndarray, rows: np.ndarray, flow: np.ndarray,
                         order: np.ndarray, arrival: np.ndarray) -> None:
