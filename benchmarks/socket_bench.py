@@ -107,9 +107,13 @@ def report(rows: list[dict]) -> str:
         lines.append(
             f"| {row['name']} | {row['events']:,} | {read.seconds:.2f} | "
             f"{run.seconds:.2f} ({run.cpu_seconds:.2f}) | "
-            f"{row['events'] / run.seconds / 1e6:.2f}M | {run.seconds / read.seconds:.2f}x | "
+            f"{_rate(row['events'] / run.seconds)} | {run.seconds / read.seconds:.2f}x | "
             f"{run.peak_rss / GIB:.2f} GiB | {slow} | {'; '.join(verdicts(row))} |")
     return "\n".join(lines)
+
+
+def _rate(per_second: float) -> str:
+    return f"{per_second / 1e6:.2f}M" if per_second >= 1e6 else f"{per_second / 1e3:.1f}k"
 
 
 def main() -> None:

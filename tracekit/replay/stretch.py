@@ -37,7 +37,7 @@ from tracekit.kernel.socket_layer.host import Flow, Socket
 from tracekit.kernel.socket_layer.selection import Pick, prog_label, replace_pick
 from tracekit.kernel.sock_reuseport import SockReuseport
 from tracekit.replay import fast
-from tracekit.replay.decision import DECISION_SCHEMA
+from tracekit.replay.decision import DECISION_SCHEMA, decoded, repeated
 from tracekit.replay.history import HistoryView
 from tracekit.replay.state import Faithful, HostState
 from tracekit.trace.checks import is_ip_text
@@ -473,13 +473,13 @@ class SocketWalk:
         event = np.where(kind[rows] == ACCEPT, 0, 1)
         sk_hash_free = pa.array(expected, pa.int64())
         sink.add_rows(i, pa.RecordBatch.from_arrays([
-            _repeat(host, nrows), pa.array(self.cols.seq[i], pa.int64()),
-            _decode(event, pa.array(["accept", "recv"])),
+            repeated(host, nrows), pa.array(self.cols.seq[i], pa.int64()),
+            decoded(event, pa.array(["accept", "recv"])),
             _string(batch.column("laddr").take(take)), batch.column("lport").take(take),
             _string(batch.column("raddr").take(take)), batch.column("rport").take(take),
-            pa.array(self.cols.sk[i], pa.int64()), _decode(lab, pa.array(names, pa.string())),
+            pa.array(self.cols.sk[i], pa.int64()), decoded(lab, pa.array(names, pa.string())),
             pa.array(rid, pa.int64(), mask=rid < 0), sk_hash_free, sk_hash_free,
-            _repeat("match", nrows), _decode(reason, pa.array(list(REASONS))),
+            repeated("match", nrows), decoded(reason, pa.array(list(REASONS))),
             pa.nulls(nrows, pa.string()),
         ], schema=DECISION_SCHEMA))
 
@@ -518,14 +518,6 @@ def _ints(column: pa.Array) -> np.ndarray:
     return pc.fill_null(column, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _repeat(value: str, n: int) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
-                                          pa.array([value])).cast(pa.string())
-
-
-def _decode(indices: np.ndarray, dictionary: pa.Array) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(indices).astype(np.int32)),
-                                          dictionary).cast(pa.string())
 
 
 def _string(column: pa.Array) -> pa.Array:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tracekit.replay import fast
-from tracekit.replay.decision import DECISION_SCHEMA
+from tracekit.replay.decision import DECISION_SCHEMA, decoded, repeated
 from tracekit.replay.state import Faithful, HostState, Snapshot
 from tracekit.replay.stretch import SocketColumns, SocketWalk
 
@@ -336,11 +336,12 @@ class Walk:
         nulls_s, nulls_i = pa.nulls(n, pa.string()), pa.nulls(n, pa.int32())
         expected_array = pa.array(expected, pa.int64())
         return pa.RecordBatch.from_arrays([
-            _repeat(self.hs.name, n), pa.array(self.cols.seq[rows], pa.int64()), _repeat(SELECT, n),
+            repeated(self.hs.name, n), pa.array(self.cols.seq[rows], pa.int64()),
+            repeated(SELECT, n),
             nulls_s, nulls_i, nulls_s, nulls_i, pa.array(self.cols.sk[rows], pa.int64()),
-            _decode(label_of[snap], pa.array(names, pa.string())),
+            decoded(label_of[snap], pa.array(names, pa.string())),
             pa.array(rid, pa.int64(), mask=rid < 0), expected_array, expected_array,
-            _repeat("match", n), _decode(reason, REASONS), nulls_s,
+            repeated("match", n), decoded(reason, REASONS), nulls_s,
         ], schema=DECISION_SCHEMA)
 
 
@@ -451,11 +452,3 @@ def _values(column: pa.Array, fill: int, dtype) -> tuple[np.ndarray, np.ndarray 
     return pc.fill_null(column, fill).to_numpy(zero_copy_only=False).astype(dtype, copy=False), valid
 
 
-def _repeat(value: str, n: int) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
-                                          pa.array([value])).cast(pa.string())
-
-
-def _decode(indices: np.ndarray, dictionary: pa.Array) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32)),
-                                          dictionary).cast(pa.string())
