@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tracekit.errors import StoryError
 from tracekit.kernel.bpf import Skb
 from tracekit.kernel.net import Net
 from tracekit.kernel.profiles import Profile
@@ -38,6 +39,7 @@ from tracekit.replay.history import GroupHistory, HistoryView
 from tracekit.replay.sink import DecisionSink
 from tracekit.replay.timeline import Timeline
 from tracekit.replay.walk import Columns, Walk
+from tracekit.trace.checks import is_ip_text
 
 BULK = True
 """Decide selections in bulk (False: every row one by one, which the tests compare against)."""
@@ -46,6 +48,10 @@ SELECT = "reuseport_select_sock"
 # events that change a group's membership: the history records what they did
 MEMBERSHIP = {"bind", "listen", "connect", "shutdown", "close", "reuseport_alloc",
               "reuseport_add_sock", "reuseport_detach_sock", "reuseport_stop_listen_sock"}
+# socket-layer operations of a program on one of its sockets (`sk`). `setsockopt` is a context
+# event of both layers, so like kernel-layer events it brings a socket in on first use; an
+# observation (`accept`, `recv`) of a socket the model does not know is judged `lost-events`.
+ON_A_SOCKET = {"bind", "listen", "connect", "shutdown", "close"}
 RET_CALLS = {"reuseport_alloc", "reuseport_add_sock", "reuseport_attach_prog",
              "reuseport_detach_prog"}
 # kernel-layer calls other than selection and migration: the model's function of the same name
@@ -54,7 +60,8 @@ KERNEL_CALLS: dict[str, Callable[[Host, dict[str, Any]], int | None]] = {
     "reuseport_add_sock":
         lambda h, r: kc.reuseport_add_sock(h, r["sk"], r["sk2"], r["value"], r["proto"]),
     "reuseport_attach_prog":
-        lambda h, r: kc.reuseport_attach_prog(h, r["sk"], r["prog"], r["name"], r["value"]),
+        lambda h, r: kc.reuseport_attach_prog(h, r["sk"], r["prog"], r["name"], r["value"],
+                                              r["ret"]),
     "reuseport_detach_prog": lambda h, r: kc.reuseport_detach_prog(h, r["sk"]),
     "reuseport_detach_sock": lambda h, r: kc.reuseport_detach_sock(h, r["sk"]),
     "reuseport_stop_listen_sock":
@@ -130,8 +137,18 @@ class Engine:
 
     # -- row by row -------------------------------------------------------------------------------
     def _row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
+        try:
+            self._story_row(hs, row, index)
+        except StoryError as error:
+            error.host, error.seq = hs.name, row["seq"]
+            raise
+
+    def _story_row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
         host, event = hs.host, row["event"]
         host.seq = row["seq"]
+        _check_addresses(row)
+        if event in ON_A_SOCKET:
+            _check_socket(host, row["sk"])
         if event in MEMBERSHIP:
             involved = [host.sock(x).sk for x in (row["sk"], row["sk2"]) if x is not None]
             token = hs.history.before(involved)
@@ -148,7 +165,11 @@ class Engine:
         host, event = hs.host, row["event"]
         call = KERNEL_CALLS.get(event)
         if call is not None:
+            refused = event in RET_CALLS and row["ret"] is not None and row["ret"] < 0
+            undo = kc.checkpoint(host, [row["sk"], row["sk2"]]) if refused else None
             model = call(host, row)
+            if undo is not None and model == 0:
+                undo()  # the kernel refused: its group is as it was
             if event in RET_CALLS and row["ret"] is not None:
                 self._ret_decision(hs, row, index, model)
             return
@@ -301,6 +322,26 @@ class Engine:
                 label = hs.host.label_of(reuse)
                 if label is not None:
                     self.sink.group(name, label, reuse.reuseport_id, None, reuse)
+
+
+def _check_addresses(row: dict[str, Any]) -> None:
+    """`validate` refuses every address that is not one; replay those it reads (a trace it was
+    not given through `validate`)."""
+    for column in ("laddr", "raddr"):
+        text = row[column]
+        if text is not None and not is_ip_text(text):
+            raise StoryError(f"{text!r} is not an IPv4 or IPv6 address", column)
+
+
+def _check_socket(host: Host, sk: int) -> None:
+    """A socket-layer operation needs a socket that a `socket` row (or, in a kernel-layer trace,
+    a call into sock_reuseport.c) brought in, and that is not closed."""
+    s = host.socks.get(sk)
+    if s is None and sk not in host.parked:
+        raise StoryError(f"sk {sk} does not exist: no socket row (nor kernel-layer event) "
+                         "brought it in before", "sk")
+    if s is not None and s.closed:
+        raise StoryError(f"sk {sk} was closed before (a new socket row must bring it back)", "sk")
 
 
 def _deferred_row(row: dict[str, Any]) -> dict[str, Any]:

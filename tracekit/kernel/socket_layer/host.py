@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
+from tracekit.errors import StoryError
 from tracekit.kernel import cbpf
 from tracekit.kernel.bpf import (
     BPF_SK_REUSEPORT_SELECT,
@@ -245,7 +246,10 @@ class Host:
         if name == "SO_REUSEPORT":
             s.sk.sk_reuseport = bool(value)
         elif name == "SO_ATTACH_REUSEPORT_CBPF":
-            reuseport_attach_prog(s.sk, BpfProg.cbpf(cbpf.decode_sock_filter(prog or b"")))
+            # sk_reuseport_attach_filter(): __get_filter() checks the program first
+            bpf = classic_prog(prog, ret)
+            if bpf is not None:
+                reuseport_attach_prog(s.sk, bpf)
         elif name == "SO_ATTACH_REUSEPORT_EBPF":
             reuseport_attach_prog(s.sk, ebpf_prog(prog, value))
         elif name == "SO_DETACH_REUSEPORT_BPF":
@@ -318,15 +322,25 @@ class Host:
 
     @staticmethod
     def _bucket_remove(buckets: dict, s: Socket) -> None:
+        if s.laddr is None:  # hashed by a kernel-layer event, never bound: in no bucket
+            return
         bucket = buckets.get((s.lport, bucket_key(s.laddr)), [])
         if s in bucket:
             bucket.remove(s)
 
     def listen(self, sk: int, ret: int | None) -> None:
-        """inet_csk_listen_start() -> `__inet_hash()` -> `inet_reuseport_add_sock()`."""
+        """inet_csk_listen_start() -> `__inet_hash()` -> `inet_reuseport_add_sock()`.
+
+        inet_listen() refuses a socket that is not SOCK_STREAM (-EINVAL): a UDP socket never
+        listens, and a trace that says one did is refused."""
         if ret:
             return
         s = self.sock(sk)
+        if s.proto != "tcp":
+            if ret == 0:
+                raise StoryError(f"listen on sk {sk}, a {s.proto} socket, reported as done (ret 0); "
+                                 "inet_listen() refuses every socket but SOCK_STREAM", "ret")
+            return
         if s.listening or s.lport is None:
             return
         s.sk.sk_state = TCP_LISTEN
@@ -550,6 +564,24 @@ def _received(pick: Pick | None) -> Expectation:
     return Expectation(pick.sk, pick, pick.unknown)
 
 
+def classic_prog(prog: bytes | None, ret: int | None) -> BpfProg | None:
+    """The classic program (`struct sock_filter` array) a row attaches, as `__get_filter()` takes
+    it: None when the kernel refuses it (`bpf_check_basics_ok()`, `bpf_check_classic()`), so the
+    group stays as it was. A refused program the row reports as attached (`ret` 0) is a story the
+    kernel could not have told."""
+    raw = prog or b""
+    if len(raw) % 8:
+        why = f"{len(raw)} bytes are not whole 8-byte struct sock_filter instructions"
+    else:
+        why = cbpf.classic_refusal(cbpf.decode_sock_filter(raw))
+    if why is None:
+        return BpfProg.cbpf(cbpf.decode_sock_filter(raw))
+    if ret == 0:
+        raise StoryError(f"classic BPF program reported as attached (ret 0), but the kernel "
+                         f"refuses it: {why}", "prog")
+    return None
+
+
 def ebpf_prog(prog: bytes | None, attach_type: int | None) -> BpfProg:
     """The eBPF program a trace names: `prog` holds the UTF-8 bytes of the program's name."""
     name = (prog or b"").decode("utf-8", errors="replace")
@@ -557,5 +589,6 @@ def ebpf_prog(prog: bytes | None, attach_type: int | None) -> BpfProg:
     return BpfProg.ebpf(name, migrate=migrate)
 
 
-__all__ = ["Conn", "Expectation", "Flow", "Host", "Migration", "Socket", "ebpf_prog", "flow_of",
+__all__ = ["Conn", "Expectation", "Flow", "Host", "Migration", "Socket", "classic_prog", "ebpf_prog",
+           "flow_of",
            "BPF_SK_REUSEPORT_SELECT"]
