@@ -184,7 +184,7 @@ class WhatIfEngine(Engine):
         hs = self._state(host_name)
         rows = self._rows(hs, change)
         for row in rows:
-            self._row(hs, row, -1)
+            self.row(hs, row, -1)
         hs.snapshots.clear()
         self.applied.append({"change": f"{change.action}={change.sk}@{change.seq}",
                              "host": hs.name, "sk": rows[0]["sk"] if rows else change.sk,
