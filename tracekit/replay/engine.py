@@ -16,7 +16,6 @@ applies every decision in row order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -36,6 +35,7 @@ from tracekit.replay import fast
 from tracekit.replay.decision import Decision, verdict_of
 from tracekit.replay.explain import explain, explain_ret
 from tracekit.replay.history import GroupHistory, HistoryView
+from tracekit.replay.state import HostState, Snapshot
 from tracekit.replay.sink import DecisionSink
 from tracekit.replay.timeline import Timeline
 from tracekit.replay.walk import Columns, Walk
@@ -51,6 +51,7 @@ MEMBERSHIP = {"bind", "listen", "connect", "shutdown", "close", "reuseport_alloc
 # socket-layer operations of a program on one of its sockets (`sk`). `setsockopt` is a context
 # event of both layers, so like kernel-layer events it brings a socket in on first use; an
 # observation (`accept`, `recv`) of a socket the model does not know is judged `lost-events`.
+OBSERVATIONS = {"accept", "recv", "reset"}
 ON_A_SOCKET = {"bind", "listen", "connect", "shutdown", "close"}
 RET_CALLS = {"reuseport_alloc", "reuseport_add_sock", "reuseport_attach_prog",
              "reuseport_detach_prog"}
@@ -73,30 +74,9 @@ KERNEL_CALLS: dict[str, Callable[[Host, dict[str, Any]], int | None]] = {
 }
 
 
-@dataclass(eq=False)
-class Snapshot:
-    """One group (or a socket outside any group) as bulk selections see it until it changes."""
-
-    reuse: SockReuseport | None
-    state: fast.GroupState | None
-    label: str
-    history: HistoryView
-    mark: int
-    forced: bool  # a program decides: every row one by one
-    walk: int = -1  # the `Walk` that last tagged rows with it
-    index: int = -1  # position among that walk's snapshots
-
-
-@dataclass
-class HostState:
-    name: str
-    host: Host
-    history: GroupHistory = field(default_factory=GroupHistory)
-    snapshots: dict[Any, Snapshot] = field(default_factory=dict)  # id(reuse) or ("sk", id)
-
-
 class Engine:
-    """Replays hosts batch by batch into a `DecisionSink`."""
+    """Replays hosts batch by batch into a `DecisionSink`; the faithful per-row path
+    (`tracekit.replay.state.Faithful`) for the walks."""
 
     def __init__(self, profile: Profile, policies: dict[str, Callable] | None = None, *,
                  sink: DecisionSink, explain_all: bool = False,
@@ -123,7 +103,8 @@ class Engine:
         columns = Columns(batch, bulk=BULK and not self.explain_all)
         for a, b in zip(starts, ends):
             hs = self._state(names[host_idx[a]])
-            Walk(self, hs, columns, a, b).run()
+            self.walks += 1
+            Walk(self, hs, columns, a, b, self.walks).run()
             hs.host.park()
         self.sink.flush()
 
@@ -136,7 +117,8 @@ class Engine:
         return state
 
     # -- row by row -------------------------------------------------------------------------------
-    def _row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
+    def row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
+        """Replay input row `index` through the model, one by one (`Faithful.row`)."""
         try:
             self._story_row(hs, row, index)
         except StoryError as error:
@@ -195,14 +177,8 @@ class Engine:
             host.syn(*flow, row["hash"], row["cpu"], row["payload"], row["sk_hash"])
         elif event == "datagram":
             host.datagram(*flow, row["hash"], row["cpu"], row["payload"])
-        elif event == "accept":
-            self._observation(hs, row, index, host.accept(sk, *flow), sk)
-        elif event == "recv":
-            exp = host.recv(sk, *flow, row["payload"], token=_deferred_row(row))
-            if not exp.deferred:
-                self._observation(hs, row, index, exp, sk)
-        elif event == "reset":
-            self._observation(hs, row, index, host.reset(*flow), -1)
+        elif event in OBSERVATIONS:
+            self.observe(hs, row, index)
         elif event == SELECT:
             pick = kc.reuseport_select_sock(host, sk, row["hash"], row["cpu"], row["payload"])
             self._kernel_pick(hs, row, index, pick)
@@ -219,6 +195,23 @@ class Engine:
     def _observation(self, hs: HostState, row: dict, index: int, exp: Expectation,
                      observed: int) -> None:
         self._decide(hs, row, index, exp.expected, observed, exp.pick, exp.unknown)
+
+    def observe(self, hs: HostState, row: dict, index: int,
+                history: HistoryView | None = None) -> None:
+        """Observation row `index` (`accept`, `recv`, `reset`), paired by the host's pairing and
+        decided (`Faithful.observe`); `history`: the group's history when its arrival was
+        decided, where that is not now. A `recv` the pairing defers is decided by `finish`."""
+        host, event, sk = hs.host, row["event"], row["sk"]
+        flow = (row["laddr"], row["lport"], row["raddr"], row["rport"])
+        if event == "accept":
+            exp, observed = host.accept(sk, *flow), sk
+        elif event == "recv":
+            exp, observed = host.recv(sk, *flow, row["payload"], token=_deferred_row(row)), sk
+            if exp.deferred:
+                return
+        else:
+            exp, observed = host.reset(*flow), -1
+        self._decide(hs, row, index, exp.expected, observed, exp.pick, exp.unknown, None, history)
 
     def _kernel_pick(self, hs: HostState, row: dict, index: int, pick: Pick) -> None:
         observed = row["observed"]
@@ -361,4 +354,4 @@ def _dictionary(column: pa.Array) -> pa.DictionaryArray:
     return pc.dictionary_encode(column)
 
 
-__all__ = ["BULK", "Engine", "HostState", "Snapshot"]
+__all__ = ["BULK", "Engine", "HostState", "Snapshot"]  # the last two re-exported from .state

@@ -47,11 +47,17 @@ from tracekit.kernel.socket_layer.addresses import (
     IP,
     bucket_key,
     format_endpoint,
+    normal_ip,
     parse_ip,
     rcv_saddr_any,
     route_source,
 )
-from tracekit.kernel.socket_layer.lookup import tcp_lookup_listener, udp_lookup
+from tracekit.kernel.socket_layer.lookup import (
+    tcp_hash_route,
+    tcp_lookup_listener,
+    udp_hash_route,
+    udp_lookup,
+)
 from tracekit.kernel.socket_layer.selection import Pick, migrate_traced, replace_pick
 from tracekit.kernel.socket_layer.pairing import UNPLACED, Pairing
 
@@ -130,7 +136,7 @@ _SOCKET_VALUES = tuple(f.name for f in fields(Socket) if f.name not in ("sk", "a
 
 
 def flow_of(laddr: str, lport: int, raddr: str, rport: int) -> Flow:
-    return (str(parse_ip(laddr)), int(lport), str(parse_ip(raddr)), int(rport))
+    return (normal_ip(laddr), int(lport), normal_ip(raddr), int(rport))
 
 
 class Host:
@@ -470,19 +476,27 @@ class Host:
         skb = loopback_skb(IPPROTO_TCP, parse_ip(flow[2]), flow[3], daddr, flow[1], payload, cpu)
         chosen, pick = tcp_lookup_listener(self.tcp_buckets, daddr, flow[1], LOOPBACK_IFINDEX, cpu,
                                            hash, skb)
-        conn = Conn(flow, hash, Pick(sk=-1, reason="no-listener"))
         if isinstance(chosen, Sock):
-            conn.listener = self.socks[chosen.sk_id]
-            conn.pick = self._label_pick(pick, chosen)
-            conn.listener.accept_queue.append(conn)
-            if conn.listener.laddr is not None and conn.listener.laddr.is_unspecified:
-                conn.hash = sk_hash
-        elif isinstance(chosen, _Unknown):
+            return self.queue_syn(flow, hash, sk_hash, self.socks[chosen.sk_id],
+                                  self._label_pick(pick, chosen))
+        conn = Conn(flow, hash, Pick(sk=-1, reason="no-listener"))
+        if isinstance(chosen, _Unknown):
             conn.pick = self._unknown_pick(pick)
         elif pick is not None:
             conn.pick = replace_pick(pick, sk=-1, dropped=True, seq=self.seq)
         self.conns[flow] = conn
         return conn.pick
+
+    def queue_syn(self, flow: Flow, hash: int | None, sk_hash: int | None, listener: Socket,
+                  pick: Pick) -> Pick:
+        """The request of `flow` queues on `listener`, which the lookup chose (`pick`, labelled).
+        A wildcard listener's queued request migrates by the connection's own hash, `sk_hash`."""
+        if listener.laddr is not None and listener.laddr.is_unspecified:
+            hash = sk_hash
+        conn = Conn(flow, hash, pick, listener)
+        listener.accept_queue.append(conn)
+        self.conns[flow] = conn
+        return pick
 
     def datagram(self, laddr: str, lport: int, raddr: str, rport: int, hash: int | None,
                  cpu: int | None, payload: bytes | None) -> Pick:
@@ -499,10 +513,8 @@ class Host:
         chosen, pick = udp_lookup(owners, self.udp_buckets, self.udp_primary.get(flow[1], []),
                                   saddr, flow[3], daddr, flow[1], LOOPBACK_IFINDEX, cpu, hash, skb)
         if isinstance(chosen, Sock):
-            pick = self._label_pick(pick, chosen)
-            self.datagrams.arrive(flow, chosen.sk_id, pick, payload)
-            if self.socks[chosen.sk_id].raddr is not None and cpu is not None:
-                chosen.sk_incoming_cpu = int(cpu)
+            pick = self.queue_datagram(flow, self.socks[chosen.sk_id],
+                                       self._label_pick(pick, chosen), cpu, payload)
         elif isinstance(chosen, _Unknown):
             pick = self._unknown_pick(pick)
             self.datagrams.arrive(flow, UNPLACED, pick, payload)
@@ -510,6 +522,30 @@ class Host:
             pick = replace_pick(pick or Pick(sk=-1, reason="no-listener"), sk=-1, seq=self.seq)
             self.datagrams.arrive(flow, -1, pick, payload)
         return pick
+
+    def queue_datagram(self, flow: Flow, receiver: Socket, pick: Pick, cpu: int | None,
+                       payload: bytes | None) -> Pick:
+        """A datagram of `flow` (its bytes: `payload`) queues on `receiver`, which the lookup
+        chose (`pick`, labelled)."""
+        self.datagrams.arrive(flow, receiver.sk.sk_id, pick, payload)
+        if receiver.raddr is not None and cpu is not None:
+            receiver.sk.sk_incoming_cpu = int(cpu)
+        return pick
+
+    def hash_route(self, event: str, laddr: str, lport: int) -> Socket | None:
+        """The socket whose group alone decides, by hash (and CPU), where every `syn` or
+        `datagram` (`event`) to `laddr:lport` with a known hash and CPU goes while no socket
+        changes: what `syn` / `datagram` would call `reuseport_select_sock` on. None when
+        anything else could decide (a program, a connected socket, a socket outside a group)."""
+        daddr = parse_ip(laddr)
+        if event == "syn":
+            return tcp_hash_route(self.tcp_buckets, daddr, int(lport), LOOPBACK_IFINDEX)
+        return udp_hash_route(self.udp_buckets, daddr, int(lport), LOOPBACK_IFINDEX)
+
+    def pending(self) -> tuple[set[Flow], set[Flow]]:
+        """The flows with a connection waiting for its `accept`/`reset`, and those with
+        datagrams (delivered or dropped) waiting for a `recv`."""
+        return set(self.conns), set(self.datagrams.flows)
 
     def unreceived(self) -> list[tuple[Flow, Pick]]:
         """Datagrams no `recv` observed, in the order they arrived: the model's pick for each
