@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import bisect
 import os
+import time
+import uuid
 from collections import Counter
-from contextlib import ExitStack
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any, Callable
 
 import pandas as pd
@@ -141,7 +143,7 @@ def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
                    profile: str = "auto", policies: dict[str, Policy] | None = None,
                    results: bool = False, explain_all: bool = False,
                    progress: Callable[[int, int], None] | None = None,
-                   tasks: int | None = None) -> Replay:
+                   tasks: int | None = None, no_workers_timeout: float = 60.0) -> Replay:
     """Replay a trace in Dask tasks of whole hosts (`plan_tasks`) and merge the results.
 
     `client` is a `distributed.Client`, a scheduler address (``tcp://host:8786``), or ``"local"``
@@ -149,9 +151,15 @@ def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
     reach `trace_path` (a shared filesystem or the same machine). `tasks` overrides the number of
     tasks (default `task_count` of the cluster's worker threads). `progress(hosts_done,
     hosts_total)` is called as tasks finish.
+
+    A worker lost in the middle costs only time: Dask runs its hosts again on the others (a
+    replay of hosts is a pure function of the file), and the merge is the same. When the cluster
+    cannot finish (Dask gives up on a task whose workers keep dying, the scheduler goes away, or
+    no worker is left for `no_workers_timeout` seconds) it raises `TracekitError` saying so, and
+    nothing is merged: there is no partial result.
     """
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client, LocalCluster
     except ImportError:
         raise TracekitError("replay on Dask needs the dask extra: pip install 'tracekit[dask]'") from None
 
@@ -169,17 +177,69 @@ def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
         if tasks is None:
             workers = sum(client.nthreads().values()) or 1
             tasks = task_count(workers, sum(h.rows for h in hosts), len(hosts))
-        runs = plan_tasks(hosts, tasks)
-        futures = [client.submit(_replay_hosts, path, run, profile, policies, results, explain_all,
-                                 key=f"tracekit-replay-{i}-{run[0]}", pure=False)
-                   for i, run in enumerate(runs)]
-        sizes = {future.key: len(run) for future, run in zip(futures, runs)}
-        done = 0
-        for future in as_completed(futures):
-            if future.status == "error":
-                future.result()  # raises the worker's exception here
-            done += sizes[future.key]
-            if progress is not None:
-                progress(done, len(hosts))
-        parts = client.gather(futures)
+        # a key of this call alone: a key a previous call used may still hold that call's result
+        call = uuid.uuid4().hex
+        futures = {client.submit(_replay_hosts, path, run, profile, policies, results, explain_all,
+                                 key=f"tracekit-replay-{i}-{run[0]}-{call}", pure=False): run
+                   for i, run in enumerate(plan_tasks(hosts, tasks))}
+        try:
+            parts = _gather(client, futures, progress, no_workers_timeout)
+        except BaseException:
+            client.cancel(list(futures))
+            raise
     return merge_replays(parts)
+
+
+def _gather(client: Any, futures: dict[Any, list[str]], progress: Callable[[int, int], None] | None,
+            no_workers_timeout: float) -> list[Replay]:
+    """Every task's Replay in host order, or `TracekitError` when the cluster cannot finish."""
+    from distributed import wait
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    pending, done = set(futures), 0
+    total = sum(len(run) for run in futures.values())
+    alone_since: float | None = None
+    try:
+        while pending:
+            try:
+                finished, pending = wait(pending, timeout=_POLL_SECONDS,
+                                         return_when="FIRST_COMPLETED")
+            except TimeoutError:  # nothing finished in this while
+                finished = set()
+            for future in finished:
+                if future.status != "finished":
+                    future.result()  # raises the worker's exception here
+                done += len(futures[future])
+                if progress is not None:
+                    progress(done, total)
+            if finished or client.scheduler_info().get("workers"):
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > no_workers_timeout:
+                left = sum(len(futures[f]) for f in pending)
+                raise TracekitError(f"replay on Dask failed: no worker left for "
+                                    f"{no_workers_timeout:g} s with {left} host(s) to "
+                                    "replay; nothing was merged")
+        return client.gather(list(futures))
+    except KilledWorker as error:
+        run = futures.get(_future_of(futures, error.task), ["?"])
+        hosts = f"host {run[0]}" if len(run) == 1 else f"hosts {run[0]} to {run[-1]}"
+        raise TracekitError(f"replay on Dask failed: each of the {error.allowed_failures + 1} "
+                            f"worker(s) replaying {hosts} died, and Dask gave up on it "
+                            "(distributed.scheduler.allowed-failures); nothing was merged") from None
+    except FutureCancelledError as error:
+        raise TracekitError(f"replay on Dask failed: the cluster cancelled a task "
+                            f"({error}); nothing was merged") from None
+    except (CommClosedError, OSError) as error:
+        raise TracekitError(f"replay on Dask failed: lost the Dask scheduler "
+                            f"({type(error).__name__}: {error}); nothing was merged") from None
+
+
+def _future_of(futures: dict[Any, list[str]], key: Any) -> Any:
+    return next((future for future in futures if future.key == key), None)
+
+
+_POLL_SECONDS = 2.0
