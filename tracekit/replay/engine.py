@@ -33,7 +33,7 @@ from tracekit.kernel.socket_layer.host import Expectation, Migration
 from tracekit.kernel.socket_layer.selection import replace_pick, select_traced
 from tracekit.replay import fast
 from tracekit.replay.decision import Decision, verdict_of
-from tracekit.replay.explain import explain, explain_ret
+from tracekit.replay.explain import UNKNOWN_TEXT, explain, explain_ret
 from tracekit.replay.history import GroupHistory, HistoryView
 from tracekit.replay.sink import DecisionSink
 from tracekit.replay.walk import Columns, Walk
@@ -49,9 +49,11 @@ RET_CALLS = {"reuseport_alloc", "reuseport_add_sock", "reuseport_attach_prog",
              "reuseport_detach_prog"}
 # kernel-layer calls other than selection and migration: the model's function of the same name
 KERNEL_CALLS: dict[str, Callable[[Host, dict[str, Any]], int | None]] = {
-    "reuseport_alloc": lambda h, r: kc.reuseport_alloc(h, r["sk"], r["value"], r["proto"]),
+    "reuseport_alloc": lambda h, r: kc.reuseport_alloc(h, r["sk"], r["value"], r["proto"],
+                                                       r["laddr"], r["lport"], r["family"]),
     "reuseport_add_sock":
-        lambda h, r: kc.reuseport_add_sock(h, r["sk"], r["sk2"], r["value"], r["proto"]),
+        lambda h, r: kc.reuseport_add_sock(h, r["sk"], r["sk2"], r["value"], r["proto"],
+                                           r["laddr"], r["lport"], r["family"]),
     "reuseport_attach_prog":
         lambda h, r: kc.reuseport_attach_prog(h, r["sk"], r["prog"], r["name"], r["value"]),
     "reuseport_detach_prog": lambda h, r: kc.reuseport_detach_prog(h, r["sk"]),
@@ -200,7 +202,8 @@ class Engine:
         label = hs.host.label_of(reuse) if reuse is not None else s.label
         state = fast.GroupState.of(reuse) if reuse is not None else None
         return Snapshot(reuse, state, label, hs.history.view(label), hs.history.mark(label),
-                        forced=reuse is not None and reuse.prog is not None)
+                        forced=(reuse is not None and reuse.prog is not None)
+                        or s.sk.sk_id in hs.host.membership_unknown)
 
     def late_select(self, hs: HostState, snap: Snapshot, row: dict, index: int) -> None:
         """A bulk-decided selection replayed one by one on its group's state at the time (the
@@ -232,19 +235,23 @@ class Engine:
             expected=expected, observed=observed, verdict=verdict, reason=reason,
             explanation=explanation), index, reuse)
 
-    def _ret_decision(self, hs: HostState, row: dict, index: int, model: int) -> None:
+    def _ret_decision(self, hs: HostState, row: dict, index: int, model: int | None) -> None:
+        """`model` None: the model cannot tell (the socket's group membership is unknown)."""
         observed = int(row["ret"])
-        verdict = verdict_of(model, observed, None)
+        unknown = kc.MEMBERSHIP_UNKNOWN if model is None else None
+        verdict = verdict_of(model if model is not None else -1, observed, unknown)
         reuse = hs.host.sock(row["sk"]).sk.sk_reuseport_cb
         label = hs.host.label_of(reuse)
         explanation = None
         if verdict == "mismatch" or self.explain_all:
-            explanation = explain_ret(f"{row['event']}(sk {row['sk']})", model, observed)
+            explanation = (explain_ret(f"{row['event']}(sk {row['sk']})", model, observed)
+                           if model is not None else UNKNOWN_TEXT[unknown])
         self.sink.add(Decision(
             host=hs.name, seq=row["seq"], event=row["event"], laddr=None, lport=None, raddr=None,
             rport=None, sk=row["sk"], group=label,
             reuseport_id=reuse.reuseport_id if reuse is not None else None,
-            expected=model, observed=observed, verdict=verdict, reason="ret",
+            expected=model if model is not None else -1, observed=observed, verdict=verdict,
+            reason=unknown or "ret",
             explanation=explanation), index, reuse)
 
     def _migration(self, hs: HostState, m: Migration) -> None:
