@@ -18,6 +18,7 @@ from tracekit.replay import replay
 from tracekit.trace import read_metadata, write_trace
 
 NET = 4026531840
+COOKIE = 1
 SK = {name: 0xFFFF888000000000 + 0x1000 * i for i, name in enumerate("abcdefgh", 1)}
 
 
@@ -32,7 +33,7 @@ def be16(port: int) -> int:
 def line(code: str, ts: int, cpu: int = 0, **values: int) -> str:
     fields = FIELDS[code]
     missing = [name for name in fields if name not in values and name != "name"]
-    values = {**{name: 0 for name in missing}, **values}
+    values = {**{name: 0 for name in missing}, "cookie": COOKIE, **values}
     words = [str(values[name]) for name in fields if name != "name"]
     if "name" in fields:
         words.append(str(values.get("name", "")))
@@ -41,7 +42,7 @@ def line(code: str, ts: int, cpu: int = 0, **values: int) -> str:
 
 def sock(sk: str, port: int = 8080, ip: str = "127.0.0.1", proto: int = 6) -> dict[str, int]:
     return {"sk": SK[sk], "net": NET, "proto": proto, "family": 2, "lport": port,
-            "icpu": 0xFFFFFFFF, "a0": le32(ip)}
+            "icpu": 0xFFFFFFFF, "v4": le32(ip)}
 
 
 def select(sk: str, hash: int, chosen: str | None, *, rport: int = 40000) -> dict[str, int]:
@@ -102,9 +103,23 @@ def test_records_become_the_simulators_vocabulary():
 def test_negative_returns_and_a_released_address_gets_a_new_id():
     rows = rows_of([line("A", 1, **sock("a"), inany=1, ret=(1 << 64) - 16),
                     line("X", 2, net=NET, sk=SK["a"]),
-                    line("A", 3, **sock("a"), inany=0, ret=0)])
+                    line("M", 3, net=NET, sk=SK["a"], sk2=SK["h"], ret=0),  # its queue, after
+                    line("A", 4, **sock("a"), inany=0, ret=0)])
     assert rows[0]["ret"] == -16 and rows[0]["value"] == 1
-    assert [r["sk"] for r in rows] == [1, 1, 2]
+    assert [r["sk"] for r in rows if r["event"] != "sysctl"] == [1, 1, 1, 3]
+
+
+def test_a_namespace_is_told_apart_by_its_cookie_not_its_inode():
+    rows = rows_of([line("A", 1, **sock("a"), inany=0, ret=0),
+                    line("A", 2, **sock("b"), cookie=2, inany=0, ret=0)])
+    assert [r["host"] for r in rows] == ["n/netns:4026531840", "n/netns:4026531840.2"]
+
+
+def test_ipv6_addresses():
+    v6 = struct.unpack("<4I", socket.inet_pton(socket.AF_INET6, "fe80::1:2"))
+    rows = rows_of([line("A", 1, **{**sock("a"), "family": 10, "a0": v6[0], "a1": v6[1],
+                                    "a2": v6[2], "a3": v6[3]}, inany=0, ret=0)])
+    assert (rows[0]["family"], rows[0]["laddr"]) == (6, "fe80::1:2")
 
 
 def test_migration_sysctl_is_written_when_the_kernel_reads_a_new_value():

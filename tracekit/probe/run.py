@@ -39,7 +39,8 @@ __all__ = ["probe", "ProbeStats", "REORDER_NS", "ATTACH_TIMEOUT_S"]
 REORDER_NS = 300_000_000
 ATTACH_TIMEOUT_S = 900.0
 """bpftrace compiles and loads at start; under emulation (TCG guests) that takes minutes."""
-STOP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 120.0
+"""bpftrace detaches its probes on SIGINT; after this long it is killed (the trace keeps what it read)."""
 BUFFER_PAGES = 1024
 """Pages of each CPU's perf buffer (`BPFTRACE_PERF_RB_PAGES`): more pages, fewer lost events."""
 MAP_KEYS = 65536

@@ -16,7 +16,7 @@ bytes a program sees) when the group has a program; the joining socket's protoco
 port and `sk_incoming_cpu` (BTF field paths of `struct sock`).
 
 TCP state changes come from the `sock:inet_sock_set_state` tracepoint, for members of a group
-(`@member`, kept by the probes) and for every change into or out of TCP_LISTEN. A UDP socket's
+(`@member`, kept by the probes) and for every change into TCP_LISTEN. A UDP socket's
 state is set without a tracepoint: `reuseport_has_conns_set()` is followed by
 `sk_state = TCP_ESTABLISHED` in `__ip4_datagram_connect()` / `__ip6_datagram_connect()`, and
 `__udp_disconnect()` sets TCP_CLOSE; the `C` and `U` records stand for those.
@@ -40,7 +40,7 @@ FUNCTIONS = (
 """The kernel functions probed (all of them must exist for the probe to start)."""
 
 # the socket fields every record about a joining socket carries
-_SOCK = ("net", "proto", "family", "lport", "icpu", "a0", "a1", "a2", "a3")
+_SOCK = ("net", "cookie", "proto", "family", "lport", "icpu", "v4", "a0", "a1", "a2", "a3")
 # a flow from a packet or a child socket: family, local address (4 words), local port,
 # remote address (4 words), remote port
 _FLOW = ("ffam", "l0", "l1", "l2", "l3", "lport", "r0", "r1", "r2", "r3", "rport")
@@ -48,24 +48,29 @@ _FLOW = ("ffam", "l0", "l1", "l2", "l3", "lport", "r0", "r1", "r2", "r3", "rport
 FIELDS: dict[str, tuple[str, ...]] = {
     "A": ("sk", "inany", "ret", *_SOCK),                 # reuseport_alloc
     "D": ("sk", "sk2", "inany", "ret", *_SOCK),          # reuseport_add_sock
-    "X": ("net", "sk"),                                  # reuseport_detach_sock
-    "L": ("net", "sk", "proto", "migrate_req"),          # reuseport_stop_listen_sock
-    "S": ("net", "sk", "hash", "ret", "prog", *_FLOW),   # reuseport_select_sock
+    "X": ("net", "cookie", "sk"),                                  # reuseport_detach_sock
+    "L": ("net", "cookie", "sk", "proto", "migrate_req"),          # reuseport_stop_listen_sock
+    "S": ("net", "cookie", "sk", "hash", "ret", "prog", *_FLOW),   # reuseport_select_sock
     "s": ("len", *(f"w{i}" for i in range(PAYLOAD_WORDS))),  # its payload (same ts and cpu)
-    "M": ("net", "sk", "sk2", "hash", "ret", "migrate_req", *_FLOW),  # reuseport_migrate_sock
-    "P": ("net", "sk", "ret", "type", "attach", "len", "name"),  # reuseport_attach_prog
+    "M": ("net", "cookie", "sk", "sk2", "hash", "ret", "migrate_req", *_FLOW),  # reuseport_migrate_sock
+    "P": ("net", "cookie", "sk", "ret", "type", "attach", "len", "name"),  # reuseport_attach_prog
     "p": ("index", "insn"),                              # one classic instruction of it
-    "Q": ("net", "sk", "ret"),                           # reuseport_detach_prog
-    "C": ("net", "sk"),                                  # reuseport_has_conns_set
-    "I": ("net", "sk", "val"),                           # reuseport_update_incoming_cpu
-    "T": ("net", "sk", "old", "new"),                    # sock:inet_sock_set_state
-    "U": ("net", "sk"),                                  # __udp_disconnect
+    "Q": ("net", "cookie", "sk", "ret"),                           # reuseport_detach_prog
+    "C": ("net", "cookie", "sk"),                                  # reuseport_has_conns_set
+    "I": ("net", "cookie", "sk", "val"),                           # reuseport_update_incoming_cpu
+    "T": ("net", "cookie", "sk", "old", "new"),                    # sock:inet_sock_set_state
+    "U": ("net", "cookie", "sk"),                                  # __udp_disconnect
 }
 """The fields of each record after ``TK <code> <ts> <cpu>``; `name` is the last and may be empty."""
 
 
 def _net(sk: str) -> str:
-    return f"{sk}->__sk_common.skc_net.net->ns.inum"
+    return f"{sk}->__sk_common.skc_net.net->ns.inum, {_cookie(sk)}"
+
+
+def _cookie(sk: str) -> str:
+    # never reused, unlike the inode number of a namespace that was freed
+    return f"{sk}->__sk_common.skc_net.net->net_cookie"
 
 
 def _sock_args(sk: str) -> str:
@@ -74,7 +79,7 @@ def _sock_args(sk: str) -> str:
     return ", ".join([
         _net(sk), f"{sk}->sk_protocol", f"{c}.skc_family", f"{c}.skc_num",
         f"{c}.skc_incoming_cpu", f"{c}.skc_rcv_saddr",
-        *(f"{c}.skc_v6_rcv_saddr.in6_u.u6_addr32[{i}]" for i in range(1, 4)),
+        *(f"{c}.skc_v6_rcv_saddr.in6_u.u6_addr32[{i}]" for i in range(4)),
     ])
 
 
@@ -200,7 +205,7 @@ kretprobe:reuseport_attach_prog /@ap_sk[tid]/ {{
     $len = (uint64)0;
     $orig = (uint64)$p->orig_prog;  /* struct sock_fprog_kern {{ u16 len; struct sock_filter *filter; }} */
     if ($orig != 0) {{ $len = *(uint16 *)$orig; }}
-    printf("TK P %llu %u %llu %llu %llu %llu %llu %llu %s\\n", $ts, cpu, {_net("$sk")}, $sk,
+    printf("TK P %llu %u %llu %llu %llu %llu %llu %llu %llu %s\\n", $ts, cpu, {_net("$sk")}, $sk,
            retval, $p->type, $p->expected_attach_type, $len, $p->aux->name);
     if ($len > 0) {{
         $f = *(uint64 *)($orig + 8);
@@ -238,7 +243,7 @@ kprobe:__udp_disconnect /@member[arg0]/ {{
 }}
 
 tracepoint:sock:inet_sock_set_state
-/args->protocol == 6 && (@member[(uint64)args->skaddr] || args->newstate == 10 || args->oldstate == 10)/ {{
+/args->protocol == 6 && (@member[(uint64)args->skaddr] || args->newstate == 10)/ {{
     $sk = (struct sock *)args->skaddr;
     printf({_format("T")}, nsecs, cpu, {_net("$sk")}, $sk, args->oldstate, args->newstate);
 }}

@@ -17,11 +17,17 @@ probe trace replays the way a simulated one does:
 - `sysctl net.ipv4.tcp_migrate_req` each time the value the kernel read (at a stop or a
   migration) differs from the last one written for that namespace.
 
-Socket ids (`SocketIds`): a kernel address keeps its id while it is a member of a group; when it
-leaves (`reuseport_detach_sock`) the address is forgotten, because the kernel may reuse it for
-another socket. After bpftrace reports lost events `forget_all()` drops every id: sockets seen
-again get new ids, and replay judges the decisions of their groups `unknown` (membership
-unknown), exactly like groups built before the probe started.
+Socket ids (`SocketIds`): a kernel address keeps its id while the socket can still be referred
+to. One that left its group (`reuseport_detach_sock`) keeps it too (a closing listener still
+calls `reuseport_migrate_sock` for its queue, which then finds no group), until its address joins
+a group again: the kernel reuses freed addresses, so that is a new socket with a new id. After
+bpftrace reports lost events `forget_all()` drops every id: sockets seen again get new ids, and
+replay judges the decisions of their groups `unknown` (membership unknown), exactly like groups
+built before the probe started.
+
+Hosts: one per network namespace, named `<node>/netns:<inode>`; namespaces are told apart by
+their `net_cookie`, which is never reused (an inode number is, once its namespace is freed), so a
+later namespace with a recycled inode is `<node>/netns:<inode>.2`.
 """
 
 from __future__ import annotations
@@ -41,12 +47,20 @@ FAMILY = {2: 4, 10: 6}
 BPF_PROG_TYPE_SK_REUSEPORT = 21
 
 
+DEPARTED_KEPT = 1 << 16
+"""Addresses of sockets that left their group, kept (oldest dropped first) for late references."""
+
+
 class SocketIds:
     """Kernel socket addresses to small ids, stable while the socket can be referred to."""
 
     def __init__(self) -> None:
         self._ids: dict[int, int] = {}
+        self._departed: dict[int, None] = {}  # insertion-ordered: oldest first
         self.next_id = 1
+
+    def __contains__(self, address: int) -> bool:
+        return address in self._ids
 
     def of(self, address: int) -> int:
         sk = self._ids.get(address)
@@ -55,25 +69,40 @@ class SocketIds:
             self.next_id += 1
         return sk
 
+    def joining(self, address: int) -> int:
+        """The id of a socket that joins a group: a departed address is a new socket now."""
+        if self._departed.pop(address, 0) is None:
+            self._ids.pop(address, None)
+        return self.of(address)
+
+    def member(self, address: int) -> bool:
+        return address in self._ids and address not in self._departed
+
+    def depart(self, address: int) -> None:
+        self._departed[address] = None
+        if len(self._departed) > DEPARTED_KEPT:
+            oldest = next(iter(self._departed))
+            del self._departed[oldest]
+            self._ids.pop(oldest, None)
+
     def fresh(self) -> int:
         """An id for a socket seen once (a migrating request)."""
         sk = self.next_id
         self.next_id += 1
         return sk
 
-    def forget(self, address: int) -> None:
-        self._ids.pop(address, None)
-
     def forget_all(self) -> None:
         self._ids.clear()
+        self._departed.clear()
 
     def __len__(self) -> int:
         return len(self._ids)
 
 
-def host_name(node: str, netns: int) -> str:
-    """The trace host of a network namespace: `<node>/netns:<inode>`."""
-    return f"{node}/netns:{netns}"
+def host_name(node: str, netns: int, generation: int = 1) -> str:
+    """The trace host of a network namespace: `<node>/netns:<inode>` (`.N` for the N-th
+    namespace the probe met with that inode)."""
+    return f"{node}/netns:{netns}" + (f".{generation}" if generation > 1 else "")
 
 
 @dataclass
@@ -91,7 +120,8 @@ class Translator:
     ports: frozenset[int] = frozenset()
     netns: frozenset[int] = frozenset()
     ids: SocketIds = field(default_factory=SocketIds)
-    hosts: dict[int, _Host] = field(default_factory=dict)
+    hosts: dict[int, _Host] = field(default_factory=dict)  # by net_cookie
+    generations: dict[int, int] = field(default_factory=dict)  # namespaces met per inode
     rows_written: int = 0
     dropped_programs: int = 0  # classic programs longer than the probe reads
 
@@ -105,7 +135,7 @@ class Translator:
             return []
         out: list[dict[str, Any]] = []
         handler(self, r, out)
-        host = self._host(net)
+        host = self._host(r)
         for row in out:
             row["host"], row["seq"] = host.name, host.next_seq
             row.setdefault("ts_ns", r.ts)
@@ -114,20 +144,23 @@ class Translator:
         return out
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _host(self, net: int) -> _Host:
-        host = self.hosts.get(net)
+    def _host(self, r: Record) -> _Host:
+        cookie = r.f["cookie"]
+        host = self.hosts.get(cookie)
         if host is None:
-            host = self.hosts[net] = _Host(host_name(self.node, net))
+            net = r.f["net"]
+            generation = self.generations[net] = self.generations.get(net, 0) + 1
+            host = self.hosts[cookie] = _Host(host_name(self.node, net, generation))
         return host
 
     def _watched(self, address: int, lport: int | None = None) -> bool:
         """Whether a socket is one the probe writes about: known already, or on a chosen port."""
-        if not self.ports or address in self.ids._ids:
+        if not self.ports or address in self.ids:
             return True
         return lport is not None and lport in self.ports
 
     def _migrate_req(self, r: Record, out: list[dict[str, Any]]) -> None:
-        host = self._host(r.f["net"])
+        host = self._host(r)
         value = r.f["migrate_req"] & 0xFF
         if host.migrate_req != value:
             host.migrate_req = value
@@ -139,7 +172,7 @@ def _sock_columns(f: dict[str, int]) -> dict[str, Any]:
     columns: dict[str, Any] = {"proto": IPPROTO.get(f["proto"] & 0xFFFF), "family": family,
                                "lport": f["lport"] & 0xFFFF}
     if family == 4:
-        columns["laddr"] = address(4, (f["a0"],))
+        columns["laddr"] = address(4, (f["v4"],))
     elif family == 6:
         columns["laddr"] = address(6, (f["a0"], f["a1"], f["a2"], f["a3"]))
     return columns
@@ -170,7 +203,7 @@ def _alloc(t: Translator, r: Record, out: list) -> None:
     if not t._watched(f["sk"], columns.get("lport")):
         return
     _incoming_cpu_before_join(t, f, out)
-    out.append({"event": "reuseport_alloc", "sk": t.ids.of(f["sk"]), "value": f["inany"] & 1,
+    out.append({"event": "reuseport_alloc", "sk": t.ids.joining(f["sk"]), "value": f["inany"] & 1,
                 "ret": _ret(f["ret"]), **columns})
 
 
@@ -180,7 +213,7 @@ def _add(t: Translator, r: Record, out: list) -> None:
     if not t._watched(f["sk"], columns.get("lport")) and not t._watched(f["sk2"]):
         return
     _incoming_cpu_before_join(t, f, out)
-    out.append({"event": "reuseport_add_sock", "sk": t.ids.of(f["sk"]), "sk2": t.ids.of(f["sk2"]),
+    out.append({"event": "reuseport_add_sock", "sk": t.ids.joining(f["sk"]), "sk2": t.ids.of(f["sk2"]),
                 "value": f["inany"] & 1, "ret": _ret(f["ret"]), **columns})
 
 
@@ -189,16 +222,17 @@ def _incoming_cpu_before_join(t: Translator, f: dict[str, int], out: list) -> No
     `__reuseport_add_sock()` counts, written as the setsockopt's `reuseport_update_incoming_cpu`
     call, which outside a group only sets `sk_incoming_cpu`."""
     cpu = _ret(f["icpu"])
-    if cpu >= 0 and f["sk"] not in t.ids._ids:
-        out.append({"event": "reuseport_update_incoming_cpu", "sk": t.ids.of(f["sk"]), "value": cpu})
+    if cpu >= 0 and not t.ids.member(f["sk"]):
+        out.append({"event": "reuseport_update_incoming_cpu", "sk": t.ids.joining(f["sk"]),
+                    "value": cpu})
 
 
 def _detach(t: Translator, r: Record, out: list) -> None:
     address_ = r.f["sk"]
-    if address_ not in t.ids._ids:
+    if not t.ids.member(address_):
         return  # a socket the probe never saw join: nothing replay could do with it
     out.append({"event": "reuseport_detach_sock", "sk": t.ids.of(address_)})
-    t.ids.forget(address_)
+    t.ids.depart(address_)
 
 
 def _stop_listen(t: Translator, r: Record, out: list) -> None:
@@ -257,7 +291,7 @@ def _detach_prog(t: Translator, r: Record, out: list) -> None:
 
 
 def _has_conns(t: Translator, r: Record, out: list) -> None:
-    if r.f["sk"] in t.ids._ids:
+    if t.ids.member(r.f["sk"]):
         sk = t.ids.of(r.f["sk"])
         # __ip4_datagram_connect() / __ip6_datagram_connect(): sk_state = TCP_ESTABLISHED next
         out.append({"event": "reuseport_has_conns_set", "sk": sk})
@@ -265,18 +299,18 @@ def _has_conns(t: Translator, r: Record, out: list) -> None:
 
 
 def _incoming_cpu(t: Translator, r: Record, out: list) -> None:
-    if r.f["sk"] in t.ids._ids:
+    if t.ids.member(r.f["sk"]):
         value = _ret(r.f["val"])
         out.append({"event": "reuseport_update_incoming_cpu", "sk": t.ids.of(r.f["sk"]), "value": value})
 
 
 def _state(t: Translator, r: Record, out: list) -> None:
-    if r.f["sk"] in t.ids._ids:
+    if t.ids.member(r.f["sk"]):
         out.append({"event": "sk_state", "sk": t.ids.of(r.f["sk"]), "value": r.f["new"]})
 
 
 def _udp_disconnect(t: Translator, r: Record, out: list) -> None:
-    if r.f["sk"] in t.ids._ids:
+    if t.ids.member(r.f["sk"]):
         out.append({"event": "sk_state", "sk": t.ids.of(r.f["sk"]), "value": TCP_CLOSE})
 
 
