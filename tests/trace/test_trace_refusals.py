@@ -39,6 +39,11 @@ BAD_LINES = [
     ("cpu too large", {"cpu": 9000}, "cpu", "9000 is out of range 0..8191"),
     ("negative cpu", {"cpu": -1}, "cpu", "-1 is out of range 0..8191"),
     ("seq repeats", {"seq": 1}, "seq", "repeats the previous row's seq"),
+    ("laddr not an address", {"laddr": "localhost"}, "laddr", "'localhost' is not an IPv4 or IPv6 address"),
+    ("raddr octet over 255", {"raddr": "10.0.0.300"}, "raddr", "'10.0.0.300' is not an IPv4 or IPv6 address"),
+    ("laddr with a port", {"laddr": "127.0.0.1:80"}, "laddr", "is not an IPv4 or IPv6 address"),
+    ("empty raddr", {"raddr": ""}, "raddr", "'' is not an IPv4 or IPv6 address"),
+    ("laddr in brackets", {"laddr": "[::1]"}, "laddr", "'[::1]' is not an IPv4 or IPv6 address"),
 ]
 
 
@@ -135,6 +140,8 @@ def test_missing_file_is_refused(tmp_path):
     ({"lport": ["80", "81"]}, r"row host=h1 seq=1, column 'lport': has type string, expected int32"),
     ({"event": ["close", "explode"]}, r"row host=h1 seq=2, column 'event': unknown event 'explode'"),
     ({"sk": [1, None]}, r"row host=h1 seq=2, column 'sk': missing \(event 'close' requires it\)"),
+    ({"laddr": ["127.0.0.1", "127.0.0.1 "]}, r"row host=h1 seq=2, column 'laddr': '127.0.0.1 ' is not an IPv4 or IPv6 address"),
+    ({"raddr": pa.array([None, "::g"]).dictionary_encode()}, r"row host=h1 seq=2, column 'raddr': '::g' is not an IPv4"),
 ])
 def test_bad_parquet_rows_are_refused(tmp_path, columns, expected):
     path = _foreign(tmp_path / "bad.parquet", _rows(**columns))
@@ -167,3 +174,21 @@ def test_write_trace_names_the_row_of_a_bad_dict(tmp_path, syn):
         write_trace(tmp_path / "t.parquet", [syn(seq=1), syn(seq=2, lport=70000)], source="test")
     with pytest.raises(TraceFormatError, match=r"row host=h1 seq=1, column 'sk': expected an integer"):
         write_trace(tmp_path / "t.parquet", [syn(seq=1, sk="x")], source="test")
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", "0.0.0.0", "::", "::1", "::ffff:10.0.0.1",
+                                  "fe80::1%lo", "2001:db8::8:800:200c:417a"])
+def test_addresses_of_both_families_are_accepted(tmp_path, text):
+    path = _foreign(tmp_path / "ok.parquet", _rows(laddr=[text, None], raddr=[None, text]))
+    assert validate_trace(path).rows == 2
+
+
+def test_an_unused_dictionary_entry_is_not_a_row():
+    from tracekit.trace.checks import check_batch
+
+    words = pa.array(["::1", "nonsense"])
+    used = pa.DictionaryArray.from_arrays(pa.array([0, 0], pa.int32()), words)
+    check_batch(_rows(raddr=used).to_batches()[0], file="t")
+    used = pa.DictionaryArray.from_arrays(pa.array([0, 1], pa.int32()), words)
+    with pytest.raises(TraceFormatError, match="row host=h1 seq=2, column 'raddr': 'nonsense'"):
+        check_batch(_rows(raddr=used).to_batches()[0], file="t")

@@ -48,15 +48,33 @@ def record(
     output: str | Path,
     command: str | None = None,
     strict: bool = True,
+    vm: str | Path | None = None,
+    vm_timeout: float | None = None,
 ) -> Path:
     """Record into the trace file `output` and return its path.
 
     With `strict`, a scenario whose expectations the kernel breaks raises ExpectationFailed after
-    the trace is written (the trace is the evidence)."""
+    the trace is written (the trace is the evidence).
+
+    With `vm`, record on that kernel instead of this machine's, booted for the occasion under QEMU
+    (`tracekit.vmlab`): a kernel image path, a release installed under /boot (`6.1.0-57-amd64`)
+    or a prefix (`6.1`: the newest installed 6.1). `scenario` is then a built-in name or a .toml
+    file; `vm_timeout` bounds the recording in seconds (default
+    `tracekit.capture.guest.DEFAULT_TIMEOUT`)."""
     from tracekit.trace import write_trace
 
-    recording = record_scenario(scenario, random_seed=random_seed, steps=steps, command=command)
-    path = write_trace(output, recording.capture.rows, recording.capture.metadata, source="record")
-    if strict and recording.failures:
-        raise ExpectationFailed("the kernel broke the scenario's expectations:\n  " + "\n  ".join(recording.failures))
+    if vm is not None:
+        from tracekit.capture.guest import DEFAULT_TIMEOUT, record_one_in_guest
+
+        if (scenario is None) == (random_seed is None):
+            raise TracekitError("record needs either a scenario or random_seed (and steps), not both")
+        outcome = record_one_in_guest(vm, scenario, random_seed=random_seed, steps=steps, output=output,
+                                      command=command, timeout=vm_timeout or DEFAULT_TIMEOUT)
+        path, failures = Path(output), outcome.failures
+    else:
+        recording = record_scenario(scenario, random_seed=random_seed, steps=steps, command=command)
+        path = write_trace(output, recording.capture.rows, recording.capture.metadata, source="record")
+        failures = recording.failures
+    if strict and failures:
+        raise ExpectationFailed("the kernel broke the scenario's expectations:\n  " + "\n  ".join(failures))
     return Path(path)

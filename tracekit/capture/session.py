@@ -89,7 +89,8 @@ class Session:
         self.witnesses: list[Probe] = []  # a few flows it did, to check the re-probe against
         self.records: dict[tuple, deque[SelectionRecord]] = defaultdict(deque)
         self.pending_tcp: dict[Flow, socket.socket] = {}
-        self.pending_udp: dict[tuple[str, int], deque[Flow]] = defaultdict(deque)
+        # datagrams sent and not yet read, by source: (flow, nth send of the flow, payload)
+        self.pending_udp: dict[tuple[str, int], deque[tuple[Flow, int, bytes]]] = defaultdict(deque)
         self.outcomes = Outcomes()
         self.sent_count: dict[Flow, int] = defaultdict(int)
         self.ncpu = len(os.sched_getaffinity(0))
@@ -277,8 +278,14 @@ class Session:
         if seen < expected and not final:
             raise RecordError(f"expected {expected} connection reset(s) after a listener stopped, saw {seen}")
 
-    def _deliver(self, flow: Flow, where: str) -> None:
-        self.outcomes.delivered[flow].append(where)
+    def _deliver(self, flow: Flow, where: str, nth: int | None = None) -> None:
+        """The next (or the `nth`) send of `flow` ended up `where`."""
+        got = self.outcomes.delivered[flow]
+        if nth is None:
+            got.append(where)
+            return
+        got.extend(["nowhere"] * (nth + 1 - len(got)))
+        got[nth] = where
 
     def op_open(self, step: Step, name: str) -> None:
         args = step.args
@@ -317,10 +324,14 @@ class Session:
     def op_clients(self, step: Step) -> None:
         addr, port = step.args["addr"], int(step.args["port"])
         family = family_of(addr)
-        for cpu in self._cpus(step, int(step.args.get("count", 1))):
+        # fixed source ports repeat flows (and so their hashes) later in the same namespace
+        src_ports = step.args.get("src_ports") or [0]
+        for i, cpu in enumerate(self._cpus(step, int(step.args.get("count", 1)))):
             self.pin(cpu)
             client = socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_STREAM)
-            client.bind(("127.0.0.1" if family == 4 else "::1", 0))
+            if src_ports != [0]:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            client.bind(("127.0.0.1" if family == 4 else "::1", int(src_ports[i % len(src_ports)])))
             flow = Flow.of(addr, port, client.getsockname()[0], client.getsockname()[1])
             try:
                 client.connect((addr, port))
@@ -388,17 +399,19 @@ class Session:
                 flow = Flow.of(addr, port, client.getsockname()[0], client.getsockname()[1])
                 client.sendto(payload, (addr, port))
             record = self._selection(socket.IPPROTO_UDP, flow)
+            nth = self.sent_count[flow]
             self._sent(step, flow, cpu)
             self.emit(
                 "datagram", proto="udp", family=family, hash=_hash(record), cpu=_cpu(record, cpu), payload=payload, **flow.columns()
             )
             self._note("udp", port, flow, record)
-            self.pending_udp[(flow.raddr, flow.rport)].append(flow)
+            self.pending_udp[(flow.raddr, flow.rport)].append((flow, nth, payload))
             sent += 1
         self._receive(sent)
 
     def _receive(self, expected: int) -> None:
-        """Read every queued datagram from every UDP socket, one `recv` observation each."""
+        """Read every queued datagram from every UDP socket, socket by socket, one `recv` observation
+        each with the bytes read."""
         deadline = time.monotonic() + UDP_SETTLE_S
         got = 0
         while True:
@@ -407,7 +420,7 @@ class Session:
                     continue
                 while True:
                     try:
-                        _data, peer = s.sock.recvfrom(65536, socket.MSG_DONTWAIT)
+                        data, peer = s.sock.recvfrom(65536, socket.MSG_DONTWAIT)
                     except (BlockingIOError, InterruptedError):
                         break
                     except OSError:
@@ -415,9 +428,9 @@ class Session:
                     source = (plain_address(peer[0]), peer[1])
                     if not self.pending_udp[source]:
                         raise RecordError(f"socket {s.name} received a datagram from {source} that was never sent")
-                    flow = self.pending_udp[source].popleft()
-                    self._deliver(flow, s.name)
-                    self.emit("recv", sk=s.sk, proto="udp", family=family_of(flow.laddr), **flow.columns())
+                    flow, nth = _received(self.pending_udp[source], data)
+                    self._deliver(flow, s.name, nth)
+                    self.emit("recv", sk=s.sk, proto="udp", family=family_of(flow.laddr), payload=data, **flow.columns())
                     got += 1
             if got >= expected or time.monotonic() > deadline:
                 return
@@ -461,7 +474,7 @@ class Session:
                 if s.proto == "tcp" and s.listening and not s.closed:
                     self._accept(s, None)
             self._observe_resets(0, final=True)
-            if self.pending_tcp and time.monotonic() > deadline:  # the last pass may have emptied it
+            if self.pending_tcp and time.monotonic() > deadline:
                 raise RecordError(f"{len(self.pending_tcp)} connection(s) were neither accepted nor reset: {list(self.pending_tcp)[:3]}")
         for s in self.socks.values():
             if not s.closed:
@@ -502,6 +515,15 @@ def _fill(rows: list[tuple[dict[str, Any], Probe]], column: str, hashes: dict) -
 
 def _hash(record: SelectionRecord | None) -> int | None:
     return None if record is None else record.hash
+
+
+def _received(pending: deque[tuple[Flow, int, bytes]], data: bytes) -> tuple[Flow, int]:
+    """The send a datagram read back is: the oldest pending one with its bytes (one flow's
+    datagrams can sit on several sockets, read in socket order), else the oldest."""
+    index = next((i for i, (_flow, _nth, sent) in enumerate(pending) if sent == data), 0)
+    flow, nth, _payload = pending[index]
+    del pending[index]
+    return flow, nth
 
 
 def _cpu(record: SelectionRecord | None, pinned: int) -> int:

@@ -61,6 +61,30 @@ def _rendered(replay: Any, json_path: str | None, html_path: str | None,
     return [(Path(path), render()) for path, render in renderers if path]
 
 
+def _gates(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> tuple[str, ...]:
+    """Each --fail-on checked before the replay starts."""
+    from tracekit.replay.gates import parse_gate
+
+    return _usage(param, lambda: [parse_gate(spec) for spec in specs], specs)
+
+
+def _what_ifs(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> tuple[str, ...]:
+    """The --what-if changes checked before the replay starts."""
+    from tracekit.replay.whatif import parse_what_if
+
+    return _usage(param, lambda: parse_what_if(specs), specs)
+
+
+def _usage(param: click.Parameter, check: Callable[[], object], specs: tuple[str, ...]) -> tuple[str, ...]:
+    from tracekit.errors import TracekitError
+
+    try:
+        check()
+    except TracekitError as err:  # the message starts with the option's name: click adds it
+        raise click.BadParameter(str(err).split(": ", 1)[-1], param=param) from None
+    return specs
+
+
 @click.command("replay")
 @click.argument("trace", type=click.Path(dir_okay=True))
 @click.option("--profile", default="auto", show_default=True, metavar="NAME|auto",
@@ -84,17 +108,32 @@ def _rendered(replay: Any, json_path: str | None, html_path: str | None,
               help="Register a Python function as the eBPF program NAME (repeatable).")
 @click.option("--dask", "dask_address", metavar="ADDRESS|local",
               help="Replay one task per host on a Dask cluster (a scheduler address, or 'local').")
+@click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False), metavar="KNOWN.json",
+              help="Accepted divergences (tracekit-baseline/1): only mismatches not in it fail.")
+@click.option("--write-baseline", "write_baseline_path", type=click.Path(dir_okay=False),
+              metavar="KNOWN.json", help="Write this replay's mismatches as accepted divergences.")
+@click.option("--fail-on", "fail_on", multiple=True, metavar="GATE", callback=_gates,
+              help="Fail on a gate: imbalance>X, resets>N, unknown>X (repeatable).")
+@click.option("--what-if", "what_if", multiple=True, metavar="CHANGE",
+              callback=_what_ifs,
+              help="Replay again with a change (net.ipv4.tcp_migrate_req=1, profile=NAME, "
+                   "close=SK@SEQ, add=SK@SEQ; repeatable) and report what would differ.")
 @cli_errors
 def command(trace: str, profile: str, json_path: str | None, results_path: str | None,
             html_path: str | None, junit_path: str | None, explain: bool, explain_all: bool,
-            max_mismatches: int, policies: dict[str, Callable], dask_address: str | None) -> None:
+            max_mismatches: int, policies: dict[str, Callable], dask_address: str | None,
+            baseline_path: str | None, write_baseline_path: str | None,
+            fail_on: tuple[str, ...], what_if: tuple[str, ...]) -> None:
     """Replay TRACE through the kernel model and diff every decision against what was observed.
 
-    Exit status: 0 every decision matched or was unknown, 1 mismatches, 2 bad input or usage,
-    3 internal error.
+    Exit status: 0 every decision matched or was unknown (with --baseline: no new mismatch;
+    with --write-baseline: the mismatches are accepted), 1 mismatches or a --fail-on gate failed,
+    2 bad input or usage, 3 internal error.
     """
     from rich.console import Console
 
+    from tracekit.replay import ci
+    from tracekit.replay.api import gate
     from tracekit.replay.api import replay as run_replay
     from tracekit.report import render_replay
     from tracekit.trace.output import atomic_path
@@ -114,8 +153,17 @@ def command(trace: str, profile: str, json_path: str | None, results_path: str |
             else:
                 result = run_replay(trace, profile=profile, policies=policies or None,
                                     results=results, explain_all=explain_all, progress=progress)
-        for target, content in _rendered(result, json_path, html_path, junit_path):
+        gate(result, baseline=baseline_path, fail_on=fail_on, what_if=what_if,
+             policies=policies or None, results=results or None)
+        rendered = _rendered(result, json_path, html_path, junit_path)
+        if write_baseline_path:
+            rendered.append((Path(write_baseline_path), ci.baseline_text(result)))
+        for target, content in rendered:
             outputs.enter_context(atomic_path(target)).write_bytes(content)
     Console(highlight=False).print(render_replay(result, max_mismatches=max_mismatches, explain=explain))
-    if result.summary["mismatched"]:
+    failed = [failure for g in result.summary.get("gates", ()) for failure in
+              [f"gate {g['gate']} failed: {message}" for message in g["failures"]]]
+    for message in failed:
+        click.echo(f"tracekit: {message}", err=True)
+    if failed or (result.exit_code and not write_baseline_path):
         sys.exit(EXIT_DIVERGENCES)

@@ -10,50 +10,26 @@ single-threaded and an event is one critical section.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from tracekit.kernel.bpf import (
+from tracekit.kernel.bpf import bpf_run_sk_reuseport, run_bpf_filter
+from tracekit.kernel.errno import EBUSY, EINVAL, ENOENT, ENOMEM
+from tracekit.kernel.net import raw_smp_processor_id
+from tracekit.kernel.sock import sk_unhashed, sock_net
+from tracekit.kernel.structs import (
     BPF_PROG_TYPE_SK_REUSEPORT,
     BPF_SK_REUSEPORT_SELECT_OR_MIGRATE,
+    IPPROTO_TCP,
+    TCP_ESTABLISHED,
     BpfProg,
     ErrPtr,
     SelectResult,
     Skb,
+    Sock,
+    SockReuseport,
     _Unknown,
-    bpf_run_sk_reuseport,
-    run_bpf_filter,
 )
-from tracekit.kernel.errno import EBUSY, EINVAL, ENOENT, ENOMEM
-from tracekit.kernel.net import raw_smp_processor_id
-from tracekit.kernel.sock import IPPROTO_TCP, TCP_ESTABLISHED, Sock, sk_unhashed, sock_net
 
 INIT_SOCKS = 128
 U16_MAX = 0xFFFF
-
-
-@dataclass(eq=False)
-class SockReuseport:
-    max_socks: int
-    num_socks: int = 0
-    num_closed_socks: int = 0
-    incoming_cpu: int = 0
-    reuseport_id: int = -1
-    bind_inany: bool = False
-    has_conns: bool = False
-    prog: BpfProg | None = None
-    socks: list[Sock | None] = field(default_factory=list)
-
-    def live(self) -> list[Sock]:
-        """The listening section, in array order."""
-        return self.socks[: self.num_socks]  # type: ignore[return-value]
-
-    def closed(self) -> list[Sock]:
-        """The closed section, in array order."""
-        return self.socks[self.max_socks - self.num_closed_socks : self.max_socks]  # type: ignore[return-value]
-
-    def __repr__(self) -> str:
-        return (f"reuseport_id={self.reuseport_id} socks={self.live()!r} "
-                f"closed={self.closed()!r} max_socks={self.max_socks}")
 
 
 def reciprocal_scale(val: int, ep_ro: int) -> int:

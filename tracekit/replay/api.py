@@ -26,9 +26,10 @@ from tracekit.replay.decision import DECISION_SCHEMA
 from tracekit.replay.engine import Engine
 from tracekit.replay.sink import DecisionSink
 from tracekit.replay.summary import build_summary
+from tracekit.replay.timeline import Timeline, timeline_frame
 from tracekit.replay.walk import COLUMNS
 
-__all__ = ["Replay", "replay", "write_results", "choose_profile", "COMPLETE_KEY"]
+__all__ = ["Replay", "replay", "gate", "write_results", "choose_profile", "COMPLETE_KEY"]
 
 COMPLETE_KEY = "tracekit.observations"
 """Metadata key: `complete` when every connection and datagram sent has its fate in the trace
@@ -39,15 +40,26 @@ COMPLETE_KEY = "tracekit.observations"
 class Replay:
     """The result of a replay: `summary` (the `--json` dict), `decisions` (a pandas DataFrame:
     mismatches and unknowns, or every decision when results were requested), `exit_code`
-    (0 all matched or unknown, 1 mismatches) and `groups` (the summary's group entries)."""
+    (0 all matched or unknown, 1 mismatches: with a baseline only new ones, or a failed gate)
+    and `groups` (the summary's group entries)."""
 
     summary: dict[str, Any]
     decisions: Any
     results: list[pa.RecordBatch] | None = field(default=None, repr=False)
+    membership: Timeline | None = field(default=None, repr=False)
+
+    def timeline(self) -> Any:
+        """Each group's membership over seq as a pandas DataFrame, one row per change
+        (`tracekit.replay.timeline.COLUMNS`): joins, moves into a hole, the closed section,
+        departures, and where each migrated connection went."""
+        return timeline_frame(self.membership)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.summary["mismatched"] else 0
+        baseline = self.summary.get("baseline")
+        diverged = baseline["new"] if baseline is not None else self.summary["mismatched"]
+        failed = any(not gate["passed"] for gate in self.summary.get("gates", ()))
+        return 1 if diverged or failed else 0
 
     @property
     def groups(self) -> list[dict[str, Any]]:
@@ -103,7 +115,9 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
            policies: dict[str, Policy] | None = None, results: bool | str | os.PathLike = False,
            explain_all: bool = False,
            progress: Callable[[int, int], None] | None = None,
-           hosts: Collection[str] | None = None) -> Replay:
+           hosts: Collection[str] | None = None,
+           baseline: str | os.PathLike[str] | None = None, fail_on: Collection[str] = (),
+           what_if: Collection[str] = ()) -> Replay:
     """Replay every host of a trace through the kernel model and diff against what was observed.
 
     `policies` registers eBPF programs by the name the trace gives them. `results=True` keeps
@@ -111,6 +125,9 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
     to that Parquet file instead, keeping memory flat. `progress(rows_done, rows_total)` is
     called after each batch. `hosts` replays only those hosts (hosts never share state, so a
     fleet's trace can be replayed host by host: see `tracekit.replay.distributed`).
+    For CI (`tracekit.replay.ci`): `baseline` matches the mismatches against a
+    `tracekit-baseline/1` file, `fail_on` evaluates gates (`imbalance>1.5`, `resets>0`,
+    `unknown>5%`), `what_if` replays again under changes (`net.ipv4.tcp_migrate_req=1`).
     """
     from tracekit.trace import TRACE_FORMAT, iter_batches, read_metadata
 
@@ -133,24 +150,25 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
         writer = _ResultsWriter(Path(results))
         consumer = writer.write
     sink = DecisionSink(results=consumer)
-    engine = Engine(chosen, policies, sink=sink, explain_all=explain_all)
+    membership = Timeline()
+    engine = Engine(chosen, policies, sink=sink, explain_all=explain_all, timeline=membership)
     total = _total_rows(path) if progress is not None else 0
     done = 0
     try:
         with _heap_frozen():
             for batch in iter_batches(path, columns=COLUMNS, hosts=hosts):
                 engine.feed(batch)
+                membership.seen_batch(batch)
                 done += batch.num_rows
                 if progress is not None:
                     progress(done, total)
+        engine.finish(complete=metadata.get(COMPLETE_KEY) == "complete")
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
     if writer is not None:
         writer.close()
-    if metadata.get(COMPLETE_KEY) == "complete":
-        engine.judge_unreceived()
     engine.register_groups()
     summary = build_summary(
         sink,
@@ -166,7 +184,29 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
         from tracekit.replay.decision import decisions_to_batch
 
         table = pa.Table.from_batches([decisions_to_batch(sink.kept)], schema=DECISION_SCHEMA)
-    return Replay(summary=summary, decisions=table.to_pandas(), results=kept)
+    result = Replay(summary=summary, decisions=table.to_pandas(), results=kept,
+                    membership=membership)
+    return gate(result, baseline=baseline, fail_on=fail_on, what_if=what_if, policies=policies,
+                results=results if writer is not None else None)
+
+
+def gate(result: Replay, *, baseline: str | os.PathLike[str] | None = None,
+         fail_on: Collection[str] = (), what_if: Collection[str] = (),
+         policies: dict[str, Policy] | None = None,
+         results: str | os.PathLike[str] | None = None) -> Replay:
+    """The CI additions to a finished replay (`tracekit.replay.ci`): baseline, what-if, gates;
+    `results` names a results file written by it, to mark with the baseline column."""
+    from tracekit.replay import ci
+
+    if baseline is not None:
+        ci.apply_baseline(result, baseline)
+        if results:
+            ci.mark_results(results, result)
+    if what_if:
+        ci.apply_what_if(result, list(what_if), policies=policies)
+    if fail_on:
+        ci.apply_gates(result, fail_on)
+    return result
 
 
 class _ResultsWriter:

@@ -23,6 +23,7 @@ import pandas as pd
 from tracekit.errors import TracekitError
 from tracekit.kernel.bpf import Policy
 from tracekit.replay.api import Replay, replay
+from tracekit.replay.timeline import Timeline
 from tracekit.replay.sink import MAX_MISMATCHES
 from tracekit.replay.summary import overall_verdict
 
@@ -62,7 +63,8 @@ def merge_replays(parts: list[Replay]) -> Replay:
     results = None
     if all(p.results is not None for p in parts):
         results = [batch for p in parts for batch in p.results or ()]
-    return Replay(summary=summary, decisions=decisions, results=results)
+    membership = Timeline.merged([p.membership for p in parts])
+    return Replay(summary=summary, decisions=decisions, results=results, membership=membership)
 
 
 def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,

@@ -36,6 +36,7 @@ from tracekit.replay.decision import Decision, verdict_of
 from tracekit.replay.explain import UNKNOWN_TEXT, explain, explain_ret
 from tracekit.replay.history import GroupHistory, HistoryView
 from tracekit.replay.sink import DecisionSink
+from tracekit.replay.timeline import Timeline
 from tracekit.replay.walk import Columns, Walk
 
 BULK = True
@@ -93,8 +94,10 @@ class Engine:
     """Replays hosts batch by batch into a `DecisionSink`."""
 
     def __init__(self, profile: Profile, policies: dict[str, Callable] | None = None, *,
-                 sink: DecisionSink, explain_all: bool = False) -> None:
+                 sink: DecisionSink, explain_all: bool = False,
+                 timeline: Timeline | None = None) -> None:
         self.profile = profile
+        self.timeline = timeline  # membership changes and migrations, when asked
         self.policies = dict(policies or {})
         self.sink = sink
         self.explain_all = explain_all
@@ -134,8 +137,12 @@ class Engine:
         if event in MEMBERSHIP:
             involved = [host.sock(x).sk for x in (row["sk"], row["sk2"]) if x is not None]
             token = hs.history.before(involved)
+            if self.timeline is not None:
+                self.timeline.before(hs.name, involved, host.label_of, row["seq"], event, row["sk"])
             self._apply(hs, row, index)
             hs.history.after(token, involved, host.label_of, row["seq"], event, row["sk"])
+            if self.timeline is not None:
+                self.timeline.after(involved)
         else:
             self._apply(hs, row, index)
 
@@ -172,7 +179,9 @@ class Engine:
         elif event == "accept":
             self._observation(hs, row, index, host.accept(sk, *flow), sk)
         elif event == "recv":
-            self._observation(hs, row, index, host.recv(sk, *flow), sk)
+            exp = host.recv(sk, *flow, row["payload"], token=_deferred_row(row))
+            if not exp.deferred:
+                self._observation(hs, row, index, exp, sk)
         elif event == "reset":
             self._observation(hs, row, index, host.reset(*flow), -1)
         elif event == SELECT:
@@ -181,6 +190,11 @@ class Engine:
         elif event == "reuseport_migrate_sock":
             pick = kc.reuseport_migrate_sock(host, sk, row["sk2"], row["hash"], row["cpu"])
             self._kernel_pick(hs, row, index, replace_reason(pick, "migration"))
+            if self.timeline is not None:
+                reuse = host.sock(sk).sk.sk_reuseport_cb
+                self.timeline.migration(hs.name, row["seq"], pick.group or host.label_of(reuse),
+                                        sk, pick.sk, pick.unknown, flow, event=event,
+                                        reuseport_id=reuse.reuseport_id if reuse else None)
 
     # -- decisions --------------------------------------------------------------------------------
     def _observation(self, hs: HostState, row: dict, index: int, exp: Expectation,
@@ -255,23 +269,35 @@ class Engine:
             explanation=explanation), index, reuse)
 
     def _migration(self, hs: HostState, m: Migration) -> None:
+        if self.timeline is not None:
+            self.timeline.migration(hs.name, hs.host.seq, m.group, m.listener, m.to, m.unknown,
+                                    m.flow)
         if m.unknown is None:
             self.sink.migration(hs.name, m.group, "migrated" if m.to >= 0 else "reset")
 
     # -- end --------------------------------------------------------------------------------------
-    def judge_unreceived(self) -> None:
-        """For a trace whose observations are complete (`tracekit.observations=complete`: every
-        datagram sent is either received or was dropped), each datagram nobody received is a
-        decision too: the kernel dropped it (observed -1), where the model expected a socket or
-        a drop."""
+    def finish(self, complete: bool) -> None:
+        """Decide what only the end of the trace settles: each `recv` that was deferred because no
+        datagram the model put on its socket explains it (`tracekit.kernel.socket_layer.pairing`),
+        and, for a trace whose observations are complete (`tracekit.observations=complete`: every
+        datagram sent is either received or was dropped), each datagram nobody received: the
+        kernel dropped it (observed -1), where the model expected a socket or a drop. Both in
+        `seq` order, host by host."""
         index = 0
         for name in sorted(self.hosts):
             hs = self.hosts[name]
-            for (laddr, lport, raddr, rport), pick in hs.host.unreceived():
-                row = {"seq": pick.seq, "event": "datagram", "laddr": laddr, "lport": lport,
-                       "raddr": raddr, "rport": rport, "sk": None}
-                expected = -1 if pick.dropped or pick.sk < 0 else pick.sk
-                self._decide(hs, row, index, expected, -1, pick, pick.unknown)
+            late: list[tuple[int, dict, Expectation, int]] = []
+            for row, exp in hs.host.settle():
+                late.append((row["seq"], row, exp, row["sk"]))
+            if complete:
+                for (laddr, lport, raddr, rport), pick in hs.host.unreceived():
+                    row = {"seq": pick.seq, "event": "datagram", "laddr": laddr, "lport": lport,
+                           "raddr": raddr, "rport": rport, "sk": None}
+                    expected = -1 if pick.dropped or pick.sk < 0 else pick.sk
+                    late.append((pick.seq, row, Expectation(expected, pick, pick.unknown), -1))
+            late.sort(key=lambda item: item[0] if item[0] is not None else -1)
+            for _seq, row, exp, observed in late:
+                self._observation(hs, row, index, exp, observed)
                 index += 1
         self.sink.flush()
 
@@ -282,6 +308,11 @@ class Engine:
                 label = hs.host.label_of(reuse)
                 if label is not None:
                     self.sink.group(name, label, reuse.reuseport_id, None, reuse)
+
+
+def _deferred_row(row: dict[str, Any]) -> dict[str, Any]:
+    """What a deferred `recv` decision needs of its row (not its payload)."""
+    return {key: row[key] for key in ("seq", "event", "laddr", "lport", "raddr", "rport", "sk")}
 
 
 def replace_reason(pick: Pick, reason: str) -> Pick:

@@ -20,6 +20,7 @@ from tracekit.replay.decision import DECISION_SCHEMA, FIELDS, Decision
 
 MAX_MISMATCHES = 20
 _COUNT = {"match": 1, "mismatch": 2, "unknown": 3}
+RESET_EVENTS = frozenset({"reset", "reuseport_migrate_sock"})  # observed -1: the kernel reset it
 
 
 def _counts() -> list[int]:
@@ -35,6 +36,7 @@ class GroupStats:
     counts: list[int] = field(default_factory=_counts)
     load: Counter = field(default_factory=Counter)
     migrations: dict[str, int] = field(default_factory=lambda: {"migrated": 0, "reset": 0})
+    resets: int = 0  # connections the kernel reset (observed), as `--fail-on resets>N` counts
     reuse: SockReuseport | None = None
 
 
@@ -113,6 +115,8 @@ class DecisionSink:
             stats = self.group(d.host, d.group, d.reuseport_id, None, reuse)
             if d.expected >= 0 and d.verdict != "unknown":
                 stats.load[str(d.expected)] += 1
+            if d.observed < 0 and d.event in RESET_EVENTS:
+                stats.resets += 1
         self._count(d.host, stats, d.verdict)
         if d.verdict == "unknown":
             self.unknown_reasons[d.reason] += 1

@@ -9,9 +9,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
+from tracekit.report.gating import html_balance, html_sections
 from tracekit.report.svg import Bar, Column, Segment, bar_chart, column_chart
+from tracekit.report.membership import group_frames
+from tracekit.report.timeline_chart import membership_html
 from tracekit.report.view import (
     ReportView,
+    busiest_gone,
     format_flow,
     format_sk,
     ordered_load,
@@ -25,6 +29,7 @@ VERDICT_COLORS = {"match": "#2e7d32", "mismatch": "#c62828", "unknown": "#f9a825
 _SECTION_COLORS = {"live": "#1565c0", "closed": "#8e24aa", "gone": "#9e9e9e"}
 _COUNT_COLUMNS = ("decisions", "matched", "mismatched", "unknown")
 _SEQ_BINS = 60
+MAX_TIMELINES = 24
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
@@ -37,6 +42,8 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; co
 .tracekit-report .group { border-left: 4px solid #1565c0; padding-left: 1em; margin: 1em 0; }
 .tracekit-report pre.explanation { white-space: pre-wrap; margin: 0; }
 .tracekit-report .dim { color: #777; }
+.tracekit-report svg { max-width: 100%; height: auto; }
+.tracekit-report ol.timeline { font-family: ui-monospace, monospace; font-size: 0.85em; margin: 0.3em 0 0.8em; }
 """.strip()
 
 
@@ -67,10 +74,11 @@ def render_fragment(replay: Any, *, max_mismatches: int = 200) -> str:
         '<div class="tracekit-report">',
         _header(view),
         _provenance(view.summary),
+        html_sections(view.summary),
         _verdict_chart(view.summary),
         *_seq_charts(view),
         _hosts(view.summary),
-        *(_group(group) for group in view.summary.get("groups") or []),
+        *_groups(view),
         _mismatches(view, max_mismatches),
         _unknown_reasons(view.summary),
         "</div>",
@@ -174,7 +182,29 @@ def _hosts(summary: Mapping[str, Any]) -> str:
     return "<h2>Hosts</h2>\n" + _table(("host", *_COUNT_COLUMNS), rows, (False, True, True, True, True))
 
 
-def _group(group: Mapping[str, Any]) -> str:
+def _groups(view: ReportView) -> list[str]:
+    """Each group's section; the first `MAX_TIMELINES` groups with a timeline get its chart."""
+    frames = group_frames(view.timeline)
+    parts, charted, skipped = [], 0, 0
+    for group in view.summary.get("groups") or []:
+        key = (str(group.get("host")), str(group.get("group")))
+        rows = frames.get(key)
+        timeline = ""
+        if rows is not None:
+            if charted < MAX_TIMELINES:
+                timeline = membership_html(rows, start=0, end=(view.ends or {}).get(key[0], 0),
+                                           title=f"membership of {key[1]} on {key[0]} over seq")
+                charted += 1
+            else:
+                skipped += 1
+        parts.append(_group(group, timeline))
+    if skipped:
+        parts.append(f'<p class="dim">Timelines of {skipped} more groups are not drawn; '
+                     f"<code>Replay.timeline()</code> has every change.</p>")
+    return parts
+
+
+def _group(group: Mapping[str, Any], timeline: str = "") -> str:
     host, label = str(group.get("host")), str(group.get("group"))
     details = [f"reuseport_id {group.get('reuseport_id')}"]
     if group.get("prog"):
@@ -183,10 +213,14 @@ def _group(group: Mapping[str, Any]) -> str:
     migrations = group.get("migrations") or {}
     live = " ".join(f"[{i}]&nbsp;{escape(format_sk(sk))}" for i, sk in enumerate(group.get("socks") or []))
     closed = " ".join(escape(format_sk(sk)) for sk in group.get("closed") or [])
+    rows, hidden = busiest_gone(ordered_load(group))
     bars = [
         Bar(format_sk(sk), n, _SECTION_COLORS[section], "" if section == "live" else section)
-        for sk, n, section in ordered_load(group)
+        for sk, n, section in rows
     ]
+    if hidden:
+        bars.append(Bar(f"{len(hidden)} more", sum(n for _, n, _ in hidden),
+                        _SECTION_COLORS["gone"], "gone"))
     return "\n".join([
         '<div class="group">',
         f"<h3>{escape(host)} &middot; <code>{escape(label)}</code> "
@@ -194,7 +228,9 @@ def _group(group: Mapping[str, Any]) -> str:
         f"<p>{escape(counts)}; migrations: {int(migrations.get('migrated', 0))} migrated, "
         f"{int(migrations.get('reset', 0))} reset</p>",
         f"<p>socks: <code>{live or '(none)'}</code><br>closed: <code>{closed or '(none)'}</code></p>",
+        html_balance(group),
         bar_chart(bars, title=f"load per socket in {label} on {host}") if bars else "",
+        timeline,
         "</div>",
     ])
 
@@ -208,7 +244,7 @@ def _mismatches(view: ReportView, limit: int) -> str:
         [escape(str(r.get("host"))), str(r.get("seq")), escape(str(r.get("event"))),
          f"<code>{escape(format_flow(r))}</code>", f"<code>{escape(str(r.get('group') or ''))}</code>",
          escape(format_sk(r.get("expected"))), escape(format_sk(r.get("observed"))),
-         escape(str(r.get("reason"))),
+         escape(str(r.get("reason")) + (f" ({r['baseline']})" if r.get("baseline") else "")),
          f'<pre class="explanation">{escape(str(r.get("explanation") or ""))}</pre>']
         for r in records
     )

@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
+from tracekit.report.gating import balance_line, junit_gates
 from tracekit.report.view import ReportView, count_reasons, describe_decision, view_of
 
 __all__ = ["render_junit"]
@@ -29,6 +30,10 @@ def render_junit(replay: Any) -> bytes:
         cases = [_testcase(view, group) for group in groups_by_host.get(host, [])]
         suite.extend(cases)
         _count(suite, cases)
+    gates = junit_gates(summary)
+    if gates is not None:
+        _count(gates, list(gates.iter("testcase")))
+        root.append(gates)
     _count(root, list(root.iter("testcase")))
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
@@ -45,9 +50,18 @@ def _testcase(view: ReportView, group: Mapping[str, Any]) -> ET.Element:
     host, label = str(group.get("host")), str(group.get("group"))
     case = ET.Element("testcase", classname=f"tracekit.{host}", name=label)
     mismatched, unknown = int(group.get("mismatched", 0)), int(group.get("unknown", 0))
+    known: list = []
+    if view.summary.get("baseline") is not None and mismatched:
+        # against a baseline only new mismatches fail; the known ones are listed in system-out
+        records = [r for r in view.mismatches() if r.get("host") == host and r.get("group") == label]
+        known = [r for r in records if r.get("baseline") == "known"]
+        mismatched -= len(known)
     if mismatched:
         records = view.group_records(host, label, "mismatch") or []
+        records = [r for r in records if r.get("baseline") != "known"]
         message = f"{mismatched} of {int(group.get('decisions', 0))} decisions mismatched"
+        if view.summary.get("baseline") is not None:
+            message = f"{mismatched} new mismatches ({len(known)} known in the baseline)"
         failure = ET.SubElement(case, "failure", message=message, type="mismatch")
         lines = [f"{describe_decision(r)} [{r.get('reason')}]\n  {r.get('explanation') or ''}".rstrip()
                  for r in records]
@@ -56,9 +70,25 @@ def _testcase(view: ReportView, group: Mapping[str, Any]) -> ET.Element:
         failure.text = "\n".join(lines)
     elif unknown and unknown == int(group.get("decisions", 0)):
         ET.SubElement(case, "skipped", message=f"every decision unknown ({_decisions(unknown)})")
-    if unknown:
-        ET.SubElement(case, "system-out").text = _unknown_text(view, host, label, unknown)
+    _balance_properties(case, group)
+    out = [_unknown_text(view, host, label, unknown)] if unknown else []
+    out += [f"known (baseline): {describe_decision(r)} [{r.get('reason')}]" for r in known]
+    if out:
+        ET.SubElement(case, "system-out").text = "\n".join(out)
     return case
+
+
+def _balance_properties(case: ET.Element, group: Mapping[str, Any]) -> None:
+    """The group's load balance as testcase properties (`balance`: the sentence; then figures)."""
+    figures = group.get("balance")
+    if not figures:
+        return
+    properties = ET.Element("properties")
+    ET.SubElement(properties, "property", name="balance", value=balance_line(group))
+    for key in ("max_over_mean", "chi2", "p_value"):
+        if figures.get(key) is not None:
+            ET.SubElement(properties, "property", name=f"balance.{key}", value=f"{figures[key]:g}")
+    case.insert(0, properties)
 
 
 def _unknown_text(view: ReportView, host: str, label: str, unknown: int) -> str:

@@ -16,8 +16,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from tracekit.report.membership import describe_step, elide, group_frames, steps_of
+from tracekit.report.gating import balance_line, terminal_sections
 from tracekit.report.view import (
     ReportView,
+    busiest_gone,
     describe_decision,
     format_sk,
     ordered_load,
@@ -40,11 +43,14 @@ def render_replay(replay: Any, *, max_mismatches: int = 10, explain: bool = True
     """
     view = view_of(replay)
     parts: list[RenderableType] = [_verdict_panel(view), _provenance(view.summary)]
+    parts += terminal_sections(view.summary)
     parts += _hosts(view.summary)
     groups = view.summary.get("groups") or []
     if groups:
         parts.append(Text("\nGroups", style="bold"))
-        parts += [_group(group) for group in groups]
+        frames = group_frames(view.timeline)
+        parts += [_group(group, frames.get((str(group.get("host")), str(group.get("group")))))
+                  for group in groups]
     parts += _mismatches(view, max_mismatches, explain)
     parts += _unknown_reasons(view.summary)
     return Group(*parts)
@@ -110,7 +116,7 @@ def _hosts(summary: Mapping[str, Any]) -> list[RenderableType]:
     return [table]
 
 
-def _group(group: Mapping[str, Any]) -> RenderableType:
+def _group(group: Mapping[str, Any], timeline: Any = None) -> RenderableType:
     title = Text(f"{group.get('host')} · {group.get('group')}", style="bold")
     details = [f"reuseport_id {group.get('reuseport_id')}"]
     if group.get("prog"):
@@ -125,7 +131,29 @@ def _group(group: Mapping[str, Any]) -> RenderableType:
             f"   migrations: {int(migrations.get('migrated', 0))} migrated, "
             f"{int(migrations.get('reset', 0))} reset"
         )
-    return Group(title, Padding(Group(counts, _load_table(group)), (0, 0, 1, 2)))
+    if group.get("balance"):
+        counts.append(f"   {balance_line(group)}", style="dim")
+    body = [counts, _load_table(group)]
+    if timeline is not None:
+        body.append(_timeline(timeline))
+    return Group(title, Padding(Group(*body), (0, 0, 1, 2)))
+
+
+_TIMELINE_HEAD, _TIMELINE_TAIL = 3, 5
+
+
+def _timeline(rows: Any) -> Text:
+    """The group's changes, one line per seq; a long history keeps its first and last lines."""
+    steps = list(steps_of(rows))
+    head, hidden, tail = elide(steps, _TIMELINE_HEAD, _TIMELINE_TAIL)
+    text = Text(f"timeline ({len(steps)} change{'s' if len(steps) != 1 else ''})", style="dim")
+    for step in head:
+        text.append("\n" + describe_step(step, compact=True))
+    if hidden:
+        text.append(f"\n... {hidden} more ...", style="dim")
+    for step in tail:
+        text.append("\n" + describe_step(step, compact=True))
+    return text
 
 
 def _load_table(group: Mapping[str, Any]) -> RenderableType:
@@ -139,7 +167,7 @@ def _load_table(group: Mapping[str, Any]) -> RenderableType:
     table.add_column()  # bar
     table.add_column(justify="right")  # decisions expected there
     table.add_column(style="dim")  # section
-    rows, hidden = _busiest_gone(rows)
+    rows, hidden = busiest_gone(rows)
     slot = 0
     for sk, n, section in rows:
         label = f"[{slot}]" if section == "live" else ""
@@ -153,19 +181,6 @@ def _load_table(group: Mapping[str, Any]) -> RenderableType:
     return table
 
 
-_GONE_SHOWN = 10
-
-
-def _busiest_gone(rows: list[tuple[int, int, str]]) -> tuple[list, list]:
-    """Live and closed rows, and the `_GONE_SHOWN` busiest sockets that left the group; the
-    other departed sockets (a long replay can have thousands) are summed up in one row."""
-    gone = sorted((row for row in rows if row[2] == "gone"), key=lambda row: (-row[1], row[0]))
-    if len(gone) <= _GONE_SHOWN:
-        return rows, []
-    shown = {row[0] for row in gone[:_GONE_SHOWN]}
-    return [row for row in rows if row[2] != "gone" or row[0] in shown], gone[_GONE_SHOWN:]
-
-
 def _mismatches(view: ReportView, limit: int, explain: bool) -> list[RenderableType]:
     total = int(view.summary.get("mismatched", 0))
     if not total or limit <= 0:
@@ -175,6 +190,9 @@ def _mismatches(view: ReportView, limit: int, explain: bool) -> list[RenderableT
     items: list[RenderableType] = [heading]
     for number, record in enumerate(records, 1):
         line = Text(f"{number}. ", style="bold")
+        if record.get("baseline"):
+            line.append(f"{record['baseline'].upper()} ",
+                        style="bold red" if record["baseline"] == "new" else "dim")
         line.append(describe_decision(record))
         line.append(f"  [{record.get('reason')}]", style="dim")
         items.append(line)

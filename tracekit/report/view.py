@@ -25,11 +25,12 @@ __all__ = [
     "ordered_load",
     "count_reasons",
     "rank_counts",
+    "busiest_gone",
 ]
 
 _RECORD_FIELDS = (
     "host", "seq", "event", "laddr", "lport", "raddr", "rport", "sk", "group",
-    "reuseport_id", "expected", "observed", "verdict", "reason", "explanation",
+    "reuseport_id", "expected", "observed", "verdict", "reason", "explanation", "baseline",
 )
 
 
@@ -39,6 +40,8 @@ class ReportView:
 
     summary: Mapping[str, Any]
     decisions: Any = None  # pandas.DataFrame of decision records, or None
+    timeline: Any = None  # pandas.DataFrame of membership changes (`Replay.timeline()`), or None
+    ends: Mapping[str, int] | None = None  # the last seq replayed on each host
 
     @property
     def complete(self) -> bool:
@@ -50,11 +53,22 @@ class ReportView:
         return str(self.summary.get("verdict", "unknown"))
 
     def mismatches(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Mismatch records in (host, seq) order; all of them when the decision table is present."""
+        """Mismatch records in (host, seq) order; all of them when the decision table is present.
+        Against a baseline, the new ones come first, each record tagged `baseline` new/known."""
+        baseline = self.summary.get("baseline")
         if self.decisions is None:
             records = [dict(record) for record in self.summary.get("mismatches", [])]
+            if baseline is not None:
+                new = [dict(r, baseline="new") for r in baseline.get("new_mismatches", [])]
+                seen = {(r["host"], r["seq"]) for r in new}
+                # every new one is listed unless more than the summary keeps
+                rest = "known" if len(new) == int(baseline.get("new", 0)) else None
+                records = new + [dict(r, baseline=rest) for r in records
+                                 if (r["host"], r["seq"]) not in seen]
         else:
             records = self._records(self.decisions["verdict"] == "mismatch")
+            if baseline is not None:
+                records.sort(key=lambda r: r.get("baseline") != "new")
         return records if limit is None else records[:limit]
 
     def group_records(self, host: str, group: str, verdict: str) -> list[dict[str, Any]] | None:
@@ -95,7 +109,13 @@ def view_of(replay: Any) -> ReportView:
     summary = getattr(replay, "summary", None)
     if not isinstance(summary, Mapping):
         raise TypeError(f"cannot report on {type(replay).__name__}: it has no summary dict")
-    return ReportView(summary=summary, decisions=getattr(replay, "decisions", None))
+    membership = getattr(replay, "membership", None)
+    if membership is None:
+        return ReportView(summary=summary, decisions=getattr(replay, "decisions", None))
+    from tracekit.replay.timeline import timeline_frame
+
+    return ReportView(summary=summary, decisions=getattr(replay, "decisions", None),
+                      timeline=timeline_frame(membership), ends=dict(membership.last_seq))
 
 
 def _plain(value: Any) -> Any:
@@ -167,6 +187,19 @@ def ordered_load(group: Mapping[str, Any]) -> list[tuple[int, int, str]]:
             seen.add(int(sk))
     rows.extend((sk, n, "gone") for sk, n in sorted(load.items()) if sk not in seen)
     return rows
+
+
+GONE_SHOWN = 10
+
+
+def busiest_gone(rows: list[tuple[int, int, str]], shown: int = GONE_SHOWN) -> tuple[list, list]:
+    """`ordered_load` rows without all but the `shown` busiest sockets that left the group (a
+    long replay can have thousands), and the rows left out."""
+    gone = sorted((row for row in rows if row[2] == "gone"), key=lambda row: (-row[1], row[0]))
+    if len(gone) <= shown:
+        return rows, []
+    kept = {row[0] for row in gone[:shown]}
+    return [row for row in rows if row[2] != "gone" or row[0] in kept], gone[shown:]
 
 
 def count_reasons(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:

@@ -7,8 +7,9 @@ and live in `tracekit.trace.ordering`.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,7 +17,7 @@ import pyarrow.compute as pc
 from tracekit.errors import TraceFormatError
 from tracekit.trace.schema import Column, load_spec
 
-__all__ = ["check_batch", "row_error", "int_bounds"]
+__all__ = ["check_batch", "row_error", "int_bounds", "is_ip_text"]
 
 _INT_LIMITS = {
     pa.int8(): (-(2**7), 2**7 - 1),
@@ -62,7 +63,8 @@ def check_batch(batch: pa.RecordBatch, *, file: str, lines: Sequence[int] | None
     """Raise `TraceFormatError` for the first row of ``batch`` that breaks a per-row rule.
 
     The rules: required columns present and non-null, known event names, the columns each event
-    requires non-null, and values within their column's range or set. Column types must already
+    requires non-null, values within their column's range or set, and addresses that are IPv4 or
+    IPv6 text. Column types must already
     be of the right kind (integer, string, binary); see `tracekit.trace.convert`.
     """
     spec = load_spec()
@@ -92,6 +94,8 @@ def _first_true(mask: pa.Array) -> int:
 def _value_problem(array: pa.Array, column: Column) -> tuple[int, str, str] | None:
     if array.null_count == len(array):
         return None
+    if column.format == "ip":
+        return _address_problem(array, column)
     if column.values is not None:
         bad = _not_in(array, column.values)
         if bad is None:
@@ -123,6 +127,30 @@ def _not_in(array: pa.Array, values: tuple) -> pa.Array | None:
     if array.null_count:
         outside = pc.and_(outside, array.is_valid())
     return outside if pc.any(outside).as_py() else None
+
+
+def _address_problem(array: pa.Array, column: Column) -> tuple[int, str, str] | None:
+    """The first row whose text is not an IPv4 or IPv6 address; each distinct text parsed once."""
+    texts = array.dictionary if pa.types.is_dictionary(array.type) else pc.unique(array)
+    bad = [text for text in texts.to_pylist() if text is not None and not is_ip_text(text)]
+    if not bad:
+        return None
+    mask = pc.is_in(array.dictionary_decode() if pa.types.is_dictionary(array.type) else array,
+                    value_set=pa.array(bad, type=pa.string()))
+    index = _first_true(mask.fill_null(False))
+    if index < 0:  # only in unused dictionary entries
+        return None
+    return index, column.name, f"{array[index].as_py()!r} is not an IPv4 or IPv6 address"
+
+
+@lru_cache(maxsize=4096)
+def is_ip_text(text: str) -> bool:
+    """IPv4 dotted quad or IPv6 text (with an optional `%scope`), as `ipaddress` reads them."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 @cache

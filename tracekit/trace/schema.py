@@ -49,6 +49,8 @@ class Column:
     max: int | None
     values: tuple[str | int, ...] | None
     doc: str
+    format: str | None = None
+    """``"ip"``: the text of an IPv4 or IPv6 address."""
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -125,6 +127,7 @@ def load_spec() -> TraceSpec:
             max=c.get("max"),
             values=tuple(c["values"]) if "values" in c else None,
             doc=c.get("doc", ""),
+            format=c.get("format"),
         )
         for c in raw["columns"]
     )

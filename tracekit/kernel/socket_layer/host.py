@@ -18,10 +18,10 @@ from tracekit.kernel.bpf import (
     BPF_SK_REUSEPORT_SELECT,
     BPF_SK_REUSEPORT_SELECT_OR_MIGRATE,
     BpfProg,
-    Skb,
     _Unknown,
 )
 from tracekit.kernel.net import Net
+from tracekit.kernel.packet import loopback_skb
 from tracekit.kernel.sock import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -52,6 +52,7 @@ from tracekit.kernel.socket_layer.addresses import (
 )
 from tracekit.kernel.socket_layer.lookup import tcp_lookup_listener, udp_lookup
 from tracekit.kernel.socket_layer.selection import Pick, migrate_traced, replace_pick
+from tracekit.kernel.socket_layer.pairing import UNPLACED, Pairing
 
 LOOPBACK_IFINDEX = 1
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
@@ -105,6 +106,10 @@ class Expectation:
     expected: int
     pick: Pick | None
     unknown: str | None = None
+    deferred: bool = False  # a `recv` decided at the end (`Host.settle`)
+
+
+DEFERRED_EXPECTATION = Expectation(-1, None, deferred=True)
 
 
 @dataclass(frozen=True)
@@ -138,8 +143,7 @@ class Host:
         self.udp_buckets: dict[tuple[int, str], list[Socket]] = {}
         self.udp_primary: dict[int, list[Socket]] = {}
         self.conns: dict[Flow, Conn] = {}
-        self.datagrams: dict[Flow, deque[Pick]] = {}
-        self.dropped: dict[Flow, deque[Pick]] = {}
+        self.datagrams = Pairing()  # datagrams waiting for the `recv` that observes them
         self.migrations: list[Migration] = []
         self.on_migration: Callable[[Migration], None] | None = None
         self.bound = False  # some socket has bound: group labels come from binds
@@ -459,8 +463,7 @@ class Host:
         self._set_cpu(cpu)
         flow = flow_of(laddr, lport, raddr, rport)
         daddr = parse_ip(flow[0])
-        skb = Skb(payload=payload, len=len(payload) if payload is not None else None,
-                  protocol=IPPROTO_TCP, cpu=cpu)
+        skb = loopback_skb(IPPROTO_TCP, parse_ip(flow[2]), flow[3], daddr, flow[1], payload, cpu)
         chosen, pick = tcp_lookup_listener(self.tcp_buckets, daddr, flow[1], LOOPBACK_IFINDEX, cpu,
                                            hash, skb)
         conn = Conn(flow, hash, Pick(sk=-1, reason="no-listener"))
@@ -487,30 +490,27 @@ class Host:
         self._set_cpu(cpu)
         flow = flow_of(laddr, lport, raddr, rport)
         daddr, saddr = parse_ip(flow[0]), parse_ip(flow[2])
-        skb = Skb(payload=payload, len=len(payload) if payload is not None else None,
-                  protocol=IPPROTO_UDP, cpu=cpu)
+        skb = loopback_skb(IPPROTO_UDP, saddr, flow[3], daddr, flow[1], payload, cpu)
         owners = self.socks
         chosen, pick = udp_lookup(owners, self.udp_buckets, self.udp_primary.get(flow[1], []),
                                   saddr, flow[3], daddr, flow[1], LOOPBACK_IFINDEX, cpu, hash, skb)
         if isinstance(chosen, Sock):
             pick = self._label_pick(pick, chosen)
-            self.datagrams.setdefault(flow, deque()).append(pick)
+            self.datagrams.arrive(flow, chosen.sk_id, pick, payload)
             if self.socks[chosen.sk_id].raddr is not None and cpu is not None:
                 chosen.sk_incoming_cpu = int(cpu)
         elif isinstance(chosen, _Unknown):
             pick = self._unknown_pick(pick)
-            self.datagrams.setdefault(flow, deque()).append(pick)
+            self.datagrams.arrive(flow, UNPLACED, pick, payload)
         else:
             pick = replace_pick(pick or Pick(sk=-1, reason="no-listener"), sk=-1, seq=self.seq)
-            self.dropped.setdefault(flow, deque()).append(pick)
+            self.datagrams.arrive(flow, -1, pick, payload)
         return pick
 
     def unreceived(self) -> list[tuple[Flow, Pick]]:
         """Datagrams no `recv` observed, in the order they arrived: the model's pick for each
-        (a socket, or -1 where the model dropped it)."""
-        left = [(flow, pick) for queues in (self.datagrams, self.dropped)
-                for flow, picks in queues.items() for pick in picks]
-        return sorted(left, key=lambda item: item[1].seq if item[1].seq is not None else -1)
+        (a socket, or -1 where the model dropped it). Call `settle()` first."""
+        return list(self.datagrams.unreceived())
 
     # -- observations -----------------------------------------------------------------------------
     def accept(self, sk: int, laddr: str, lport: int, raddr: str, rport: int) -> Expectation:
@@ -539,18 +539,25 @@ class Host:
         expected = conn.listener.sk.sk_id if conn.listener is not None else -1
         return Expectation(expected, conn.pick)
 
-    def recv(self, sk: int, laddr: str, lport: int, raddr: str, rport: int) -> Expectation:
-        """`sk` received a datagram of this flow: the oldest prediction of the flow (FIFO)."""
-        flow = flow_of(laddr, lport, raddr, rport)
-        queue = self.datagrams.get(flow)
-        if queue:
-            pick = queue.popleft()
-            return Expectation(pick.sk, pick, pick.unknown)
-        dropped = self.dropped.get(flow)
-        if dropped:
-            pick = dropped.popleft()
-            return Expectation(-1, pick)
+    def recv(self, sk: int, laddr: str, lport: int, raddr: str, rport: int,
+             payload: bytes | None = None, token: object = None) -> Expectation:
+        """`sk` received a datagram of this flow: paired per socket (`tracekit.replay.pairing`).
+        A `recv` no datagram the model put on `sk` explains is `deferred` until `settle()`, which
+        returns it with `token`."""
+        seen = self.datagrams.observe(flow_of(laddr, lport, raddr, rport), sk, payload, token)
+        if seen.deferred:
+            return DEFERRED_EXPECTATION
+        return _received(seen.item)
+
+    def settle(self) -> list[tuple[object, Expectation]]:
+        """The deferred `recv`s (their `token`s), in trace order, with what the model expected."""
+        return [(token, _received(pick)) for token, pick in self.datagrams.settle()]
+
+
+def _received(pick: Pick | None) -> Expectation:
+    if pick is None:
         return Expectation(-1, None, "lost-events")
+    return Expectation(pick.sk, pick, pick.unknown)
 
 
 def ebpf_prog(prog: bytes | None, attach_type: int | None) -> BpfProg:

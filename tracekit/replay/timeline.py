@@ -1,0 +1,274 @@
+"""The membership of every group over `seq`, slot by slot: who joined, who moved into a hole when
+another left, who went to the closed section, who left, and where each queued connection of a
+stopped listener migrated.
+
+The engine calls `Timeline.before` and `Timeline.after` around every event that can change a
+group (the events `tracekit.replay.engine.MEMBERSHIP` names) and `Timeline.migration` for every
+queued connection the model migrated or reset. A close that migrates is split where the kernel
+splits it: `reuseport_stop_listen_sock` first (the last live socket moves into the hole, the
+closing one goes to the closed section), then the migrations, then `reuseport_detach_sock`.
+
+Pure: it only reads the model's groups. `Replay.timeline()` gives the rows as a DataFrame
+(`COLUMNS`); `slots()` turns one group's rows back into its membership after each change, and
+`membership_at()` answers "what was the group like at seq N?".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tracekit.kernel.sock_reuseport import SockReuseport
+
+__all__ = ["COLUMNS", "CHANGES", "Timeline", "Membership", "apply_change", "slots", "membership_at",
+           "timeline_frame"]
+
+CHANGES = ("joined", "moved", "closed", "reopened", "left", "migrated", "reset",
+           "migration-unknown")
+"""What a row says happened to `sk`: joined a live slot; moved from one live slot to another (into
+a hole); went from live slot `from_slot` to the closed section; came back from the closed section
+into live slot `to_slot`; left the group (from live slot `from_slot`, or from the closed section
+when `from_slot` is null); or, for a stopped listener's queued connection `flow`: migrated to
+`to_sk`, was reset (no live socket to take it), or could not be predicted (the trace lacks the
+hash)."""
+
+COLUMNS = ("host", "group", "reuseport_id", "seq", "event", "cause", "sk", "change", "from_slot",
+           "to_slot", "to_sk", "flow")
+_SCHEMA = pa.schema([
+    ("host", pa.string()), ("group", pa.string()), ("reuseport_id", pa.int64()),
+    ("seq", pa.int64()), ("event", pa.string()), ("cause", pa.int64()), ("sk", pa.int64()),
+    ("change", pa.string()), ("from_slot", pa.int64()), ("to_slot", pa.int64()),
+    ("to_sk", pa.int64()), ("flow", pa.string()),
+])
+
+_Members = tuple[tuple[int, ...], tuple[int, ...]]  # (live in array order, closed section)
+
+
+def _members(reuse: SockReuseport) -> _Members:
+    return (tuple([s.sk_id for s in reuse.live()]), tuple([s.sk_id for s in reuse.closed()]))
+
+
+def _diff(old: _Members, new: _Members) -> list[tuple[int, str, int | None, int | None]]:
+    """(sk, change, from_slot, to_slot) taking `old` to `new`: moves and joins by new slot, then
+    sockets that went to the closed section, then those that left, by old position."""
+    (old_live, old_closed), (new_live, new_closed) = old, new
+    rows: list[tuple[int, str, int | None, int | None]] = []
+    for slot, sk in enumerate(new_live):
+        if slot < len(old_live) and old_live[slot] == sk:
+            continue
+        if sk in old_live:
+            rows.append((sk, "moved", old_live.index(sk), slot))
+        else:
+            rows.append((sk, "reopened" if sk in old_closed else "joined", None, slot))
+    for slot, sk in enumerate(old_live):
+        if sk in new_live:
+            continue
+        rows.append((sk, "closed" if sk in new_closed else "left", slot, None))
+    for sk in old_closed:
+        if sk not in new_closed and sk not in new_live:
+            rows.append((sk, "left", None, None))
+    return rows
+
+
+@dataclass
+class _Pending:
+    """The groups one membership event touches, as they were when it began (or at its last
+    intermediate snapshot)."""
+
+    host: str
+    groups: dict[int, tuple[SockReuseport, str | None, _Members]]
+    seq: int
+    event: str
+    cause: int | None
+    label_of: Any
+
+
+class Timeline:
+    """Collects membership changes and migrations of every host while a replay runs."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list] = {name: [] for name in COLUMNS}
+        self.last: dict[tuple[str, int], tuple[str | None, _Members]] = {}
+        self.last_seq: dict[str, int] = {}
+        self._pending: _Pending | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows["seq"])
+
+    # -- the engine's hooks -----------------------------------------------------------------------
+    def before(self, host: str, socks: Iterable[Any], label_of: Any, seq: int, event: str,
+               cause: int | None) -> None:
+        groups = {}
+        for sk in socks:
+            reuse = sk.sk_reuseport_cb
+            if reuse is not None:
+                groups[reuse.reuseport_id] = (reuse, label_of(reuse), _members(reuse))
+        self._pending = _Pending(host, groups, seq, event, cause, label_of)
+
+    def after(self, socks: Iterable[Any]) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        for sk in socks:
+            reuse = sk.sk_reuseport_cb
+            if reuse is not None and reuse.reuseport_id not in pending.groups:
+                last = self.last.get((pending.host, reuse.reuseport_id))
+                pending.groups[reuse.reuseport_id] = (reuse, last[0] if last else None,
+                                                      last[1] if last else ((), ()))
+        self._flush(pending, final=True)
+
+    def migration(self, host: str, seq: int, group: str | None, listener: int, to: int,
+                  unknown: str | None, flow: tuple, event: str | None = None,
+                  reuseport_id: int | None = None) -> None:
+        """A queued connection of `listener` went to `to` (-1: reset; `unknown`: not predicted).
+        Inside a membership event (a close) the changes so far are recorded first: the kernel
+        migrates after `reuseport_stop_listen_sock` and before `reuseport_detach_sock`."""
+        pending = self._pending if self._pending is not None and self._pending.host == host else None
+        if pending is not None:
+            self._flush(pending, final=False)
+            event = pending.event
+        change = "migration-unknown" if unknown is not None else ("migrated" if to >= 0 else "reset")
+        rid = next((r for r, (_reuse, label, _m) in (pending.groups.items() if pending else ())
+                    if label == group), reuseport_id)
+        laddr, lport, raddr, rport = flow
+        text = None if laddr is None and raddr is None else f"{raddr}:{rport} -> {laddr}:{lport}"
+        self._add(host, group, rid, seq, event or "close", pending.cause if pending else listener,
+                  listener, change, None, None, to if unknown is None else None, text)
+
+    def seen(self, host: str, seq: int) -> None:
+        """The last seq replayed on `host` (charts run to it)."""
+        self.last_seq[host] = max(seq, self.last_seq.get(host, seq))
+
+    def seen_batch(self, batch: pa.RecordBatch) -> None:
+        """`seen` for the last row of each host's run in a batch sorted by (host, seq)."""
+        if not batch.num_rows:
+            return
+        hosts = batch.column("host")
+        if pa.types.is_dictionary(hosts.type):
+            idx = hosts.indices.to_numpy(zero_copy_only=False)
+            names = hosts.dictionary.to_pylist()
+        else:
+            values = hosts.to_pylist()
+            names = sorted(set(values))
+            idx = np.array([names.index(v) for v in values])
+        seqs = batch.column("seq").to_numpy(zero_copy_only=False)
+        ends = np.append(np.flatnonzero(idx[1:] != idx[:-1]), len(idx) - 1)
+        for end in ends.tolist():
+            self.seen(names[idx[end]], int(seqs[end]))
+
+    # -- rows -------------------------------------------------------------------------------------
+    def _flush(self, pending: _Pending, final: bool) -> None:
+        for rid, (reuse, label, old) in list(pending.groups.items()):
+            new = _members(reuse)
+            freed = reuse.num_socks + reuse.num_closed_socks == 0
+            now_label = label if freed else (pending.label_of(reuse) or label)
+            if new != old:
+                for sk, change, from_slot, to_slot in _diff(old, new):
+                    self._add(pending.host, now_label, rid, pending.seq, pending.event,
+                              pending.cause, sk, change, from_slot, to_slot, None, None)
+            pending.groups[rid] = (reuse, now_label, new)
+            if final:
+                if freed:
+                    self.last.pop((pending.host, rid), None)  # the id may name a new group next
+                else:
+                    self.last[(pending.host, rid)] = (now_label, new)
+
+    def _add(self, host: str, group: str | None, rid: int | None, seq: int, event: str,
+             cause: int | None, sk: int, change: str, from_slot: int | None,
+             to_slot: int | None, to_sk: int | None, flow: str | None) -> None:
+        if group is None:
+            return  # a group no bind has named yet (and never will): nothing to show
+        for name, value in zip(COLUMNS, (host, group, rid, seq, event, cause, sk, change,
+                                         from_slot, to_slot, to_sk, flow)):
+            self.rows[name].append(value)
+
+    # -- results ----------------------------------------------------------------------------------
+    def table(self) -> pa.Table:
+        return pa.table({name: pa.array(self.rows[name], type=_SCHEMA.field(name).type)
+                         for name in COLUMNS}, schema=_SCHEMA)
+
+    @classmethod
+    def merged(cls, parts: Sequence[Timeline | None]) -> Timeline | None:
+        """One timeline from per-host timelines (hosts never share groups), in the given order."""
+        if any(part is None for part in parts):
+            return None
+        out = cls()
+        for part in parts:
+            for name in COLUMNS:
+                out.rows[name].extend(part.rows[name])  # type: ignore[union-attr]
+            out.last_seq.update(part.last_seq)  # type: ignore[union-attr]
+        return out
+
+
+def timeline_frame(timeline: Timeline | None) -> Any:
+    """The rows as a pandas DataFrame (`COLUMNS`; nullable integers), in replay order."""
+    table = (timeline or Timeline()).table()
+    import pandas as pd
+
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A group at one moment: live sockets in array order and the closed section."""
+
+    seq: int
+    live: tuple[int, ...]
+    closed: tuple[int, ...]
+
+
+def _rows_of(frame: Any, host: str | None, group: str) -> Any:
+    mask = frame["group"] == group
+    if host is not None:
+        mask &= frame["host"] == host
+    return frame.loc[mask]
+
+
+def _int(value: Any) -> int | None:
+    import pandas as pd
+
+    return None if pd.isna(value) else int(value)
+
+
+def apply_change(live: list[int | None], closed: list[int], sk: int, change: str,
+                 from_slot: int | None, to_slot: int | None) -> None:
+    """Apply one row to a group's live slots (None: a hole) and closed section, in place."""
+    if from_slot is not None and from_slot < len(live) and live[from_slot] == sk:
+        live[from_slot] = None
+    if change == "closed":
+        closed.append(sk)
+    elif change in ("reopened", "left") and sk in closed:
+        closed.remove(sk)
+    if to_slot is not None:
+        live.extend([None] * (to_slot + 1 - len(live)))
+        live[to_slot] = sk
+
+
+def slots(frame: Any, group: str, host: str | None = None) -> list[Membership]:
+    """The group's membership after each seq at which it changed, rebuilt from its rows."""
+    live: list[int | None] = []
+    closed: list[int] = []
+    out: list[Membership] = []
+    rows = _rows_of(frame, host, group)
+    for seq, part in rows.groupby("seq", sort=True):
+        for sk, change, from_slot, to_slot in part[["sk", "change", "from_slot",
+                                                     "to_slot"]].itertuples(index=False):
+            apply_change(live, closed, int(sk), change, _int(from_slot), _int(to_slot))
+        while live and live[-1] is None:
+            live.pop()
+        out.append(Membership(int(seq), tuple(-1 if s is None else s for s in live), tuple(closed)))
+    return out
+
+
+def membership_at(frame: Any, group: str, seq: int, host: str | None = None) -> Membership:
+    """The group as it was after the events up to and including `seq`."""
+    state = Membership(seq, (), ())
+    for snap in slots(frame, group, host):
+        if snap.seq > seq:
+            break
+        state = snap
+    return Membership(seq, state.live, state.closed)

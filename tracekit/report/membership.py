@@ -1,0 +1,140 @@
+"""A group's membership over seq as the reports show it: one plain line per seq at which the group
+changed (terminal and HTML), and the lane chart of `tracekit.report.timeline_chart`.
+
+Reads the rows of `Replay.timeline()` (`tracekit.replay.timeline.COLUMNS`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Step", "steps_of", "describe_step", "group_frames", "elide"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """Everything that happened to one group at one seq."""
+
+    seq: int
+    event: str
+    cause: int | None
+    changes: tuple[tuple[int, str, int | None, int | None], ...]  # (sk, change, from, to)
+    migrations: tuple[tuple[int, str, int | None], ...]  # (listener, change, to_sk)
+
+
+def _int(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        import pandas as pd
+
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return int(value)
+
+
+def group_frames(frame: Any) -> dict[tuple[str, str], Any]:
+    """The timeline's rows split by (host, group)."""
+    if frame is None or not len(frame):
+        return {}
+    return {(str(h), str(g)): part for (h, g), part in frame.groupby(["host", "group"], sort=False)}
+
+
+def steps_of(rows: Any) -> Iterator[Step]:
+    """One `Step` per seq of one group's rows, in seq order."""
+    columns = ["seq", "event", "cause", "sk", "change", "from_slot", "to_slot", "to_sk"]
+    current: list[Any] = []
+    for row in rows[columns].itertuples(index=False, name=None):
+        if current and current[0][0] != row[0]:
+            yield _step(current)
+            current = []
+        current.append(row)
+    if current:
+        yield _step(current)
+
+
+def _step(rows: list[tuple]) -> Step:
+    seq, event, cause = rows[0][0], rows[0][1], _int(rows[0][2])
+    changes, migrations = [], []
+    for _seq, _event, _cause, sk, change, from_slot, to_slot, to_sk in rows:
+        if change in ("migrated", "reset", "migration-unknown"):
+            migrations.append((int(sk), str(change), _int(to_sk)))
+        else:
+            changes.append((int(sk), str(change), _int(from_slot), _int(to_slot)))
+    return Step(int(seq), str(event), cause, tuple(changes), tuple(migrations))
+
+
+_PHRASES = {
+    "joined": "sk {sk} joined slot {to}",
+    "moved": "sk {sk} moved from slot {frm} to slot {to}",
+    "closed": "sk {sk} left slot {frm} for the closed section",
+    "reopened": "sk {sk} came back from the closed section to slot {to}",
+}
+
+
+_COMPACT = {
+    "joined": "sk {sk} joined [{to}]",
+    "moved": "sk {sk} [{frm}]->[{to}]",
+    "closed": "sk {sk} [{frm}]->closed",
+    "reopened": "sk {sk} closed->[{to}]",
+}
+
+
+def describe_step(step: Step, compact: bool = False) -> str:
+    """``seq 25 close sk 0: sk 3 moved from slot 3 to slot 0, sk 0 left slot 0 for the closed
+    section, 4 queued connections of sk 0 migrated to sk 3, sk 0 left the group (from the closed
+    section)``; `compact`: ``seq 25 close sk 0: sk 3 [3]->[0], sk 0 [0]->closed, 4 queued of
+    sk 0 -> sk 3, sk 0 left``."""
+    parts = []
+    migrations_said = False
+    for sk, change, frm, to in step.changes:
+        if change == "left":
+            if not migrations_said:
+                parts += _migrations(step, compact)
+                migrations_said = True
+            where = f"slot {frm}" if frm is not None else "the closed section"
+            parts.append(f"sk {sk} left" + (f" [{frm}]" if frm is not None else "") if compact
+                         else f"sk {sk} left the group (from {where})")
+        else:
+            parts.append((_COMPACT if compact else _PHRASES)[change].format(sk=sk, frm=frm, to=to))
+    if not migrations_said:
+        parts += _migrations(step, compact)
+    who = f" sk {step.cause}" if step.cause is not None else ""
+    return f"seq {step.seq} {step.event}{who}: " + ", ".join(parts)
+
+
+def _migrations(step: Step, compact: bool = False) -> list[str]:
+    """``4 queued connections of sk 0 migrated to sk 3``, or, when they went different ways,
+    ``3 queued connections of sk 1: 2 migrated to sk 4, 1 reset``."""
+    by_listener: dict[int, Counter] = {}
+    for listener, change, to in step.migrations:
+        by_listener.setdefault(listener, Counter())[(change, -1 if to is None else to)] += 1
+    out = []
+    for listener, counts in by_listener.items():
+        total = sum(counts.values())
+        noun = "queued" if compact else "queued connection" if total == 1 else "queued connections"
+        ways = [(_SHORT_WAYS if compact else _WAYS)[change].format(to=to)
+                for change, to in sorted(counts)]
+        if len(counts) == 1:
+            out.append(f"{total} {noun} of sk {listener} {ways[0]}")
+        else:
+            ways = [f"{n} {way}" for way, n in zip(ways, (counts[k] for k in sorted(counts)))]
+            out.append(f"{total} {noun} of sk {listener}: {', '.join(ways)}")
+    return out
+
+
+_WAYS = {"migrated": "migrated to sk {to}", "reset": "reset",
+         "migration-unknown": "not predicted (no hash)"}
+_SHORT_WAYS = {"migrated": "-> sk {to}", "reset": "reset", "migration-unknown": "unknown"}
+
+
+def elide(items: list[Any], head: int, tail: int) -> tuple[list[Any], int, list[Any]]:
+    """(first `head`, how many are left out, last `tail`), or (all, 0, []) when they fit."""
+    if len(items) <= head + tail + 1:
+        return items, 0, []
+    return items[:head], len(items) - head - tail, items[len(items) - tail:]
