@@ -95,6 +95,7 @@ def probe(output: str | os.PathLike[str], *, duration: float | None = None,
     stop = stop or threading.Event()
     metadata = {
         "tracekit.kernel": os.uname().release,
+        "tracekit.kernel.version": os.uname().version,  # names a distribution's stable release
         "tracekit.command": command or "tracekit.probe.probe()",
         "tracekit.probe.tool": _bpftrace_version(binary),
     }

@@ -137,14 +137,22 @@ def _pieces_in_order(spool: Path, tracker: SeqTracker) -> Iterator[tuple[str, pa
             remaining -= take
 
 
-def _pieces_sorted(spool: Path, tracker: SeqTracker, file: str) -> Iterator[tuple[str, pa.Table]]:
-    """Each host's rows, read back from the spool one host at a time and sorted by seq."""
+def _pieces_sorted(spool: Path, tracker: SeqTracker,
+                   file: str) -> Iterator[tuple[str, pa.Table | pa.RecordBatch]]:
+    """Each host's rows, read back from the spool one host at a time: streamed in spool order
+    when the host's own rows came in seq order (hosts interleaved in time, as a capture writes
+    them), else read whole and sorted by seq."""
     dataset = ds.dataset(spool, format="parquet")
     for host in sorted(tracker.hosts):
-        table = dataset.to_table(filter=pc.field("host") == host)
-        if host in tracker.unordered_hosts:
-            table = table.take(pc.sort_indices(table.column("seq")))
-            check_sorted_seq(host, table.column("seq").to_numpy(), file=file)
+        chosen = pc.field("host") == host
+        if host not in tracker.unordered_hosts:
+            for batch in dataset.to_batches(filter=chosen, batch_size=CHUNK_ROWS, use_threads=False):
+                if batch.num_rows:
+                    yield host, batch
+            continue
+        table = dataset.to_table(filter=chosen)
+        table = table.take(pc.sort_indices(table.column("seq")))
+        check_sorted_seq(host, table.column("seq").to_numpy(), file=file)
         yield host, table
 
 
