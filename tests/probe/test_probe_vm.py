@@ -21,8 +21,9 @@ from tracekit.capture.policies import OBSERVER_KERNEL_NAME, observer_passes
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
 KERNELS = ("6.1", "6.12")
-SCENARIOS = ("story-rolling-restart-migrate", "story-cbpf-steering", "story-udp-connected",
-             "story-incoming-cpu", "story-shutdown-relisten", "selftest-migrate_reuseport-close-v6")
+# migrations (and the MIB counter), classic BPF with payloads, SO_INCOMING_CPU; the walk adds UDP
+# (connected sockets too), IPv6, wildcards, shutdowns and more: one guest boot stays within CI time
+SCENARIOS = ("story-rolling-restart-migrate", "story-cbpf-steering", "story-incoming-cpu")
 WALK = ("--random", "5", "--steps", "40")
 RECORDINGS = (*SCENARIOS, "walk")
 
@@ -41,7 +42,10 @@ def guest(request, tmp_path_factory):
     commands.append(("walk", py("-m", "tracekit", "record", *WALK, "-o", "walk.parquet")))
     run = capture_in_guest(request.param, commands,
                            outputs=[f"{name}.parquet" for name in RECORDINGS], timeout=3000)
-    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n{run.files.get('probe.err', b'').decode()}"
+    # a recording exits 1 when the kernel breaks its scenario's [[expect]] (the trace is written)
+    statuses = dict(line.split()[1::2] for line in run.stdout.splitlines() if line.startswith("step "))
+    assert statuses.get("probe") == "0" and all(statuses.get(n) in ("0", "1") for n in RECORDINGS), \
+        f"{run.stdout}\n{run.stderr}\n{run.files.get('probe.err', b'').decode()}"
     directory = tmp_path_factory.mktemp(f"probe-{request.param}")
     for name, data in run.files.items():
         (directory / name).write_bytes(data)
