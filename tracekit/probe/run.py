@@ -34,7 +34,7 @@ from tracekit.probe.preflight import ProbeUnavailable, check_probe_support
 from tracekit.probe.script import bpftrace_program
 from tracekit.probe.translate import Translator
 
-__all__ = ["probe", "ProbeStats", "REORDER_NS", "ATTACH_TIMEOUT_S"]
+__all__ = ["probe", "capture_with", "ProbeStats", "REORDER_NS", "ATTACH_TIMEOUT_S"]
 
 REORDER_NS = 300_000_000
 ATTACH_TIMEOUT_S = 900.0
@@ -88,6 +88,18 @@ def probe(output: str | os.PathLike[str], *, duration: float | None = None,
     the kernel cannot be probed; nothing is written then.
     """
     binary = check_probe_support(bpftrace=bpftrace)
+    return capture_with(binary, output, duration=duration, ports=ports, netns=netns,
+                        on_ready=on_ready, on_tick=on_tick, stop=stop, command=command)
+
+
+def capture_with(binary: str, output: str | os.PathLike[str], *, duration: float | None = None,
+                 ports: tuple[int, ...] = (), netns: str | os.PathLike[str] | None = None,
+                 on_ready: Callable[[ProbeStats], None] | None = None,
+                 on_tick: Callable[[ProbeStats], None] | None = None,
+                 stop: threading.Event | None = None, command: str | None = None) -> ProbeStats:
+    """`probe()` with `binary` as bpftrace and no check of the kernel first: whatever prints
+    bpftrace's output for `script.bpftrace_program()` (the tests use a stand-in where the kernel
+    has no kprobes)."""
     output = Path(output)
     netns_ids = frozenset([_netns_inode(netns)]) if netns is not None else frozenset()
     translator = Translator(node=os.uname().nodename, ports=frozenset(ports), netns=netns_ids)
