@@ -7,8 +7,10 @@ follow it on the same CPU; `Assembler` attaches them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
+import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -133,12 +135,13 @@ def _continuations(record: Record) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=4096)
 def address(family: int, words: tuple[int, ...]) -> str:
     """The text form of an address read as little-endian u32 words (network byte order inside)."""
     if family in (4, AF_INET):
-        return str(ipaddress.IPv4Address(struct.pack("<I", words[0] & 0xFFFFFFFF)))
-    raw = b"".join(struct.pack("<I", w & 0xFFFFFFFF) for w in words[:4])
-    return str(ipaddress.IPv6Address(raw))
+        return socket.inet_ntop(socket.AF_INET, struct.pack("<I", words[0] & 0xFFFFFFFF))
+    raw = struct.pack("<4I", *(w & 0xFFFFFFFF for w in words[:4]))
+    return str(ipaddress.IPv6Address(raw))  # the canonical text (as the recorder writes it)
 
 
 def be16(value: int) -> int:
