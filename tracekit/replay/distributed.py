@@ -14,6 +14,8 @@ Policies travel to the workers by pickle: register module-level functions, not l
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections import Counter
 from contextlib import ExitStack
 from typing import Any, Callable
@@ -70,15 +72,22 @@ def merge_replays(parts: list[Replay]) -> Replay:
 def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
                    profile: str = "auto", policies: dict[str, Policy] | None = None,
                    results: bool = False, explain_all: bool = False,
-                   progress: Callable[[int, int], None] | None = None) -> Replay:
+                   progress: Callable[[int, int], None] | None = None,
+                   no_workers_timeout: float = 60.0) -> Replay:
     """Replay every host of a trace as one Dask task each and merge the results.
 
     `client` is a `distributed.Client`, a scheduler address (``tcp://host:8786``), or ``"local"``
     for a LocalCluster on this machine. Workers must reach `trace_path` (a shared filesystem or
     the same machine). `progress(hosts_done, hosts_total)` is called as hosts finish.
+
+    A worker lost in the middle costs only time: Dask runs its hosts again on the others (a
+    host's replay is a pure function of the file), and the merge is the same. When the cluster
+    cannot finish (Dask gives up on a task whose workers keep dying, the scheduler goes away, or
+    no worker is left for `no_workers_timeout` seconds) it raises `TracekitError` saying so, and
+    nothing is merged: there is no partial result.
     """
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client, LocalCluster
     except ImportError:
         raise TracekitError("replay on Dask needs the dask extra: pip install 'tracekit[dask]'") from None
     from tracekit.trace import trace_hosts
@@ -94,15 +103,66 @@ def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
                 client = stack.enter_context(Client(cluster))
             else:
                 client = stack.enter_context(Client(client))
-        futures = [client.submit(_replay_host, path, host, profile, policies, results, explain_all,
-                                 key=f"tracekit-replay-{host}-{i}", pure=False)
-                   for i, host in enumerate(hosts)]
-        done = 0
-        for future in as_completed(futures):
-            if future.status == "error":
-                future.result()  # raises the worker's exception here
-            done += 1
-            if progress is not None:
-                progress(done, len(hosts))
-        parts = client.gather(futures)
+        # a key of this call alone: a key a previous call used may still hold that call's result
+        run = uuid.uuid4().hex
+        futures = {client.submit(_replay_host, path, host, profile, policies, results, explain_all,
+                                 key=f"tracekit-replay-{host}-{i}-{run}", pure=False): host
+                   for i, host in enumerate(hosts)}
+        try:
+            parts = _gather(client, futures, progress, no_workers_timeout)
+        except BaseException:
+            client.cancel(list(futures))
+            raise
     return merge_replays(parts)
+
+
+def _gather(client: Any, futures: dict[Any, str], progress: Callable[[int, int], None] | None,
+            no_workers_timeout: float) -> list[Replay]:
+    """Every host's Replay in host order, or `TracekitError` when the cluster cannot finish."""
+    from distributed import wait
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    pending, done = set(futures), 0
+    alone_since: float | None = None
+    try:
+        while pending:
+            try:
+                finished, pending = wait(pending, timeout=_POLL_SECONDS,
+                                         return_when="FIRST_COMPLETED")
+            except TimeoutError:  # nothing finished in this while
+                finished = set()
+            for future in finished:
+                if future.status != "finished":
+                    future.result()  # raises the worker's exception here
+                done += 1
+                if progress is not None:
+                    progress(done, len(futures))
+            if finished or client.scheduler_info().get("workers"):
+                alone_since = None
+            elif alone_since is None:
+                alone_since = time.monotonic()
+            elif time.monotonic() - alone_since > no_workers_timeout:
+                raise TracekitError(f"replay on Dask failed: no worker left for "
+                                    f"{no_workers_timeout:g} s with {len(pending)} host(s) to "
+                                    "replay; nothing was merged")
+        return client.gather(list(futures))
+    except KilledWorker as error:
+        host = futures.get(_future_of(futures, error.task), "?")
+        raise TracekitError(f"replay on Dask failed: each of the {error.allowed_failures + 1} "
+                            f"worker(s) replaying host {host} died, and Dask gave up on it "
+                            "(distributed.scheduler.allowed-failures); nothing was merged") from None
+    except FutureCancelledError as error:
+        raise TracekitError(f"replay on Dask failed: the cluster cancelled a host's replay "
+                            f"({error}); nothing was merged") from None
+    except (CommClosedError, OSError) as error:
+        raise TracekitError(f"replay on Dask failed: lost the Dask scheduler "
+                            f"({type(error).__name__}: {error}); nothing was merged") from None
+
+
+def _future_of(futures: dict[Any, str], key: Any) -> Any:
+    return next((future for future in futures if future.key == key), None)
+
+
+_POLL_SECONDS = 2.0
