@@ -40,6 +40,7 @@ from tracekit.replay.sink import DecisionSink
 from tracekit.replay.timeline import Timeline
 from tracekit.replay.walk import Columns, Walk
 from tracekit.trace.checks import is_ip_text
+from tracekit.trace.schema import load_spec
 
 BULK = True
 """Decide selections in bulk (False: every row one by one, which the tests compare against)."""
@@ -130,6 +131,7 @@ class Engine:
     def _story_row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
         host, event = hs.host, row["event"]
         host.seq = row["seq"]
+        _check_required(row)
         _check_addresses(row)
         if event in ON_A_SOCKET:
             _check_socket(host, row["sk"])
@@ -322,6 +324,17 @@ class Engine:
                 label = hs.host.label_of(reuse)
                 if label is not None:
                     self.sink.group(name, label, reuse.reuseport_id, None, reuse)
+
+
+def _check_required(row: dict[str, Any]) -> None:
+    """`validate` refuses a row without a column its event requires; replay one it reads (a
+    trace it was not given through `validate`)."""
+    for column in _REQUIRES.get(row["event"], ()):
+        if row[column] is None:
+            raise StoryError(f"missing (event {row['event']!r} requires it)", column)
+
+
+_REQUIRES = {event.name: event.requires for event in load_spec().events}
 
 
 def _check_addresses(row: dict[str, Any]) -> None:
