@@ -79,6 +79,9 @@ class SocketColumns:
         self.lport = _ints(batch.column("lport"))
         self.rport = _ints(batch.column("rport"))
         has_flow = (self.laddr >= 0) & (self.raddr >= 0) & (self.lport >= 0) & (self.rport >= 0)
+        # a row without a column its event requires goes to the per-row path, which refuses it
+        arrival = (kind == SYN) | (kind == DATAGRAM)
+        has_flow &= np.where(arrival, _valid(batch.column("proto")), _valid(batch.column("sk")))
         self.kind = np.where(has_flow, kind, 0).astype(np.int8)
         decidable = cpu_valid if hash_valid is None else hash_valid & cpu_valid
         self.decidable = decidable & (cpu >= 0) & (cpu < fast.CPU_LIMIT)
@@ -510,6 +513,10 @@ class SocketWalk:
                 continue
             self.engine.observe(hs, row, i, history_of[int(flows[r])])
         host.seq, host.net.cpu = saved_seq, saved_cpu
+
+
+def _valid(column: pa.Array) -> np.ndarray:
+    return column.is_valid().to_numpy(zero_copy_only=False)
 
 
 def _ints(column: pa.Array) -> np.ndarray:
