@@ -120,6 +120,9 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
            what_if: Collection[str] = ()) -> Replay:
     """Replay every host of a trace through the kernel model and diff against what was observed.
 
+    `profile`: a profile name, `auto` (from the trace's `tracekit.kernel`) or `fit` (the profile
+    the trace's behaviour fits best: `tracekit.replay.fit.fit_profile`).
+
     `policies` registers eBPF programs by the name the trace gives them. `results=True` keeps
     every decision (in `Replay.decisions` and for `write_results`); a path streams every decision
     to that Parquet file instead, keeping memory flat. `progress(rows_done, rows_total)` is
@@ -138,7 +141,13 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
     found = metadata.get("tracekit.format")
     if found != TRACE_FORMAT:
         raise TracekitError(f"{path}: not a {TRACE_FORMAT} trace (tracekit.format={found!r})")
-    chosen, chosen_by = choose_profile(profile, metadata)
+    if profile == "fit":
+        from tracekit.replay.fit import fit_profile
+
+        fit = fit_profile(path, policies=policies)
+        chosen, chosen_by = fit.best, fit.describe()
+    else:
+        chosen, chosen_by = choose_profile(profile, metadata)
 
     kept: list[pa.RecordBatch] | None = None
     writer = None
