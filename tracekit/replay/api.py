@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from tracekit.errors import TracekitError
 from tracekit.kernel.bpf import Policy
-from tracekit.kernel.profiles import Profile, profile_by_name, profile_for_kernel
+from tracekit.kernel.profiles import Profile, profile_by_name, profile_for_kernel, why_profile
 from tracekit.replay.decision import DECISION_SCHEMA
 from tracekit.replay.engine import Engine
 from tracekit.replay.sink import DecisionSink
@@ -77,13 +77,13 @@ class Replay:
 
 
 def choose_profile(profile: str | Profile, metadata: dict[str, str]) -> tuple[Profile, str]:
-    """`auto`: the trace's `tracekit.kernel`; a name: that profile (TracekitError if unknown)."""
+    """`auto`: the trace's `tracekit.kernel` and `tracekit.kernel.version` (`profile_for_kernel`);
+    a name: that profile (TracekitError if unknown). Returns the profile and why it was chosen."""
     if isinstance(profile, Profile):
         return profile, "--profile"
     if profile in (None, "auto"):
-        release = metadata.get("tracekit.kernel")
-        chosen_by = f"tracekit.kernel={release}" if release else "default (newest)"
-        return profile_for_kernel(release), chosen_by
+        release, version = metadata.get("tracekit.kernel"), metadata.get("tracekit.kernel.version")
+        return profile_for_kernel(release, version), why_profile(release, version)
     try:
         return profile_by_name(str(profile)), "--profile"
     except ValueError as err:
