@@ -181,7 +181,7 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
     engine.register_groups()
     summary = build_summary(
         sink,
-        profile={"name": chosen.name, "chosen_by": chosen_by},
+        profile={"name": chosen.name, "chosen_by": chosen_by, "switches": chosen.switches()},
         trace={"path": str(trace_or_path), "format": found,
                "source": metadata.get("tracekit.source"), "kernel": metadata.get("tracekit.kernel"),
                "metadata": dict(sorted((k, v) for k, v in metadata.items()
