@@ -7,7 +7,8 @@ For every trace in fixtures/recorded/ (a ``*.parquet`` file or a ``host=`` direc
 terminal report at 100 columns, trailing blanks stripped), ``summary.json``, ``report.html``, ``report.xml`` (JUnit) and
 ``exit-status``. One more sample shows a failing replay: ``reports/misrouted/`` replays a copy of
 ``story-rolling-restart-migrate`` whose last accept was moved to another listener by hand (the
-copy is kept there as ``trace.parquet``). The outputs are deterministic: rerunning changes no byte
+copy is kept there as ``trace.parquet``); ``reports/what-if-migration/`` and ``reports/baselined/``
+show the CI options (`gated`). The outputs are deterministic: rerunning changes no byte
 unless tracekit or the fixtures changed.
 """
 
@@ -30,14 +31,15 @@ def traces(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix == ".parquet" or p.is_dir())
 
 
-def generate(trace: Path, out: Path) -> int:
-    """Replay one trace into ``out``; returns the exit status of ``tracekit replay``."""
+def generate(trace: Path, out: Path, *options: str) -> int:
+    """Replay one trace into ``out`` (with more ``options`` for ``tracekit replay``); returns
+    its exit status."""
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, COLUMNS="100", TERM="dumb", NO_COLOR="1", PYTHONPATH=str(ROOT))
     command = [
         sys.executable, "-c", RUN_CLI, "replay", str(trace.relative_to(ROOT)),
         "--json", str(out / "summary.json"), "--html", str(out / "report.html"),
-        "--junit", str(out / "report.xml"),
+        "--junit", str(out / "report.xml"), *options,
     ]
     run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if run.returncode not in (0, 1):
@@ -76,6 +78,24 @@ def main() -> None:
     out.mkdir()
     edited = misroute(FIXTURES / "story-rolling-restart-migrate.parquet", out / "trace.parquet")
     status = generate(edited, out)
+    print(f"{out.relative_to(ROOT)}: exit status {status}")
+    gated(out / "trace.parquet")
+
+
+def gated(misrouted: Path) -> None:
+    """The CI samples: ``reports/what-if-migration/`` asks what migration would have done to the
+    rolling restart recorded without it, with a resets gate that fails; ``reports/baselined/``
+    replays the misrouted trace against a baseline (``known.json``) that accepts its mismatch."""
+    trace = FIXTURES / "story-rolling-restart-no-migrate.parquet"
+    out = REPORTS / "what-if-migration"
+    status = generate(trace, out, "--what-if", "net.ipv4.tcp_migrate_req=1",
+                      "--fail-on", "resets>0", "--fail-on", "imbalance>1.5")
+    print(f"{out.relative_to(ROOT)}: exit status {status}")
+    out = REPORTS / "baselined"
+    out.mkdir(exist_ok=True)
+    known = out / "known.json"
+    generate(misrouted, out, "--write-baseline", str(known.relative_to(ROOT)))
+    status = generate(misrouted, out, "--baseline", str(known.relative_to(ROOT)))
     print(f"{out.relative_to(ROOT)}: exit status {status}")
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from ipaddress import IPv4Address, IPv6Address
+
 from tracekit.kernel import cbpf
 from tracekit.kernel.bpf import Skb
+from tracekit.kernel.packet import loopback_headers
+from tracekit.kernel.structs import IPPROTO_TCP, IPPROTO_UDP
 from tracekit.kernel.cbpf import (
     BPF_A, BPF_ABS, BPF_ADD, BPF_ALU, BPF_AND, BPF_B, BPF_DIV, BPF_H, BPF_IMM, BPF_IND, BPF_JA,
     BPF_JEQ, BPF_JGE, BPF_JGT, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_LDX, BPF_LEN, BPF_LSH,
@@ -168,25 +172,84 @@ def test_truncated_payload_is_unknown():
         run(*prog, skb=Skb())
 
 
+UDP4 = loopback_headers(IPPROTO_UDP, IPv4Address("127.0.0.2"), 12345, IPv4Address("127.0.0.1"),
+                        80, 2)
+
+
+def net(k: int, size: int = BPF_B) -> tuple:
+    return (BPF_LD | size | BPF_ABS, 0, 0, u32(SKF_NET_OFF + k))
+
+
 def test_net_off_reads_network_header_then_payload():
-    """bpf_internal_load_pointer_neg_helper: k >= SKF_NET_OFF -> skb_network_header + k - SKF_NET_OFF."""
-    nh = bytes([0x45, 0, 0, 28]) + bytes(16) + b"\x30\x39\x00\x50" + bytes(4)  # IPv4 + UDP
-    skb = Skb(payload=b"\xAA\xBB", len=2, network_header=nh)
-    assert run((BPF_LD | BPF_B | BPF_ABS, 0, 0, u32(SKF_NET_OFF)), RET_A, skb=skb) == 0x45
-    assert run((BPF_LD | BPF_H | BPF_ABS, 0, 0, u32(SKF_NET_OFF + 20)), RET_A, skb=skb) == 12345
-    assert run((BPF_LD | BPF_B | BPF_ABS, 0, 0, u32(SKF_NET_OFF + 29)), RET_A, skb=skb) == 0xBB
-    assert run((BPF_LD | BPF_B | BPF_ABS, 0, 0, u32(SKF_NET_OFF + 30)), (BPF_RET | BPF_K, 0, 0, 9),
-               skb=skb) == 0
-    with pytest.raises(Unknown):
-        run((BPF_LD | BPF_B | BPF_ABS, 0, 0, u32(SKF_NET_OFF)), RET_A, skb=FULL)
+    """bpf_skb_load_helper_convert_offset: SKF_NET_OFF + k is k bytes from the network header,
+    through the transport header and the payload to the end of the packet; past it the load fails."""
+    skb = Skb(payload=b"\xAA\xBB", len=2, headers=UDP4)
+    assert run(net(0), RET_A, skb=skb) == 0x45
+    assert run(net(2, BPF_H), RET_A, skb=skb) == 20 + 8 + 2  # IPv4 total length
+    assert run(net(9), RET_A, skb=skb) == 17
+    assert run(net(12, BPF_W), RET_A, skb=skb) == 0x7F000002
+    assert run(net(20, BPF_H), RET_A, skb=skb) == 12345  # the UDP source port
+    assert run(net(24, BPF_H), RET_A, skb=skb) == 10  # the UDP length
+    assert run(net(29), RET_A, skb=skb) == 0xBB
+    assert run(net(30), (BPF_RET | BPF_K, 0, 0, 9), skb=skb) == 0
+    with pytest.raises(Unknown, match="network header"):
+        run(net(0), RET_A, skb=FULL)
 
 
-def test_ll_off_is_unknown_and_below_is_zero():
-    """k >= SKF_LL_OFF -> mac header (not in traces); below SKF_LL_OFF -> NULL -> return 0."""
-    with pytest.raises(Unknown):
-        run((BPF_LD | BPF_B | BPF_ABS, 0, 0, u32(SKF_LL_OFF)), RET_A)
+def test_ll_off_reads_the_link_layer_header_and_below_is_zero():
+    """SKF_LL_OFF + k: loopback's Ethernet header (zero addresses, EtherType), then the packet;
+    below SKF_LL_OFF the load fails."""
+    skb = Skb(payload=b"\xAA\xBB", len=2, headers=UDP4)
+    ll = (BPF_LD | BPF_H | BPF_ABS, 0, 0, u32(SKF_LL_OFF + 12))
+    assert run(ll, RET_A, skb=skb) == 0x0800
+    assert run((BPF_LD | BPF_W | BPF_ABS, 0, 0, u32(SKF_LL_OFF)), RET_A, skb=skb) == 0
+    assert run((BPF_LD | BPF_B | BPF_ABS, 0, 0, u32(SKF_LL_OFF + 14)), RET_A, skb=skb) == 0x45
+    with pytest.raises(Unknown, match="link-layer"):
+        run(ll, RET_A)
     assert run(ldx_imm(SKF_LL_OFF - 1), (BPF_LD | BPF_B | BPF_IND, 0, 0, 0),
                (BPF_RET | BPF_K, 0, 0, 3)) == 0
+
+
+def test_header_fields_the_trace_cannot_know_are_unknown_only_when_they_decide():
+    skb = Skb(payload=b"\xAA\xBB", len=2, headers=UDP4)
+    with pytest.raises(Unknown, match="the IPv4 TTL"):
+        run(net(8), RET_A, skb=skb)
+    with pytest.raises(Unknown, match="the IPv4 identification"):
+        run(net(4, BPF_H), (BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 0), ld_imm(1), RET_A, skb=skb)
+    # the IP id's bits are masked off, shifted out, or cannot change the comparison
+    assert run(net(2, BPF_W), (BPF_ALU | BPF_AND | BPF_K, 0, 0, 0xFFFF0000), RET_A,
+               skb=skb) == 30 << 16
+    assert run(net(2, BPF_W), (BPF_ALU | BPF_RSH | BPF_K, 0, 0, 16), RET_A, skb=skb) == 30
+    assert run(net(4, BPF_W), (BPF_JMP | BPF_JGT | BPF_K, 1, 0, 0xFFFFFFFF), ld_imm(5), RET_A,
+               skb=skb) == 5  # no value is above 0xFFFFFFFF
+    assert run(net(8, BPF_H), (BPF_ALU | BPF_ADD | BPF_K, 0, 0, 1),
+               (BPF_ALU | BPF_AND | BPF_K, 0, 0, 0xFF), RET_A, skb=skb) == 18  # TTL + protocol + 1
+    with pytest.raises(Unknown):
+        run(net(8, BPF_H), (BPF_ALU | BPF_ADD | BPF_K, 0, 0, 0xFF),
+            (BPF_ALU | BPF_AND | BPF_K, 0, 0, 0x1FF), RET_A, skb=skb)  # the carry reaches the TTL
+
+
+def test_ipv6_version_is_known_under_an_unknown_traffic_class():
+    udp6 = loopback_headers(IPPROTO_UDP, IPv6Address("::1"), 40000, IPv6Address("::1"), 53, 4)
+    skb = Skb(payload=b"abcd", len=4, headers=udp6)
+    assert run(net(0), (BPF_ALU | BPF_RSH | BPF_K, 0, 0, 4), RET_A, skb=skb) == 6
+    assert run(net(4, BPF_H), RET_A, skb=skb) == 12  # payload length: UDP header + 4
+    assert run(net(6), RET_A, skb=skb) == 17
+    assert run(net(40, BPF_H), RET_A, skb=skb) == 40000
+    assert run((BPF_LD | BPF_H | BPF_ABS, 0, 0, u32(SKF_LL_OFF + 12)), RET_A, skb=skb) == 0x86DD
+    with pytest.raises(Unknown, match="traffic class and flow label"):
+        run(net(0), RET_A, skb=skb)
+
+
+def test_tcp_knows_the_ports_not_what_follows():
+    tcp = loopback_headers(IPPROTO_TCP, IPv4Address("127.0.0.1"), 40000, IPv4Address("127.0.0.1"),
+                           80, 0)
+    skb = Skb(payload=b"", len=0, headers=tcp)
+    assert run(net(22, BPF_H), RET_A, skb=skb) == 80
+    with pytest.raises(Unknown, match="TCP"):
+        run(net(24), RET_A, skb=skb)
+    with pytest.raises(Unknown, match="total length"):
+        run(net(2, BPF_H), RET_A, skb=skb)
 
 
 # --- ancillary loads ---------------------------------------------------------------------------------

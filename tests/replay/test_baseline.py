@@ -66,6 +66,24 @@ def test_a_baseline_lists_the_25_wrong_accepts_one_per_line(known):
     assert parse_baseline(text) and len(parse_baseline(text)) == 25
 
 
+def test_a_baseline_is_byte_identical_for_the_same_mismatches(tmp_path, known):
+    again = tmp_path / "again.json"
+    shifted = _trace(tmp_path / "shifted.parquet", set(range(25)), shift=11)
+    assert run(shifted, "--write-baseline", again).exit_code == 0
+    assert again.read_bytes() == known.read_bytes()  # seq moved, identities did not
+
+
+def test_writing_a_baseline_still_fails_on_a_gate(tmp_path):
+    trace = _trace(tmp_path / "t.parquet", {1, 2})
+    result = run(trace, "--write-baseline", tmp_path / "k.json", "--fail-on", "unknown>0")
+    assert result.exit_code == 0 and (tmp_path / "k.json").is_file()
+    b = TraceBuilder().tcp_listeners([1, 2]).conn(30000, None).accept(1, 30000)  # no hash: unknown
+    result = run(b.write(tmp_path / "u.parquet"), "--write-baseline", tmp_path / "k2.json",
+                 "--fail-on", "unknown>0")
+    assert result.exit_code == 1 and "tracekit: gate unknown>0 failed: 1 of 1 decisions unknown" in result.output
+    assert (tmp_path / "k2.json").is_file()
+
+
 def test_the_same_trace_passes_against_its_baseline(tmp_path, known):
     trace = _trace(tmp_path / "again.parquet", set(range(25)))
     r = replay(trace, baseline=known)

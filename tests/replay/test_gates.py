@@ -99,3 +99,15 @@ def test_bad_gates_are_usage_errors_before_any_replay(tmp_path, spec):
         parse_gate(spec)
     result = run(tmp_path / "does-not-exist.parquet", "--fail-on", spec)
     assert result.exit_code == 2 and "--fail-on" in result.output
+
+
+@pytest.mark.parametrize("values", [[6, 7, 4], [340, 20, 20, 20], [1, 0], [100, 101, 99, 100, 0]])
+def test_chi_square_is_scipy_stats(values):
+    from scipy.stats import chisquare
+
+    from tracekit.replay.balance import chisquare_uniform
+
+    expected = chisquare(values)
+    statistic, p_value = chisquare_uniform(values)
+    assert statistic == pytest.approx(float(expected.statistic), rel=1e-12)
+    assert p_value == pytest.approx(float(expected.pvalue), rel=1e-9, abs=1e-300)

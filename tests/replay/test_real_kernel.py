@@ -17,7 +17,8 @@ pytestmark = pytest.mark.kernel
 
 # groups running a cBPF program (or whose program was detached) have no observer; their hashes
 # are re-probed after the scenario (tracekit.capture.reprobe), so these replay fully too
-PROGRAM_GROUPS = {"story-cbpf-steering", "selftest-select_reuseport-detach"}
+PROGRAM_GROUPS = {"story-cbpf-steering", "selftest-select_reuseport-detach", "story-cbpf-source-port",
+                  "story-one-flow-two-sockets"}
 SCENARIOS = ["selftest-migrate_reuseport-close-v4", "selftest-migrate_reuseport-shutdown-v6",
              "selftest-reuseport_dualstack-tcp-v6-first", "selftest-reuseport_addr_any-udpmapped",
              "selftest-reuseport_bpf-cbpf-udp4", "selftest-reuseport_bpf_cpu-tcp4",

@@ -13,7 +13,7 @@
     step = "phase1"; cycle = ["a", "b"]
 
 Steps (op = ...): sysctl, socket, setsockopt, bind, listen, connect, shutdown, close, open,
-clients (TCP connections), datagrams (UDP), accept, ebpf (attach a built-in eBPF steering
+clients (TCP connections; `src_ports` fixes their source ports), datagrams (UDP), accept, ebpf (attach a built-in eBPF steering
 program, `program = "<name>"`, over a sockarray of `socks` in order: tracekit.capture.steering).
 See STEP_FIELDS for each op's fields and REQUIRED_FIELDS for those it cannot do without; `parse_scenario` refuses unknown keys, missing
 fields, values of the wrong type or range and sockets used before they are created, naming the
@@ -40,7 +40,7 @@ STEP_FIELDS: dict[str, set[str]] = {
     "shutdown": {"sock", "socks", "how", "cpu"},
     "close": {"sock", "socks", "cpu"},
     "open": {"sock", "socks", "proto", "family", "addr", "port", "options", "reuseport", "listen", "backlog"},
-    "clients": {"addr", "port", "count", "cpu"},
+    "clients": {"addr", "port", "count", "cpu", "src_ports"},
     "datagrams": {"addr", "port", "count", "cpu", "payload", "src_port", "src_ports"},
     "accept": {"sock", "socks", "count"},
     "ebpf": {"socks", "program"},

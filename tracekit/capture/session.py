@@ -324,10 +324,14 @@ class Session:
     def op_clients(self, step: Step) -> None:
         addr, port = step.args["addr"], int(step.args["port"])
         family = family_of(addr)
-        for cpu in self._cpus(step, int(step.args.get("count", 1))):
+        # fixed source ports repeat flows (and so their hashes) later in the same namespace
+        src_ports = step.args.get("src_ports") or [0]
+        for i, cpu in enumerate(self._cpus(step, int(step.args.get("count", 1)))):
             self.pin(cpu)
             client = socket.socket(socket.AF_INET if family == 4 else socket.AF_INET6, socket.SOCK_STREAM)
-            client.bind(("127.0.0.1" if family == 4 else "::1", 0))
+            if src_ports != [0]:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            client.bind(("127.0.0.1" if family == 4 else "::1", int(src_ports[i % len(src_ports)])))
             flow = Flow.of(addr, port, client.getsockname()[0], client.getsockname()[1])
             try:
                 client.connect((addr, port))

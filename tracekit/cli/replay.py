@@ -61,21 +61,28 @@ def _rendered(replay: Any, json_path: str | None, html_path: str | None,
     return [(Path(path), render()) for path, render in renderers if path]
 
 
-def _checked(parse: str) -> Callable:
-    """A click callback checking every value with `tracekit.replay.<parse>` before the replay."""
-    def check(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-        from importlib import import_module
+def _gates(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> tuple[str, ...]:
+    """Each --fail-on checked before the replay starts."""
+    from tracekit.replay.gates import parse_gate
 
-        from tracekit.errors import TracekitError
+    return _usage(param, lambda: [parse_gate(spec) for spec in specs], specs)
 
-        module, function = parse.rsplit(".", 1)
-        try:
-            for value in values:
-                getattr(import_module(f"tracekit.replay.{module}"), function)([value] if module == "whatif" else value)
-        except TracekitError as err:
-            raise click.BadParameter(str(err).split(": ", 1)[-1], param=param) from None
-        return values
-    return check
+
+def _what_ifs(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> tuple[str, ...]:
+    """The --what-if changes checked before the replay starts."""
+    from tracekit.replay.whatif import parse_what_if
+
+    return _usage(param, lambda: parse_what_if(specs), specs)
+
+
+def _usage(param: click.Parameter, check: Callable[[], object], specs: tuple[str, ...]) -> tuple[str, ...]:
+    from tracekit.errors import TracekitError
+
+    try:
+        check()
+    except TracekitError as err:  # the message starts with the option's name: click adds it
+        raise click.BadParameter(str(err).split(": ", 1)[-1], param=param) from None
+    return specs
 
 
 @click.command("replay")
@@ -106,10 +113,10 @@ def _checked(parse: str) -> Callable:
               help="Accepted divergences (tracekit-baseline/1): only mismatches not in it fail.")
 @click.option("--write-baseline", "write_baseline_path", type=click.Path(dir_okay=False),
               metavar="KNOWN.json", help="Write this replay's mismatches as accepted divergences.")
-@click.option("--fail-on", "fail_on", multiple=True, metavar="GATE", callback=_checked("gates.parse_gate"),
+@click.option("--fail-on", "fail_on", multiple=True, metavar="GATE", callback=_gates,
               help="Fail on a gate: imbalance>X, resets>N, unknown>X (repeatable).")
 @click.option("--what-if", "what_if", multiple=True, metavar="CHANGE",
-              callback=_checked("whatif.parse_what_if"),
+              callback=_what_ifs,
               help="Replay again with a change (net.ipv4.tcp_migrate_req=1, profile=NAME, "
                    "close=SK@SEQ, add=SK@SEQ; repeatable) and report what would differ.")
 @cli_errors

@@ -8,19 +8,23 @@ interpreter gives the converted program's results:
 - Packet loads are big-endian and relative to the payload (the skb data after `hdr_len` was
   pulled). A load the kernel cannot satisfy (`bpf_skb_load_helper_*()` fails) ends the program
   with 0. Negative offsets read relative to the network header (`SKF_NET_OFF`) or the link-layer
-  header (`SKF_LL_OFF`).
+  header (`SKF_LL_OFF`): `tracekit.kernel.packet` rebuilds those headers from the trace row.
 - Ancillary loads (`SKF_AD_OFF + ...`, `convert_bpf_extensions()`) read fields of the skb.
 
-Where the trace lacks what a load needs (bytes past a truncated payload, a header or field it did
-not record) the result cannot be known: `Unknown` is raised, never a guess.
+Where the trace lacks what a load needs (bytes past a truncated payload, an ancillary field it did
+not record) the result cannot be known: `Unknown` is raised, never a guess. Header fields the
+trace cannot know (an IP id, a checksum, a TTL) load as bits marked unknown (`Value`); the result
+is `Unknown` only when a jump or the return value depends on them.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 from typing import Sequence
 
 from tracekit.kernel.errno import EINVAL
+from tracekit.kernel.packet import field_at
 from tracekit.kernel.structs import Skb
 
 Insn = tuple[int, int, int, int]
@@ -171,46 +175,67 @@ def _check_load_and_stores(insns: Sequence[Insn]) -> int:
     return 0
 
 
-def _read(buf: bytes | None, full_len: int | None, offset: int, size: int, what: str) -> int:
-    """Big-endian `size` bytes at `offset` of a buffer the trace may hold only the start of."""
-    if offset >= 0 and buf is not None and offset + size <= len(buf):
-        return int.from_bytes(buf[offset : offset + size], "big")
-    if offset < 0 or (full_len is not None and offset + size > full_len):
-        raise _LoadFailed
-    raise Unknown(f"the program reads {size} byte(s) at {what} offset {offset}, "
-                  "beyond what the trace recorded")
-
-
-def load_packet(skb: Skb, offset: int, size: int) -> int:
-    """bpf_skb_load_helper_{8,16,32}() at a (signed) offset from the payload."""
+def load_packet(skb: Skb, offset: int, size: int) -> tuple[int, int, str | None]:
+    """bpf_skb_load_helper_{8,16,32}() at a (signed) offset from the payload: the big-endian value,
+    the mask of its bits the trace cannot know, and the field they belong to. `bpf_skb_load_helper_convert_offset()` turns
+    `SKF_NET_OFF + k` into k bytes from the network header and `SKF_LL_OFF + k` into k bytes from
+    the link-layer header; the load fails (the program returns 0) past the end of the packet."""
     if offset >= 0:
-        return _read(skb.payload, skb.len, offset, size, "payload")
+        return _read_payload(skb, offset, size, offset), 0, None
+    if offset < SKF_LL_OFF:
+        raise _LoadFailed
+    headers = skb.headers
+    if callable(headers):
+        headers = headers()
+    if headers is None:
+        which = "network" if offset >= SKF_NET_OFF else "link-layer"
+        raise Unknown(f"the program reads the {which} header, which the trace does not have")
     if offset >= SKF_NET_OFF:
-        # The network header and everything after it up to the end of the packet.
-        if skb.network_header is None:
-            raise Unknown("the program reads the network header (SKF_NET_OFF), "
-                          "which the trace does not have")
-        nh = skb.network_header
-        buf = nh + skb.payload if skb.payload is not None else nh
-        full = len(nh) + skb.len if skb.len is not None else None
-        return _read(buf, full, offset - SKF_NET_OFF, size, "network header")
-    if offset >= SKF_LL_OFF:
-        raise Unknown("the program reads the link-layer header (SKF_LL_OFF), "
-                      "which the trace does not have")
-    raise _LoadFailed
+        position = headers.network + offset - SKF_NET_OFF
+    else:
+        position = offset - SKF_LL_OFF
+    value = mask = 0
+    field = None
+    for i in range(position, position + size):
+        if i < len(headers.data):
+            byte, bits = headers.data[i], headers.unknown[i]
+        elif headers.complete:
+            byte, bits = _read_payload(skb, i - len(headers.data), 1, offset), 0
+        elif i - headers.network >= MAX_PACKET:
+            raise _LoadFailed
+        else:
+            raise Unknown(f"the program reads byte {i - headers.network} from the network "
+                          "header on, past the TCP ports: the trace does not have the TCP "
+                          "header's length")
+        if bits and field is None:
+            field = field_at(headers, i)
+        value, mask = value << 8 | byte, mask << 8 | bits
+    return value, mask, field
 
 
-def load_ancillary(skb: Skb, index: int, x: int, a: int) -> int:
+MAX_PACKET = 0x10000  # no IP packet reaches this far from its network header
+
+
+def _read_payload(skb: Skb, at: int, size: int, offset: int) -> int:
+    """Big-endian `size` bytes at `at` of the payload, which the trace may hold only the start of."""
+    buf, full_len = skb.payload, skb.len
+    if buf is not None and at + size <= len(buf):
+        return int.from_bytes(buf[at : at + size], "big")
+    if full_len is not None and at + size > full_len:
+        raise _LoadFailed
+    raise Unknown(f"the program reads {size} byte(s) at offset {_s32(offset)}, "
+                  "beyond what the trace recorded of the payload")
+def load_ancillary(skb: Skb, index: int, x: Value, a: Value) -> Value:
     """convert_bpf_extensions(): the value an `SKF_AD_OFF + index` load puts in A."""
     if index == SKF_AD_ALU_XOR_X:
-        return a ^ x
+        return _alu(BPF_ALU | BPF_XOR | BPF_X, a, x)
     field = {SKF_AD_PROTOCOL: skb.protocol, SKF_AD_CPU: skb.cpu,
              SKF_AD_QUEUE: skb.queue_mapping, SKF_AD_RXHASH: skb.rxhash}.get(index)
     if field is None:
         raise Unknown(f"the program loads {ANCILLARY[index]}, which the trace does not have")
     if index in (SKF_AD_PROTOCOL, SKF_AD_QUEUE):
-        return field & 0xFFFF
-    return field & U32
+        return field & 0xFFFF, 0
+    return field & U32, 0
 
 
 def bpf_prog_run(insns: Sequence[Insn], skb: Skb) -> int:
@@ -221,9 +246,41 @@ def bpf_prog_run(insns: Sequence[Insn], skb: Skb) -> int:
         return 0
 
 
+Value = tuple[int, int]
+"""A register or memory word: its value and the mask of its bits the trace cannot know (those bits
+are 0 in the value). A program may load such bits and still decide: `ldb [SKF_NET_OFF]; rsh #4`
+is the IP version whatever the traffic class. Only a jump or a return that depends on them makes
+the result `Unknown`."""
+
+_ZERO: Value = (0, 0)
+
+
+def _may_load_headers(insns: Sequence[Insn]) -> bool:
+    """Whether a packet load may reach in front of the payload (a negative or indirect offset)."""
+    return any(code & 0x07 in (BPF_LD, BPF_LDX) and (
+        code & 0xE0 == BPF_IND or (code & 0xE0 in (BPF_ABS, BPF_MSH) and _s32(k) < 0))
+        for code, _jt, _jf, k in insns)
+
+
+class _Unknowable(Exception):
+    """A jump, a return, an offset or a divisor depends on bits the trace cannot know."""
+
+
 def _run(insns: Sequence[Insn], skb: Skb) -> int:
-    a = x = 0
-    mem = [0] * BPF_MEMWORDS
+    fields: list[str] = []  # the header fields whose unknown bits were loaded, in order
+    if callable(skb.headers) and _may_load_headers(insns):
+        skb = replace(skb, headers=skb.headers())  # build them once for the whole run
+    try:
+        return _steps(insns, skb, fields)
+    except _Unknowable:
+        what = " and ".join(dict.fromkeys(fields)) or "bits the trace does not have"
+        raise Unknown(f"the program's result depends on {what}, which the trace does not "
+                      "have") from None
+
+
+def _steps(insns: Sequence[Insn], skb: Skb, fields: list[str]) -> int:
+    a = x = _ZERO
+    mem = [_ZERO] * BPF_MEMWORDS
     pc = 0
     while True:
         if not 0 <= pc < len(insns):
@@ -236,12 +293,14 @@ def _run(insns: Sequence[Insn], skb: Skb) -> int:
             if code == BPF_RET | BPF_K:
                 return k & U32
             if code == BPF_RET | BPF_A:
-                return a
+                if a[1]:
+                    raise _Unknowable
+                return a[0]
         elif cls == BPF_LD:
-            a = _load(code, k, a, x, mem, skb)
+            a = _load(code, k, a, x, mem, skb, fields)
             continue
         elif cls == BPF_LDX:
-            x = _loadx(code, k, mem, skb)
+            x = _loadx(code, k, mem, skb, fields)
             continue
         elif code == BPF_ST:
             mem[k] = a
@@ -250,7 +309,7 @@ def _run(insns: Sequence[Insn], skb: Skb) -> int:
             mem[k] = x
             continue
         elif cls == BPF_ALU:
-            result = _alu(code, a, x if code & BPF_X else k & U32)
+            result = _alu(code, a, x if code & BPF_X else (k & U32, 0))
             if result is None:  # division by X == 0
                 return 0
             a = result
@@ -268,18 +327,26 @@ def _run(insns: Sequence[Insn], skb: Skb) -> int:
                          "accepts; check it with check_classic()")
 
 
-def _load_operand(mode: int, k: int, mem: list[int], skb: Skb) -> int | None:
+def _load_operand(mode: int, k: int, mem: list[Value], skb: Skb) -> Value | None:
     """The loads A and X share: IMM, MEM and LEN; None for the others."""
     if mode == BPF_IMM:
-        return k & U32
+        return k & U32, 0
     if mode == BPF_MEM:
         return mem[k]
     if mode == BPF_LEN:
-        return _skb_len(skb)
+        return _skb_len(skb), 0
     return None
 
 
-def _load(code: int, k: int, a: int, x: int, mem: list[int], skb: Skb) -> int:
+def _packet(skb: Skb, offset: int, size: int, fields: list[str]) -> Value:
+    value, mask, field = load_packet(skb, offset, size)
+    if mask:
+        fields.append(field or "a header field")
+    return value & ~mask, mask
+
+
+def _load(code: int, k: int, a: Value, x: Value, mem: list[Value], skb: Skb,
+          fields: list[str]) -> Value:
     mode, size = code & 0xE0, code & 0x18
     value = _load_operand(mode, k, mem, skb)
     if value is not None:
@@ -288,19 +355,22 @@ def _load(code: int, k: int, a: int, x: int, mem: list[int], skb: Skb) -> int:
         anc = _ancillary(k)
         if anc is not None:
             return load_ancillary(skb, anc, x, a)
-        return load_packet(skb, _s32(k), _SIZES[size])
+        return _packet(skb, _s32(k), _SIZES[size], fields)
     if mode == BPF_IND:
-        return load_packet(skb, _s32(x + k), _SIZES[size])
+        if x[1]:
+            raise _Unknowable
+        return _packet(skb, _s32(x[0] + k), _SIZES[size], fields)
     raise ValueError(f"classic BPF load opcode {code:#06x} is not one the kernel accepts")
 
 
-def _loadx(code: int, k: int, mem: list[int], skb: Skb) -> int:
+def _loadx(code: int, k: int, mem: list[Value], skb: Skb, fields: list[str]) -> Value:
     mode = code & 0xE0
     value = _load_operand(mode, k, mem, skb)
     if value is not None:
         return value
     if mode == BPF_MSH:
-        return (load_packet(skb, _s32(k), 1) & 0xF) << 2
+        byte, mask = _packet(skb, _s32(k), 1, fields)
+        return (byte & 0xF) << 2, (mask & 0xF) << 2
     raise ValueError(f"classic BPF ldx opcode {code:#06x} is not one the kernel accepts")
 
 
@@ -310,8 +380,52 @@ def _skb_len(skb: Skb) -> int:
     return skb.len & U32
 
 
-def _alu(code: int, a: int, src: int) -> int | None:
+def _alu(code: int, a: Value, src: Value) -> Value | None:
+    """A op src on 32 bits; None for a division by zero. With unknown bits: AND, OR, XOR and
+    shifts by a known amount keep the known ones; ADD, SUB, MUL and NEG the ones below the lowest
+    unknown bit; DIV and MOD by a power of two are a shift and a mask, other divisions know
+    nothing."""
+    (av, am), (sv, sm) = a, src
     op = code & 0xF0
+    if not am and not sm:
+        result = _alu_known(op, av, sv, code)
+        return None if result is None else (result, 0)
+    if op == BPF_AND:
+        mask = (am & (sv | sm)) | (sm & (av | am))
+        return av & sv & ~mask, mask
+    if op == BPF_OR:
+        value = av | sv
+        return value, (am | sm) & ~value
+    if op == BPF_XOR:
+        mask = am | sm
+        return (av ^ sv) & ~mask, mask
+    if op in (BPF_LSH, BPF_RSH):
+        if sm & 31:
+            return 0, U32
+        shift = sv & 31
+        if op == BPF_LSH:
+            return (av << shift) & U32, (am << shift) & U32
+        return av >> shift, am >> shift
+    if op in (BPF_ADD, BPF_SUB, BPF_MUL, BPF_NEG):
+        unknown = am | (sm if op != BPF_NEG else 0)
+        exact = (unknown & -unknown) - 1  # the bits below the lowest unknown one
+        return _alu_known(op, av, sv, code) & exact, U32 & ~exact
+    if op in (BPF_DIV, BPF_MOD):
+        if sm:
+            if not sv:  # it may be 0, which ends the program
+                raise _Unknowable
+            return 0, U32
+        if sv == 0:
+            return None
+        if sv & (sv - 1) == 0:  # a power of two: a mask or a shift
+            if op == BPF_MOD:
+                return _alu(BPF_ALU | BPF_AND | BPF_K, a, (sv - 1, 0))
+            return _alu(BPF_ALU | BPF_RSH | BPF_K, a, (sv.bit_length() - 1, 0))
+        return 0, U32
+    raise ValueError(f"classic BPF ALU opcode {code:#06x} is not one the kernel accepts")
+
+
+def _alu_known(op: int, a: int, src: int, code: int) -> int | None:
     if op == BPF_ADD:
         return (a + src) & U32
     if op == BPF_SUB:
@@ -337,19 +451,22 @@ def _alu(code: int, a: int, src: int) -> int | None:
     raise ValueError(f"classic BPF ALU opcode {code:#06x} is not one the kernel accepts")
 
 
-def _jump(code: int, jt: int, jf: int, k: int, a: int, x: int) -> int:
+def _jump(code: int, jt: int, jf: int, k: int, a: Value, x: Value) -> int:
     op = code & 0xF0
     if op == BPF_JA:
         return k & U32
-    src = x if code & BPF_X else k & U32
+    (av, am), (sv, sm) = a, (x if code & BPF_X else (k & U32, 0))
+    # the ranges A and src can take: unknown bits all 0, all 1
     if op == BPF_JEQ:
-        taken = a == src
+        taken = av == sv if not am | sm else (False if (av ^ sv) & ~(am | sm) else None)
     elif op == BPF_JGT:
-        taken = a > src
+        taken = True if av > sv | sm else False if av | am <= sv else None
     elif op == BPF_JGE:
-        taken = a >= src
+        taken = True if av >= sv | sm else False if av | am < sv else None
     elif op == BPF_JSET:
-        taken = bool(a & src)
+        taken = True if av & sv else False if not (av | am) & (sv | sm) else None
     else:
         raise ValueError(f"classic BPF jump opcode {code:#06x} is not one the kernel accepts")
+    if taken is None:
+        raise _Unknowable
     return jt if taken else jf

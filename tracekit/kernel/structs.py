@@ -108,18 +108,34 @@ class SockReuseport:
 
 
 @dataclass(frozen=True)
+class Headers:
+    """The bytes of a packet from the link-layer header to the payload (`tracekit.kernel.packet`).
+
+    `data` holds them (or, where `complete` is False, the known start of them: the transport
+    header's length is not known); `unknown[i]` has the bits of `data[i]` the trace cannot know
+    (their value in `data` is 0); `network` is where the network header starts."""
+
+    data: bytes
+    unknown: bytes
+    network: int
+    complete: bool
+
+
+@dataclass(frozen=True)
 class Skb:
     """What a program can read of `struct sk_buff`.
 
     `payload` is the data after `hdr_len` (what a classic program sees at offset 0), possibly
-    truncated; `len` its full length when known. `network_header` is the bytes from the network
-    header up to the payload, when the trace lets us rebuild them. `cpu` is the CPU running the
-    selection. Fields the trace lacks are None; a program that reads them makes the result UNKNOWN.
+    truncated; `len` its full length when known. `headers` are the link-layer, network and
+    transport headers in front of it, as far as the trace knows them (`tracekit.kernel.packet`),
+    or a function that builds them when a program first reads them.
+    `cpu` is the CPU running the selection. Fields the trace lacks are None; a program that reads
+    them makes the result UNKNOWN.
     """
 
     payload: bytes | None = None
     len: int | None = None
-    network_header: bytes | None = None
+    headers: Headers | Callable[[], Headers] | None = None
     protocol: int | None = None
     cpu: int | None = None
     queue_mapping: int | None = None

@@ -98,6 +98,7 @@ def occurrences(batches: Iterable[pa.RecordBatch],
     events = pa.array(sorted({k[1] for k in keys}))
     rports = pa.array(sorted({k[5] for k in keys if k[5] is not None}), pa.int32())
     sks = pa.array(sorted({k[6] for k in keys if k[6] is not None}), pa.int64())
+    cut = all(k[5] is not None or k[6] is not None for k in keys)
     seen: Counter = Counter()
     found: dict[tuple[str, int], int] = {}
     for batch in batches:
@@ -105,10 +106,11 @@ def occurrences(batches: Iterable[pa.RecordBatch],
         if pa.types.is_dictionary(event.type):
             event = event.cast(pa.string())
         mask = pc.is_in(event, value_set=events)
-        # a cheap first cut: the flows' remote ports, or the sockets of flowless targets
-        near = pc.or_(pc.is_in(batch.column("rport").cast(pa.int32()), value_set=rports),
-                      pc.is_in(batch.column("sk").cast(pa.int64()), value_set=sks))
-        rows = pc.filter(batch, pc.and_(mask, pc.fill_null(near, False)))
+        if cut:  # a cheap first cut: the flows' remote ports, or the sockets of flowless targets
+            near = pc.or_(pc.is_in(batch.column("rport").cast(pa.int32()), value_set=rports),
+                          pc.is_in(batch.column("sk").cast(pa.int64()), value_set=sks))
+            mask = pc.and_(mask, pc.fill_null(near, False))
+        rows = pc.filter(batch, mask)
         if not rows.num_rows:
             continue
         for record in rows.select(["host", "seq", "event", "sk", *_FLOW]).to_pylist():

@@ -46,12 +46,19 @@ def _trace_path(replay: Replay) -> Path:
 
 def _records(replay: Replay, verdict: str = "mismatch") -> list[dict[str, Any]]:
     """The replay's decisions with one verdict, as plain dicts in (host, seq) order."""
-    from tracekit.report.view import ReportView
-
-    view = ReportView(summary=replay.summary, decisions=replay.decisions)
-    if replay.decisions is None:
+    table = replay.decisions
+    if table is None or not len(table):
         return []
-    return view._records(replay.decisions["verdict"] == verdict)
+    rows = table.loc[table["verdict"] == verdict, list(FIELDS)].sort_values(["host", "seq"],
+                                                                          kind="stable")
+    rows = rows.astype(object).where(rows.notna(), None)
+    return [{name: _plain(value) for name, value in record.items()}
+            for record in rows.to_dict("records")]
+
+
+def _plain(value: Any) -> Any:
+    item = getattr(value, "item", None)  # numpy scalars
+    return item() if callable(item) and not isinstance(value, (str, bytes)) else value
 
 
 def _occurrences(replay: Replay, records: list[dict[str, Any]]) -> dict[tuple[str, int], int]:

@@ -145,8 +145,9 @@ class WhatIfEngine(Engine):
             batch = batch.slice(index)
         super().feed(batch)
 
-    def finish(self) -> None:
-        """Changes whose seq lies after their host's last row happen at the end."""
+    def finish(self, complete: bool) -> None:
+        """Changes whose seq lies after their host's last row happen at the end, then what
+        only the end settles (`Engine.finish`)."""
         for change in self.pending:
             hosts = [change.host] if change.host else sorted(self.hosts)
             for name in hosts:
@@ -154,6 +155,7 @@ class WhatIfEngine(Engine):
                     self._inject(change, name, at_end=True)
         self.pending = []
         self.sink.flush()
+        super().finish(complete)
 
     def _cut(self, batch: pa.RecordBatch) -> tuple[int, SocketChange] | None:
         hosts = _dictionary(batch.column("host"))
@@ -229,9 +231,7 @@ def run_what_if(batches: Iterable[pa.RecordBatch], profile: Profile,
     engine = WhatIfEngine(profile, policies, sink=sink, what_if=what_if)
     for batch in batches:
         engine.feed(batch)
-    engine.finish()
-    if complete:
-        engine.judge_unreceived()
+    engine.finish(complete)
     engine.register_groups()
     return sink, engine.applied
 

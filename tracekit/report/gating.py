@@ -17,7 +17,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tracekit.report.view import describe_decision, format_sk
+from tracekit.report.view import describe_decision, format_flow, format_sk
 
 __all__ = ["balance_line", "baseline_line", "terminal_sections", "html_sections",
            "html_balance", "junit_gates", "what_if_lines"]
@@ -78,7 +78,10 @@ def what_if_lines(summary: Mapping[str, Any]) -> list[str]:
         lines.append(f"  {group['host']} {group['group']}: load observed -> what-if: {load}; "
                      f"resets {group['resets']}; {balance_line(group)}")
     for move in w["moves"]:
-        lines.append(f"  {move['change']}: {describe_decision(dict(move, expected=move['what_if']))}")
+        flow = format_flow(move)
+        lines.append(f"  {move['change']}: {move['host']} seq {move['seq']} {move['event']}"
+                     f"{' ' + flow if flow else ''}: observed {format_sk(move['observed'])}, "
+                     f"what-if {format_sk(move['what_if'])}")
     return lines
 
 

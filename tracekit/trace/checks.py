@@ -8,7 +8,7 @@ and live in `tracekit.trace.ordering`.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache, lru_cache
 
 import pyarrow as pa
@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from tracekit.errors import TraceFormatError
 from tracekit.trace.schema import Column, load_spec
 
-__all__ = ["check_batch", "row_error", "int_bounds", "is_ip_text"]
+__all__ = ["check_batch", "row_error", "int_bounds", "is_ip_text", "ROW_RULES", "Problem"]
 
 _INT_LIMITS = {
     pa.int8(): (-(2**7), 2**7 - 1),
@@ -59,39 +59,50 @@ def row_error(
     return TraceFormatError(message, file=file, host=host, seq=seq, column=column)
 
 
+Problem = tuple[int, str, str]
+"""A rule's finding: (row index in the batch, column, message)."""
+
+
 def check_batch(batch: pa.RecordBatch, *, file: str, lines: Sequence[int] | None = None) -> None:
     """Raise `TraceFormatError` for the first row of ``batch`` that breaks a per-row rule.
 
-    The rules: required columns present and non-null, known event names, the columns each event
-    requires non-null, values within their column's range or set, and addresses that are IPv4 or
-    IPv6 text. Column types must already
-    be of the right kind (integer, string, binary); see `tracekit.trace.convert`.
+    The rules (`ROW_RULES`): required columns non-null, values within their column's range or
+    set, addresses that are IPv4 or IPv6 text, known event names and the columns each event
+    requires. Column types must already be of the right kind (integer, string, binary); see
+    `tracekit.trace.convert`. Each rule looks at whole columns; the message names the earliest
+    offending row among every rule's findings.
     """
     spec = load_spec()
-    problems: list[tuple[int, str, str]] = []
     for column in spec.columns:
-        if column.name not in batch.schema.names:
-            if column.required:
-                raise TraceFormatError("required column is missing", file=file, column=column.name)
-            continue
-        array = batch.column(column.name)
+        if column.required and column.name not in batch.schema.names:
+            raise TraceFormatError("required column is missing", file=file, column=column.name)
+    problems = [problem for rule in ROW_RULES for problem in rule(batch)]
+    if problems:  # the earliest row; on a tie, the first rule's (and column's) finding
+        index, name, message = min(problems, key=lambda p: p[0])
+        raise row_error(batch, index, message, file=file, column=name, lines=lines)
+
+
+def _present_columns(batch: pa.RecordBatch) -> list[tuple[Column, pa.Array]]:
+    return [(c, batch.column(c.name)) for c in load_spec().columns if c.name in batch.schema.names]
+
+
+def _column_problems(batch: pa.RecordBatch) -> list[Problem]:
+    """Per column, in the format's column order: a null where it is required, a value out of range."""
+    problems = []
+    for column, array in _present_columns(batch):
         if column.required and array.null_count:
             problems.append((_first_true(array.is_null()), column.name, "missing (required in every row)"))
         problem = _value_problem(array, column)
         if problem is not None:
             problems.append(problem)
-    if "event" in batch.schema.names:
-        problems.extend(_event_problems(batch))
-    if problems:
-        index, name, message = min(problems, key=lambda p: p[0])
-        raise row_error(batch, index, message, file=file, column=name, lines=lines)
+    return problems
 
 
 def _first_true(mask: pa.Array) -> int:
     return pc.index(mask, pa.scalar(True)).as_py()
 
 
-def _value_problem(array: pa.Array, column: Column) -> tuple[int, str, str] | None:
+def _value_problem(array: pa.Array, column: Column) -> Problem | None:
     if array.null_count == len(array):
         return None
     if column.format == "ip":
@@ -129,7 +140,7 @@ def _not_in(array: pa.Array, values: tuple) -> pa.Array | None:
     return outside if pc.any(outside).as_py() else None
 
 
-def _address_problem(array: pa.Array, column: Column) -> tuple[int, str, str] | None:
+def _address_problem(array: pa.Array, column: Column) -> Problem | None:
     """The first row whose text is not an IPv4 or IPv6 address; each distinct text parsed once."""
     texts = array.dictionary if pa.types.is_dictionary(array.type) else pc.unique(array)
     bad = [text for text in texts.to_pylist() if text is not None and not is_ip_text(text)]
@@ -161,7 +172,9 @@ def _requirements() -> tuple[dict[str, frozenset[str]], tuple[str, ...]]:
     return requires, columns
 
 
-def _event_problems(batch: pa.RecordBatch) -> list[tuple[int, str, str]]:
+def _event_problems(batch: pa.RecordBatch) -> list[Problem]:
+    if "event" not in batch.schema.names:
+        return []
     events = batch.column("event")
     if not pa.types.is_dictionary(events.type):
         events = events.dictionary_encode()
@@ -186,3 +199,10 @@ def _event_problems(batch: pa.RecordBatch) -> list[tuple[int, str, str]]:
             event = names[events.indices[index].as_py()]
             problems.append((index, column, f"missing (event {event!r} requires it)"))
     return problems
+
+
+ROW_RULES: tuple[Callable[[pa.RecordBatch], list[Problem]], ...] = (
+    _column_problems, _event_problems,
+)
+"""Every per-row rule, each a function of a whole batch. A new rule (say, address syntax)
+goes here; both normalize readers, `write_trace` and `validate` then apply it."""

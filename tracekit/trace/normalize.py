@@ -1,4 +1,9 @@
-"""JSON Lines (the format's interchange form) to a Parquet trace, checking every row."""
+"""JSON Lines (the format's interchange form) to a Parquet trace, checking every row.
+
+Two readers produce the same rows. Arrow's, in bulk (`tracekit.trace.bulk_jsonl`), goes first;
+when it or a check refuses anything, the file is read again line by line with `json`, which names
+the line and column of the first error (or accepts what the bulk reader could not vouch for).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 
 from tracekit.errors import TraceFormatError, TracekitError
 from tracekit.kernel.profiles import is_release
+from tracekit.trace.bulk_jsonl import BulkRefused, arrow_batches
 from tracekit.trace.convert import rows_to_batch
 from tracekit.trace.schema import load_spec
 from tracekit.trace.write import CHUNK_ROWS, Located, file_metadata, write_batches
@@ -23,13 +29,15 @@ def normalize_jsonl(
     *,
     host: str | None = None,
     kernel: str | None = None,
+    bulk: bool = True,
 ) -> Path:
     """Convert the JSON Lines trace ``input`` into the Parquet trace ``output``; return its path.
 
     One JSON object per line with the format's column names; ``payload`` and ``prog`` are hex
     strings; blank lines are skipped. ``host`` fills rows without one; ``kernel`` (the capture
     host's ``uname -r``) is stored as ``tracekit.kernel``. Errors name the input's line and column;
-    ``output`` is then left untouched.
+    ``output`` is then left untouched. ``bulk=False`` skips Arrow's reader and reads line by line
+    (the same rows, slower; what the bulk path falls back to).
     """
     source, output = Path(input), Path(output)
     if not source.is_file():
@@ -42,9 +50,14 @@ def normalize_jsonl(
         if not is_release(kernel):
             raise TracekitError(f"--kernel {kernel!r} is not a kernel release (`uname -r`, e.g. 6.8.0-45-generic)")
         metadata["tracekit.kernel"] = kernel
-    return write_batches(
-        output, _batches(source, host), file_metadata(metadata, "normalize"), file=str(source)
-    )
+    metadata = file_metadata(metadata, "normalize")
+    if bulk:
+        try:
+            return write_batches(output, ((batch, None) for batch in arrow_batches(source, host)),
+                                 metadata, file=str(source))
+        except (BulkRefused, TraceFormatError):
+            pass  # the line-by-line reader names the error's line and column, or accepts it
+    return write_batches(output, _batches(source, host), metadata, file=str(source))
 
 
 def _batches(source: Path, default_host: str | None) -> Iterator[Located]:

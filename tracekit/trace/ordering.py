@@ -52,35 +52,45 @@ class SeqTracker:
         ranks, names = _host_ranks(batch.column("host"))
         seq = batch.column("seq").to_numpy()
         runs = np.flatnonzero(np.diff(ranks)) + 1
-        for host in np.unique(ranks):
-            self._add_host(names[host], batch, np.flatnonzero(ranks == host) if len(runs) else None,
-                           seq, file, lines)
+        self._add_hosts(ranks, names, seq, batch, file, lines)
         if self.in_order:
             run_starts = np.concatenate(([0], runs))
             self._follow_host_order([names[ranks[i]] for i in run_starts], run_starts, batch, file, lines)
 
-    def _add_host(self, host: str, batch, positions, seq, file, lines) -> None:
-        own = seq if positions is None else seq[positions]
-        steps = np.diff(own)
-        previous = self.hosts.get(host)
-        if previous is not None:
-            steps = np.concatenate(([own[0] - previous.last_seq], steps))
-        repeats = np.flatnonzero(steps == 0)
+    def _add_hosts(self, ranks, names, seq, batch, file, lines) -> None:
+        """Each host's rows in batch order, all hosts at once: rows grouped by host (hosts in
+        name order), so the first offending row of the first host in name order comes first."""
+        order = np.argsort(ranks, kind="stable")
+        grouped_ranks, own = ranks[order], seq[order]
+        starts = np.flatnonzero(np.concatenate(([True], grouped_ranks[1:] != grouped_ranks[:-1])))
+        hosts = [names[rank] for rank in grouped_ranks[starts]]
+        previous = [self.hosts.get(host) for host in hosts]
+        before = own.copy()  # each row's predecessor in its host: the row before, or the last seen
+        before[1:] = own[:-1]
+        known = np.array([p is not None for p in previous])
+        before[starts[known]] = [p.last_seq for p in previous if p is not None]
+        compared = np.ones(len(own), bool)
+        compared[starts[~known]] = False
+        steps = own - before
+        repeats = np.flatnonzero(compared & (steps == 0))
         if len(repeats):
-            at = repeats[0] + (0 if previous is not None else 1)
-            index = int(at if positions is None else positions[at])
-            raise row_error(batch, index, DUPLICATE_SEQ, file=file, column="seq", lines=lines)
-        if (steps < 0).any():
-            self.unordered_hosts.add(host)
-            self._disorder(batch, int(_first_index(steps < 0, positions, previous is not None)), file, lines)
-        low, high = int(own.min()), int(own.max())
-        if previous is None:
-            self.hosts[host] = HostRange(len(own), int(own[0]), int(own[-1]), low, high)
-        else:
-            previous.rows += len(own)
-            previous.last_seq = int(own[-1])
-            previous.min_seq = min(previous.min_seq, low)
-            previous.max_seq = max(previous.max_seq, high)
+            raise row_error(batch, int(order[repeats[0]]), DUPLICATE_SEQ, file=file, column="seq", lines=lines)
+        backwards = compared & (steps < 0)
+        if backwards.any():
+            first = np.flatnonzero(backwards)
+            self.unordered_hosts.update(hosts[i] for i in np.unique(np.searchsorted(starts, first, "right") - 1))
+            self._disorder(batch, int(order[first[0]]), file, lines)
+        ends = np.concatenate((starts[1:], [len(own)]))
+        lows, highs = np.minimum.reduceat(own, starts), np.maximum.reduceat(own, starts)
+        for host, entry, start, end, low, high in zip(hosts, previous, starts.tolist(), ends.tolist(),
+                                                      lows.tolist(), highs.tolist()):
+            if entry is None:
+                self.hosts[host] = HostRange(end - start, int(own[start]), int(own[end - 1]), low, high)
+            else:
+                entry.rows += end - start
+                entry.last_seq = int(own[end - 1])
+                entry.min_seq = min(entry.min_seq, low)
+                entry.max_seq = max(entry.max_seq, high)
 
     def _follow_host_order(self, run_hosts, run_starts, batch, file, lines) -> None:
         for host, start in zip(run_hosts, run_starts):
@@ -97,11 +107,6 @@ class SeqTracker:
             self.first_disorder = row_error(
                 batch, index, "rows are not sorted by (host, seq)", file=file, column="seq", lines=lines
             )
-
-
-def _first_index(mask: np.ndarray, positions, has_previous: bool) -> int:
-    at = int(np.flatnonzero(mask)[0]) + (0 if has_previous else 1)
-    return at if positions is None else int(positions[at])
 
 
 def _host_ranks(hosts: pa.Array) -> tuple[np.ndarray, list[str]]:

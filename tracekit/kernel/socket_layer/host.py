@@ -18,10 +18,10 @@ from tracekit.kernel.bpf import (
     BPF_SK_REUSEPORT_SELECT,
     BPF_SK_REUSEPORT_SELECT_OR_MIGRATE,
     BpfProg,
-    Skb,
     _Unknown,
 )
 from tracekit.kernel.net import Net
+from tracekit.kernel.packet import loopback_skb
 from tracekit.kernel.sock import (
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -453,8 +453,7 @@ class Host:
         self._set_cpu(cpu)
         flow = flow_of(laddr, lport, raddr, rport)
         daddr = parse_ip(flow[0])
-        skb = Skb(payload=payload, len=len(payload) if payload is not None else None,
-                  protocol=IPPROTO_TCP, cpu=cpu)
+        skb = loopback_skb(IPPROTO_TCP, parse_ip(flow[2]), flow[3], daddr, flow[1], payload, cpu)
         chosen, pick = tcp_lookup_listener(self.tcp_buckets, daddr, flow[1], LOOPBACK_IFINDEX, cpu,
                                            hash, skb)
         conn = Conn(flow, hash, Pick(sk=-1, reason="no-listener"))
@@ -481,8 +480,7 @@ class Host:
         self._set_cpu(cpu)
         flow = flow_of(laddr, lport, raddr, rport)
         daddr, saddr = parse_ip(flow[0]), parse_ip(flow[2])
-        skb = Skb(payload=payload, len=len(payload) if payload is not None else None,
-                  protocol=IPPROTO_UDP, cpu=cpu)
+        skb = loopback_skb(IPPROTO_UDP, saddr, flow[3], daddr, flow[1], payload, cpu)
         owners = self.socks
         chosen, pick = udp_lookup(owners, self.udp_buckets, self.udp_primary.get(flow[1], []),
                                   saddr, flow[3], daddr, flow[1], LOOPBACK_IFINDEX, cpu, hash, skb)
