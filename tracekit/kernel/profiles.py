@@ -192,7 +192,7 @@ def why_profile(release: str | None, version: str | None = None) -> str:
         return "default (newest)" if not release else f"tracekit.kernel={release} (unreadable: newest)"
     chosen = profile_for_kernel(release, version)
     text = f"tracekit.kernel={release}"
-    if version is None and "-" in release:
+    if version is None and found[2] == 0 and "-" in release:  # Debian's 6.1.0-57: sublevel hidden
         text += " (no tracekit.kernel.version: a distribution's backports are unknown; --profile fit checks)"
     if chosen.release > found[:2]:
         sublevel = ".".join(map(str, found))
