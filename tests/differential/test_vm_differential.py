@@ -3,8 +3,8 @@
 One boot per kernel records the scenarios that tell the kernels apart and a few random walks
 (`tracekit.capture.guest.record_in_guest`); the traces are replayed here, on the host. Each must
 replay under `--profile auto` with 0 mismatches and 0 unknown, auto must pick the profile the
-kernel was verified against (`KERNELS`, as in tracekit.kernel.profiles.VERIFIED), and the deciding scenarios must
-reject the neighbouring profiles, so a wrong auto choice cannot pass.
+kernel was verified against (`KERNELS`; tracekit.kernel.profiles.VERIFIED), and the deciding
+scenarios must reject the neighbouring profiles, so a wrong auto choice cannot pass.
 
 The full matrix (every scenario, longer walks) is the same code with more jobs; README "Kernel
 profiles" lists its figures. Budget here: about 5 minutes of TCG per kernel on 2 busy cores.
