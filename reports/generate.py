@@ -29,7 +29,10 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout: tracekit need 
 
 
 def traces(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.suffix == ".parquet" or p.is_dir())
+    """The traces directly in ``directory``: Parquet files and ``host=`` partitioned directories
+    (a plain folder of traces, such as ``fleet/``, is a collection, not one trace)."""
+    return sorted(p for p in directory.iterdir()
+                  if p.suffix == ".parquet" or (p.is_dir() and any(p.glob("host=*"))))
 
 
 def generate(trace: Path, out: Path, *options: str) -> int:

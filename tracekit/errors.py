@@ -7,7 +7,7 @@ exception is a bug in tracekit and exits with status 3.
 
 from __future__ import annotations
 
-__all__ = ["TracekitError", "TraceFormatError"]
+__all__ = ["StoryError", "TracekitError", "TraceFormatError"]
 
 
 class TracekitError(Exception):
@@ -64,3 +64,32 @@ class TraceFormatError(TracekitError):
 
 def _rebuild_trace_format_error(message, file, line, host, seq, column) -> TraceFormatError:
     return TraceFormatError(message, file=file, line=line, host=host, seq=seq, column=column)
+
+
+class StoryError(TracekitError):
+    """A row tells what the kernel could not have done: a program it refuses reported as attached,
+    a listen on a UDP socket reported as done, an operation on a socket never created.
+
+    The model raises it with the column at fault; replay adds the row's ``host`` and ``seq`` and
+    reports it as a `TraceFormatError` naming the file (exit status 2).
+    """
+
+    def __init__(self, message: str, column: str | None = None) -> None:
+        self.message = message
+        self.column = column
+        self.host: str | None = None
+        self.seq: int | None = None
+        super().__init__(message)
+
+    def __reduce__(self):
+        return (_rebuild_story_error, (self.message, self.column, self.host, self.seq))
+
+    def located(self, file: str) -> TraceFormatError:
+        return TraceFormatError(self.message, file=file, host=self.host, seq=self.seq,
+                                column=self.column)
+
+
+def _rebuild_story_error(message, column, host, seq) -> StoryError:
+    error = StoryError(message, column)
+    error.host, error.seq = host, seq
+    return error

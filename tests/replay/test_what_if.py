@@ -80,6 +80,25 @@ def test_close_and_add_a_socket_at_a_seq(tmp_path):
     assert w["applied"][0]["applied"] is False and w["differ"] == 0
 
 
+def test_a_socket_change_without_a_host_happens_on_every_host(tmp_path):
+    from tracekit.trace import write_trace
+
+    rows = []
+    for host in ("h1", "h2"):
+        b = TraceBuilder(host).tcp_listeners([1, 2])
+        for i in range(4):
+            b.conn(20000 + i, slot_hash(i % 2, 2, salt=i))
+        for i in range(4):
+            b.accept(i % 2 + 1, 20000 + i)
+        rows += b.rows
+    trace = write_trace(tmp_path / "two.parquet", rows, {"tracekit.kernel": "6.18.0"}, source="test")
+    w = replay(trace, what_if=["close=2@9"]).summary["what_if"]
+    assert [(a["host"], a["at"]) for a in w["applied"]] == [("h1", 9), ("h2", 9)]
+    assert [g["load"] for g in w["groups"]] == [{"1": 4}, {"1": 4}]
+    w = replay(trace, what_if=["close=h2:2@9"]).summary["what_if"]
+    assert [g["load"] for g in w["groups"]] == [{"1": 2, "2": 2}, {"1": 4}]
+
+
 def test_profile_what_if_runs_the_other_profile():
     w = replay(NO_MIGRATE, what_if=["profile=5.14"]).summary["what_if"]
     assert w["changes"] == ["profile=5.14"] and w["differ"] == 0
@@ -103,3 +122,18 @@ def test_cli_prints_the_what_if_section(tmp_path):
     assert result.exit_code == 0, result.output
     assert "What if" in result.output and "11 would have been avoided" in result.output
     assert json.loads(out.read_text())["what_if"]["resets"]["avoided"] == 11
+
+
+def test_kernel_layer_trace_without_migration_resets_every_migration(tmp_path):
+    """A simulated probe trace (kernel-layer calls): with tcp_migrate_req=0 each observed
+    `reuseport_migrate_sock` that found a listener would have found none."""
+    from tracekit.capture.simulate import simulate
+    from tracekit.trace.read import read_trace
+
+    trace = simulate("rolling-restart", events=3000, seed=2, output=tmp_path / "rr.parquet")
+    frame = read_trace(trace)
+    migrated = int(((frame["event"] == "reuseport_migrate_sock") & (frame["observed"] >= 0)).sum())
+    w = replay(trace, what_if=["net.ipv4.tcp_migrate_req=0"]).summary["what_if"]
+    assert migrated > 0
+    assert w["outcomes"] == {"accepted_would_be_reset": migrated} == {"accepted_would_be_reset": w["resets"]["added"]}
+    assert replay(trace, what_if=["net.ipv4.tcp_migrate_req=1"]).summary["what_if"]["differ"] == 0

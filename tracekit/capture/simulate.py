@@ -29,11 +29,18 @@ import pyarrow.parquet as pq
 
 from tracekit.capture.workloads import DEFAULT_WORKLOAD, WORKLOADS
 from tracekit.capture.workloads.host import HostFull, SimHost
+from tracekit.capture.workloads.socket_host import SocketSimHost
+from tracekit.capture.workloads.socket_workloads import SOCKET_WORKLOADS
 from tracekit.errors import TracekitError
 from tracekit.kernel.profiles import is_release, profile_for_kernel
 from tracekit.trace import read_metadata, write_trace
 
-__all__ = ["FAULTS_IN_METADATA", "WORKLOADS", "injected_faults", "simulate"]
+__all__ = ["FAULTS_IN_METADATA", "LAYERS", "SOCKET_WORKLOADS", "WORKLOADS", "injected_faults",
+           "simulate"]
+
+LAYERS = ("kernel", "socket")
+"""kernel: the rows a function probe writes (`reuseport_*` calls); socket: the rows the recorder
+writes (sockets, binds, closes, `syn`/`accept`, `datagram`/`recv`)."""
 
 CHUNK_ROWS = 1 << 18
 GENERATOR_VERSION = "1"
@@ -47,7 +54,7 @@ FAULT_COLUMNS = pa.schema([("host", pa.string()), ("seq", pa.int64()), ("expecte
 
 def simulate(workload: str = DEFAULT_WORKLOAD, *, events: int, seed: int,
              output: str | os.PathLike[str], inject_faults: float = 0.0, hosts: int = 1,
-             kernel: str | None = None, bulk: bool = True,
+             kernel: str | None = None, bulk: bool = True, layer: str = "kernel",
              progress: Callable[[int, int], None] | None = None) -> Path:
     """Write a simulated trace of `events` events (split over `hosts` hosts) to `output`.
 
@@ -71,9 +78,11 @@ def simulate(workload: str = DEFAULT_WORKLOAD, *, events: int, seed: int,
     }
     if kernel:
         metadata["tracekit.kernel"] = kernel
+    if layer != "kernel":
+        metadata["tracekit.simulate.layer"] = layer
     sidecar = Path(f"{output}.faults.parquet")
     in_metadata = inject_faults * events <= FAULTS_IN_METADATA
-    plan = _Plan(workload, events, seed, inject_faults, hosts, kernel, bulk)
+    plan = _Plan(workload, events, seed, inject_faults, hosts, kernel, bulk, layer)
     passes = 2 if inject_faults and in_metadata else 1
     counted = _Counted(progress, events * passes)
     if inject_faults and in_metadata:
@@ -140,16 +149,19 @@ class _Plan:
     hosts: int
     kernel: str | None
     bulk: bool
+    layer: str = "kernel"
 
     def batches(self, faults: dict[str, list[np.ndarray]]) -> Iterator[pa.RecordBatch]:
         """Each host's rows in turn; `faults` receives the faults injected on each host."""
         profile = profile_for_kernel(self.kernel)
         for index, name in enumerate(host_names(self.hosts)):
             share = self.events // self.hosts + (index < self.events % self.hosts)
-            host = SimHost(name, profile=profile, events=share, seed=self.seed, index=index,
-                           fault_rate=self.fault_rate, bulk=self.bulk)
+            simulated = SimHost if self.layer == "kernel" else SocketSimHost
+            workloads = WORKLOADS if self.layer == "kernel" else SOCKET_WORKLOADS
+            host = simulated(name, profile=profile, events=share, seed=self.seed, index=index,
+                             fault_rate=self.fault_rate, bulk=self.bulk)
             try:
-                for _ in WORKLOADS[self.workload](host):
+                for _ in workloads[self.workload](host):  # type: ignore[operator]
                     if host.rows.rows >= CHUNK_ROWS:
                         yield host.rows.take()
             except HostFull:
@@ -174,9 +186,14 @@ def _write_sidecar(path: Path, faults: dict[str, list[np.ndarray]]) -> None:
 
 
 def _check_arguments(workload: str, events: int, seed: int, inject_faults: float,
-                     hosts: int, kernel: str | None) -> None:
+                     hosts: int, kernel: str | None, layer: str = "kernel") -> None:
+    if layer not in LAYERS:
+        raise TracekitError(f"unknown layer {layer!r}; choose one of {', '.join(LAYERS)}")
     if workload not in WORKLOADS:
         raise TracekitError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
+    if layer == "socket" and workload not in SOCKET_WORKLOADS:
+        raise TracekitError(f"workload {workload!r} has no socket layer; with --layer socket "
+                            f"choose one of {', '.join(SOCKET_WORKLOADS)}")
     if events < 1:
         raise TracekitError(f"--events must be at least 1, got {events}")
     if seed < 0:

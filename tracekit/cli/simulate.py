@@ -33,9 +33,14 @@ WORKLOAD_NAMES = ("steady", "rolling-restart", "scale", "udp-connected", "cbpf",
 @click.option("--kernel", default=None, metavar="RELEASE",
               help="Simulate the behaviour of this kernel release (uname -r), stored as "
               "tracekit.kernel. Default: the newest profile, no tracekit.kernel.")
+@click.option("--layer", type=click.Choice(("kernel", "socket")), default="kernel",
+              show_default=True,
+              help="kernel: the calls into sock_reuseport.c a probe records; socket: the "
+              "syn/accept and datagram/recv a recorder or application log records "
+              "(steady and mutation-heavy only).")
 @cli_errors
 def command(workload: str, events: int, seed: int, output: str, hosts: int, inject_faults: float,
-            kernel: str | None) -> None:
+            kernel: str | None, layer: str) -> None:
     """Write a synthetic trace of WORKLOAD (default: steady).
 
     \b
@@ -47,6 +52,9 @@ def command(workload: str, events: int, seed: int, output: str, hosts: int, inje
       cbpf             classic BPF programs steer by payload
       mutation-heavy   a group change every 100 events
 
+    With --layer socket: steady is four busy ports with one listener replaced every 65536
+    connections, mutation-heavy a group change every ten events or so.
+
     The kernel model decides every observation, so the trace replays with no mismatch (except
     those --inject-faults puts in).
     """
@@ -54,5 +62,6 @@ def command(workload: str, events: int, seed: int, output: str, hosts: int, inje
 
     with progress_bar("simulating", sys.stderr.isatty()) as progress:
         path = simulate(workload, events=events, seed=seed, output=output,
-                        inject_faults=inject_faults, hosts=hosts, kernel=kernel, progress=progress)
+                        inject_faults=inject_faults, hosts=hosts, kernel=kernel, layer=layer,
+                        progress=progress)
     click.echo(f"wrote {events} events of workload {workload!r} to {path}", err=True)

@@ -129,29 +129,35 @@ def _ancillary(k: int) -> int | None:
 
 def check_classic(insns: Sequence[Insn]) -> int:
     """bpf_check_basics_ok() + bpf_check_classic(): 0, or -EINVAL for a program the kernel refuses."""
+    return -EINVAL if classic_refusal(insns) is not None else 0
+
+
+def classic_refusal(insns: Sequence[Insn]) -> str | None:
+    """Why bpf_check_basics_ok() or bpf_check_classic() refuses the program (None: it does not)."""
     flen = len(insns)
     if flen == 0 or flen > BPF_MAXINSNS:
-        return -EINVAL
+        return f"it has {flen} instructions, not 1..{BPF_MAXINSNS}"
     for pc, (code, jt, jf, k) in enumerate(insns):
         if code not in ALLOWED_CODES:
-            return -EINVAL
+            return f"opcode {code:#06x} at pc {pc} is not one the kernel accepts"
         if code in (BPF_ALU | BPF_DIV | BPF_K, BPF_ALU | BPF_MOD | BPF_K) and k == 0:
-            return -EINVAL
+            return f"it divides by a constant 0 at pc {pc}"
         if code in (BPF_ALU | BPF_LSH | BPF_K, BPF_ALU | BPF_RSH | BPF_K) and k >= 32:
-            return -EINVAL
+            return f"it shifts by {k} at pc {pc}"
         if code in (BPF_LD | BPF_MEM, BPF_LDX | BPF_MEM, BPF_ST, BPF_STX) and k >= BPF_MEMWORDS:
-            return -EINVAL
+            return f"scratch memory cell {k} at pc {pc} does not exist"
         if code == BPF_JMP | BPF_JA and k >= flen - pc - 1:
-            return -EINVAL
+            return f"the jump at pc {pc} leaves the program"
         if code in _CONDITIONAL_JUMPS and (pc + jt + 1 >= flen or pc + jf + 1 >= flen):
-            return -EINVAL
+            return f"the jump at pc {pc} leaves the program"
         if (code & 0x07 == BPF_LD and code & 0xE0 == BPF_ABS and _ancillary(k) is None
                 and k >= SKF_AD_OFF & U32):
-            # Ancillary operation unknown or unsupported
-            return -EINVAL
+            return f"ancillary load {k:#x} at pc {pc} is unknown or unsupported"
     if insns[-1][0] not in (BPF_RET | BPF_K, BPF_RET | BPF_A):
-        return -EINVAL
-    return _check_load_and_stores(insns)
+        return "its last instruction is not a ret: it runs off its end"
+    if _check_load_and_stores(insns):
+        return "it reads a scratch memory cell no path has stored to"
+    return None
 
 
 def _check_load_and_stores(insns: Sequence[Insn]) -> int:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tracekit.errors import TracekitError
+from tracekit.errors import StoryError, TracekitError
 from tracekit.kernel.bpf import Policy
 from tracekit.kernel.profiles import Profile, profile_by_name, profile_for_kernel, why_profile
 from tracekit.replay.decision import DECISION_SCHEMA
@@ -172,9 +172,11 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
                 if progress is not None:
                     progress(done, total)
         engine.finish(complete=metadata.get(COMPLETE_KEY) == "complete")
-    except BaseException:
+    except BaseException as error:
         if writer is not None:
             writer.abort()
+        if isinstance(error, StoryError):
+            raise error.located(str(trace_or_path)) from None
         raise
     if writer is not None:
         writer.close()

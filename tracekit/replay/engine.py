@@ -16,13 +16,13 @@ applies every decision in row order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tracekit.errors import StoryError
 from tracekit.kernel.bpf import Skb
 from tracekit.kernel.net import Net
 from tracekit.kernel.profiles import Profile
@@ -35,9 +35,11 @@ from tracekit.replay import fast
 from tracekit.replay.decision import Decision, verdict_of
 from tracekit.replay.explain import explain, explain_ret
 from tracekit.replay.history import GroupHistory, HistoryView
+from tracekit.replay.state import HostState, Snapshot
 from tracekit.replay.sink import DecisionSink
 from tracekit.replay.timeline import Timeline
 from tracekit.replay.walk import Columns, Walk
+from tracekit.trace.checks import is_ip_text
 
 BULK = True
 """Decide selections in bulk (False: every row one by one, which the tests compare against)."""
@@ -46,6 +48,11 @@ SELECT = "reuseport_select_sock"
 # events that change a group's membership: the history records what they did
 MEMBERSHIP = {"bind", "listen", "connect", "shutdown", "close", "reuseport_alloc",
               "reuseport_add_sock", "reuseport_detach_sock", "reuseport_stop_listen_sock"}
+# socket-layer operations of a program on one of its sockets (`sk`). `setsockopt` is a context
+# event of both layers, so like kernel-layer events it brings a socket in on first use; an
+# observation (`accept`, `recv`) of a socket the model does not know is judged `lost-events`.
+OBSERVATIONS = {"accept", "recv", "reset"}
+ON_A_SOCKET = {"bind", "listen", "connect", "shutdown", "close"}
 RET_CALLS = {"reuseport_alloc", "reuseport_add_sock", "reuseport_attach_prog",
              "reuseport_detach_prog"}
 # kernel-layer calls other than selection and migration: the model's function of the same name
@@ -54,7 +61,8 @@ KERNEL_CALLS: dict[str, Callable[[Host, dict[str, Any]], int | None]] = {
     "reuseport_add_sock":
         lambda h, r: kc.reuseport_add_sock(h, r["sk"], r["sk2"], r["value"], r["proto"]),
     "reuseport_attach_prog":
-        lambda h, r: kc.reuseport_attach_prog(h, r["sk"], r["prog"], r["name"], r["value"]),
+        lambda h, r: kc.reuseport_attach_prog(h, r["sk"], r["prog"], r["name"], r["value"],
+                                              r["ret"]),
     "reuseport_detach_prog": lambda h, r: kc.reuseport_detach_prog(h, r["sk"]),
     "reuseport_detach_sock": lambda h, r: kc.reuseport_detach_sock(h, r["sk"]),
     "reuseport_stop_listen_sock":
@@ -66,30 +74,9 @@ KERNEL_CALLS: dict[str, Callable[[Host, dict[str, Any]], int | None]] = {
 }
 
 
-@dataclass(eq=False)
-class Snapshot:
-    """One group (or a socket outside any group) as bulk selections see it until it changes."""
-
-    reuse: SockReuseport | None
-    state: fast.GroupState | None
-    label: str
-    history: HistoryView
-    mark: int
-    forced: bool  # a program decides: every row one by one
-    walk: int = -1  # the `Walk` that last tagged rows with it
-    index: int = -1  # position among that walk's snapshots
-
-
-@dataclass
-class HostState:
-    name: str
-    host: Host
-    history: GroupHistory = field(default_factory=GroupHistory)
-    snapshots: dict[Any, Snapshot] = field(default_factory=dict)  # id(reuse) or ("sk", id)
-
-
 class Engine:
-    """Replays hosts batch by batch into a `DecisionSink`."""
+    """Replays hosts batch by batch into a `DecisionSink`; the faithful per-row path
+    (`tracekit.replay.state.Faithful`) for the walks."""
 
     def __init__(self, profile: Profile, policies: dict[str, Callable] | None = None, *,
                  sink: DecisionSink, explain_all: bool = False,
@@ -116,7 +103,8 @@ class Engine:
         columns = Columns(batch, bulk=BULK and not self.explain_all)
         for a, b in zip(starts, ends):
             hs = self._state(names[host_idx[a]])
-            Walk(self, hs, columns, a, b).run()
+            self.walks += 1
+            Walk(self, hs, columns, a, b, self.walks).run()
             hs.host.park()
         self.sink.flush()
 
@@ -129,9 +117,20 @@ class Engine:
         return state
 
     # -- row by row -------------------------------------------------------------------------------
-    def _row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
+    def row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
+        """Replay input row `index` through the model, one by one (`Faithful.row`)."""
+        try:
+            self._story_row(hs, row, index)
+        except StoryError as error:
+            error.host, error.seq = hs.name, row["seq"]
+            raise
+
+    def _story_row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
         host, event = hs.host, row["event"]
         host.seq = row["seq"]
+        _check_addresses(row)
+        if event in ON_A_SOCKET:
+            _check_socket(host, row["sk"])
         if event in MEMBERSHIP:
             involved = [host.sock(x).sk for x in (row["sk"], row["sk2"]) if x is not None]
             token = hs.history.before(involved)
@@ -148,7 +147,11 @@ class Engine:
         host, event = hs.host, row["event"]
         call = KERNEL_CALLS.get(event)
         if call is not None:
+            refused = event in RET_CALLS and row["ret"] is not None and row["ret"] < 0
+            undo = kc.checkpoint(host, [row["sk"], row["sk2"]]) if refused else None
             model = call(host, row)
+            if undo is not None and model == 0:
+                undo()  # the kernel refused: its group is as it was
             if event in RET_CALLS and row["ret"] is not None:
                 self._ret_decision(hs, row, index, model)
             return
@@ -174,14 +177,8 @@ class Engine:
             host.syn(*flow, row["hash"], row["cpu"], row["payload"], row["sk_hash"])
         elif event == "datagram":
             host.datagram(*flow, row["hash"], row["cpu"], row["payload"])
-        elif event == "accept":
-            self._observation(hs, row, index, host.accept(sk, *flow), sk)
-        elif event == "recv":
-            exp = host.recv(sk, *flow, row["payload"], token=_deferred_row(row))
-            if not exp.deferred:
-                self._observation(hs, row, index, exp, sk)
-        elif event == "reset":
-            self._observation(hs, row, index, host.reset(*flow), -1)
+        elif event in OBSERVATIONS:
+            self.observe(hs, row, index)
         elif event == SELECT:
             pick = kc.reuseport_select_sock(host, sk, row["hash"], row["cpu"], row["payload"])
             self._kernel_pick(hs, row, index, pick)
@@ -198,6 +195,23 @@ class Engine:
     def _observation(self, hs: HostState, row: dict, index: int, exp: Expectation,
                      observed: int) -> None:
         self._decide(hs, row, index, exp.expected, observed, exp.pick, exp.unknown)
+
+    def observe(self, hs: HostState, row: dict, index: int,
+                history: HistoryView | None = None) -> None:
+        """Observation row `index` (`accept`, `recv`, `reset`), paired by the host's pairing and
+        decided (`Faithful.observe`); `history`: the group's history when its arrival was
+        decided, where that is not now. A `recv` the pairing defers is decided by `finish`."""
+        host, event, sk = hs.host, row["event"], row["sk"]
+        flow = (row["laddr"], row["lport"], row["raddr"], row["rport"])
+        if event == "accept":
+            exp, observed = host.accept(sk, *flow), sk
+        elif event == "recv":
+            exp, observed = host.recv(sk, *flow, row["payload"], token=_deferred_row(row)), sk
+            if exp.deferred:
+                return
+        else:
+            exp, observed = host.reset(*flow), -1
+        self._decide(hs, row, index, exp.expected, observed, exp.pick, exp.unknown, None, history)
 
     def _kernel_pick(self, hs: HostState, row: dict, index: int, pick: Pick) -> None:
         observed = row["observed"]
@@ -303,6 +317,26 @@ class Engine:
                     self.sink.group(name, label, reuse.reuseport_id, None, reuse)
 
 
+def _check_addresses(row: dict[str, Any]) -> None:
+    """`validate` refuses every address that is not one; replay those it reads (a trace it was
+    not given through `validate`)."""
+    for column in ("laddr", "raddr"):
+        text = row[column]
+        if text is not None and not is_ip_text(text):
+            raise StoryError(f"{text!r} is not an IPv4 or IPv6 address", column)
+
+
+def _check_socket(host: Host, sk: int) -> None:
+    """A socket-layer operation needs a socket that a `socket` row (or, in a kernel-layer trace,
+    a call into sock_reuseport.c) brought in, and that is not closed."""
+    s = host.socks.get(sk)
+    if s is None and sk not in host.parked:
+        raise StoryError(f"sk {sk} does not exist: no socket row (nor kernel-layer event) "
+                         "brought it in before", "sk")
+    if s is not None and s.closed:
+        raise StoryError(f"sk {sk} was closed before (a new socket row must bring it back)", "sk")
+
+
 def _deferred_row(row: dict[str, Any]) -> dict[str, Any]:
     """What a deferred `recv` decision needs of its row (not its payload)."""
     return {key: row[key] for key in ("seq", "event", "laddr", "lport", "raddr", "rport", "sk")}
@@ -320,4 +354,4 @@ def _dictionary(column: pa.Array) -> pa.DictionaryArray:
     return pc.dictionary_encode(column)
 
 
-__all__ = ["BULK", "Engine", "HostState", "Snapshot"]
+__all__ = ["BULK", "Engine", "HostState", "Snapshot"]  # the last two re-exported from .state

@@ -71,7 +71,8 @@ def _imbalance(limit: float, summary: Mapping[str, Any]) -> tuple[float | None, 
             failures.append(
                 f"{group['host']} {group['group']}: busiest socket took {figures['max']} of "
                 f"{figures['total']} decisions, {ratio:g}x the mean over {figures['sockets']} "
-                f"sockets (> {limit:g}); chi-square {figures['chi2']:g}, p = {p:.3g} < {ALPHA:g}")
+                f"sockets (> {limit:g}); chi-square {figures['chi2']:g}, p = {p:.3g} < {ALPHA:g}"
+                + ("; its sockets came and went under load" if figures.get("membership_changed") else ""))
     return worst, failures
 
 

@@ -10,7 +10,7 @@ observation are replayed one by one, on a copy of their snapshot.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,9 +18,8 @@ import pyarrow.compute as pc
 
 from tracekit.replay import fast
 from tracekit.replay.decision import DECISION_SCHEMA
-
-if TYPE_CHECKING:
-    from tracekit.replay.engine import Engine, HostState, Snapshot
+from tracekit.replay.state import Faithful, HostState, Snapshot
+from tracekit.replay.stretch import SocketColumns, SocketWalk
 
 SELECT = "reuseport_select_sock"
 COLUMNS = ("host", "seq", "event", "sk", "sk2", "proto", "family", "laddr", "raddr", "lport",
@@ -42,6 +41,9 @@ class Columns:
         self.cpu, cpu_valid = _values(batch.column("cpu"), 0, np.int64)
         self.cpu_valid = cpu_valid if cpu_valid is not None else np.ones(n, dtype=bool)
         self._seq: np.ndarray | None = None
+        self._hash_valid = hash_valid
+        self._socket: SocketColumns | None = None
+        self.bulk_enabled = bulk
         if not bulk:
             self.bulk = np.zeros(n, dtype=bool)
             return
@@ -64,6 +66,19 @@ class Columns:
             bulk &= ((cpu >= 0) & (cpu < fast.CPU_LIMIT)) | ~self.cpu_valid
         self.bulk = bulk
 
+    def socket(self) -> SocketColumns:
+        """The socket-layer view of the batch (`tracekit.replay.stretch`), built on first use."""
+        if self._socket is None:
+            self._socket = SocketColumns(self.batch, self._hash_valid, self.cpu, self.cpu_valid)
+        return self._socket
+
+    def event_names(self, a: int, b: int) -> tuple[list[str], np.ndarray]:
+        """The event of rows `a:b`: (names, index of each row's name)."""
+        events = self.batch.column("event").slice(a, b - a)
+        if not pa.types.is_dictionary(events.type):
+            events = pc.dictionary_encode(events)
+        return events.dictionary.to_pylist(), events.indices.to_numpy(zero_copy_only=False)
+
     @property
     def seq(self) -> np.ndarray:
         if self._seq is None:
@@ -84,6 +99,15 @@ class Columns:
                    else _pylist(column) for name in COLUMNS]
         return [dict(zip(COLUMNS, values)) for values in zip(*columns)]
 
+    def rows_of(self, a: int, b: int) -> RowSource:
+        """Rows `a:b` as dicts on demand, each column converted once (for walks that need
+        most rows of a range as dicts, but not in one go)."""
+        part = self.batch.slice(a, b - a)
+        n = b - a
+        nothing = [None] * n
+        return RowSource([nothing if (column := part.column(name)).null_count == n
+                          else _pylist(column) for name in COLUMNS])
+
     def select_row(self, i: int) -> dict[str, Any]:
         """Bulk row `i` as the dict the per-row path reads."""
         return {"seq": int(self.seq[i]), "event": SELECT, "laddr": None, "lport": None,
@@ -92,24 +116,37 @@ class Columns:
                 "observed": int(self.observed[i])}
 
 
+class RowSource:
+    """Rows of a range as the dicts the per-row path reads (`Columns.rows_of`)."""
+
+    def __init__(self, columns: list[list[Any]]) -> None:
+        self.columns = columns
+
+    def __getitem__(self, r: int) -> dict[str, Any]:
+        return dict(zip(COLUMNS, [column[r] for column in self.columns]))
+
+
 class Walk:
     """Rows `a:b` of a batch, all of one host."""
 
-    def __init__(self, engine: Engine, hs: HostState, cols: Columns, a: int, b: int) -> None:
+    def __init__(self, engine: Faithful, hs: HostState, cols: Columns, a: int, b: int,
+                 number: int) -> None:
         self.engine, self.hs, self.cols, self.a, self.b = engine, hs, cols, a, b
         self.used: list[Snapshot] = []  # snapshots tagged in this walk, by index
         self.done = -1  # last row (relative) the per-row path handled
-        engine.walks += 1
-        self.number = engine.walks
+        self.number = number  # distinct per walk: marks the snapshots this walk tagged
         self.last_cpu: np.ndarray | None = None
 
     def run(self) -> None:
         a, b, cols = self.a, self.b, self.cols
+        if cols.bulk_enabled and cols.socket().kind[a:b].any():
+            SocketWalk(self.engine, self.hs, cols, a, b).run()
+            return
         bulk = cols.bulk[a:b]
         specials = np.flatnonzero(~bulk)
         if len(specials) == b - a:
             for i, row in zip(range(a, b), cols.dicts(np.arange(a, b))):
-                self.engine._row(self.hs, row, i)
+                self.engine.row(self.hs, row, i)
             return
         sk = cols.sk[a:b]
         if len(specials):
@@ -217,7 +254,7 @@ class Walk:
 
     def _one(self, i: int, row: dict[str, Any]) -> None:
         self._sync_cpu(i - self.a)
-        self.engine._row(self.hs, row, i)
+        self.engine.row(self.hs, row, i)
         self.done = i - self.a
 
     def _sync_cpu(self, upto: int) -> None:

@@ -9,7 +9,7 @@ Changes (`--what-if`, combinable):
     close=SK@SEQ                 socket SK closed just before the host's row SEQ
     add=SK@SEQ                   a new socket, opened like SK (same protocol, family, address,
                                  port and options; listening if SK listens), just before row SEQ
-    (close=HOST:SK@SEQ, add=HOST:SK@SEQ name the host of a multi-host trace)
+    (close=HOST:SK@SEQ, add=HOST:SK@SEQ change one host; without HOST, every host)
 
 The model runs the trace free: observations (`accept`, `recv`, `reset`, kernel-layer selections)
 are where it reads its own prediction, never what steers it. So a connection queued on a listener
@@ -113,6 +113,7 @@ class WhatIfEngine(Engine):
         super().__init__(profile, policies, sink=sink)
         self.what_if = what_if
         self.pending = sorted(what_if.sockets, key=lambda c: (c.host or "", c.seq))
+        self.done: dict[SocketChange, set[str]] = {c: set() for c in self.pending}  # hosts
         self.applied: list[dict[str, Any]] = []
         self.added = 0
 
@@ -138,10 +139,10 @@ class WhatIfEngine(Engine):
             cut = self._cut(batch)
             if cut is None:
                 break
-            index, change = cut
+            index, change, host = cut
             if index:
                 super().feed(batch.slice(0, index))
-            self._inject(change, self._host_at(batch, index))
+            self._inject(change, host)
             batch = batch.slice(index)
         super().feed(batch)
 
@@ -149,39 +150,41 @@ class WhatIfEngine(Engine):
         """Changes whose seq lies after their host's last row happen at the end, then what
         only the end settles (`Engine.finish`)."""
         for change in self.pending:
-            hosts = [change.host] if change.host else sorted(self.hosts)
-            for name in hosts:
-                if name in self.hosts:
+            for name in [change.host] if change.host else sorted(self.hosts):
+                if name in self.hosts and name not in self.done[change]:
                     self._inject(change, name, at_end=True)
         self.pending = []
         self.sink.flush()
         super().finish(complete)
 
-    def _cut(self, batch: pa.RecordBatch) -> tuple[int, SocketChange] | None:
+    def _cut(self, batch: pa.RecordBatch) -> tuple[int, SocketChange, str] | None:
+        """The first row of `batch` before which a pending change happens: a change naming a
+        host happens on that host, one naming none on every host, each at its own row SEQ."""
         hosts = _dictionary(batch.column("host"))
         names = np.array(hosts.dictionary.to_pylist(), dtype=object)[
             hosts.indices.to_numpy(zero_copy_only=False)]
         seqs = batch.column("seq").to_numpy(zero_copy_only=False)
-        best: tuple[int, SocketChange] | None = None
+        best: tuple[int, SocketChange, str] | None = None
         for change in self.pending:
-            hit = (seqs >= change.seq) if change.host is None else \
-                (names == change.host) & (seqs >= change.seq)
+            if change.host is not None:
+                hit = (names == change.host) & (seqs >= change.seq)
+            else:
+                hit = (seqs >= change.seq) & ~np.isin(names, list(self.done[change]))
             where = np.flatnonzero(hit)
             if len(where) and (best is None or where[0] < best[0]):
-                best = (int(where[0]), change)
+                best = (int(where[0]), change, str(names[where[0]]))
         if best is not None:
-            self.pending.remove(best[1])
+            _, change, host = best
+            self.done[change].add(host)
+            if change.host is not None:
+                self.pending.remove(change)
         return best
 
-    @staticmethod
-    def _host_at(batch: pa.RecordBatch, index: int) -> str:
-        return str(batch.column("host")[index].as_py())
-
     def _inject(self, change: SocketChange, host_name: str, at_end: bool = False) -> None:
-        hs = self._state(change.host or host_name)
+        hs = self._state(host_name)
         rows = self._rows(hs, change)
         for row in rows:
-            self._row(hs, row, -1)
+            self.row(hs, row, -1)
         hs.snapshots.clear()
         self.applied.append({"change": f"{change.action}={change.sk}@{change.seq}",
                              "host": hs.name, "sk": rows[0]["sk"] if rows else change.sk,

@@ -60,6 +60,22 @@ class RowBuffer:
         self._advance(n)
         return np.arange(first, first + n, dtype=np.int64)
 
+    def code(self, column: str, word: str) -> int:
+        """The dictionary index of `word` in a dictionary column."""
+        return self._index[column][word]
+
+    def mixed(self, events: np.ndarray, **columns: np.ndarray | pa.Array) -> np.ndarray:
+        """Append rows of several events (`events`: each row's `code("event", name)`) from
+        whole columns; returns their seqs."""
+        self._flush_singles()
+        n = len(events)
+        arrays = {name: self._array(name, values) for name, values in columns.items()}
+        arrays["event"] = pa.array(np.asarray(events, dtype=np.int32))
+        self._parts.append((n, arrays))
+        first = self.next_seq
+        self._advance(n)
+        return np.arange(first, first + n, dtype=np.int64)
+
     def take(self) -> pa.RecordBatch:
         """Everything appended since the last `take`, as one batch of `SCHEMA`."""
         self._flush_singles()

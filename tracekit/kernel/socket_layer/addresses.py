@@ -9,6 +9,7 @@ view is `LOOPBACK4_IPV6` (127.0.0.6), which no packet carries, so here it has no
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address
 
 IP = IPv4Address | IPv6Address
@@ -21,17 +22,32 @@ IPV4_ANY = IPv4Address(0)
 IPV6_ANY = IPv6Address(0)
 
 
+@lru_cache(maxsize=1 << 16)
 def parse_ip(text: str) -> IP:
-    """A textual address; IPv4-mapped IPv6 comes back as IPv4, as the trace writes it."""
+    """A textual address; IPv4-mapped IPv6 comes back as IPv4, as the trace writes it.
+    Memoized: a trace names few addresses, each thousands of times."""
     ip = ipaddress.ip_address(text.split("%")[0])
     if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
 
 
+@lru_cache(maxsize=1 << 16)
+def normal_ip(text: str) -> str:
+    """`parse_ip(text)` as text: the one spelling of an address that flows are keyed by."""
+    return str(parse_ip(text))
+
+
+@lru_cache(maxsize=1 << 16)
+def ip_text(ip: IP) -> str:
+    """`str(ip)`, memoized (IPv6 formatting is slow and lookups key buckets by it)."""
+    return str(ip)
+
+
+@lru_cache(maxsize=1 << 16)
 def bucket_key(ip: IP) -> str:
     """`inet_lhash2_bucket_sk()` / `udp_portaddr_hash`: which secondary bucket a bound socket is in."""
-    return ANY if ip.is_unspecified else str(ip)
+    return ANY if ip.is_unspecified else ip_text(ip)
 
 
 def v4_view(family: int, ip: IP | None) -> IPv4Address | None:
@@ -59,6 +75,7 @@ def rcv_saddr_any(ip: IP | None) -> bool:
     return ip is not None and ip.is_unspecified
 
 
+@lru_cache(maxsize=1 << 16)
 def format_endpoint(ip: IP | None, port: int | None) -> str:
     host = "?" if ip is None else (f"[{ip}]" if isinstance(ip, IPv6Address) else str(ip))
     return f"{host}:{'?' if port is None else port}"

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
+from tracekit.errors import StoryError
 from tracekit.kernel import cbpf
 from tracekit.kernel.bpf import (
     BPF_SK_REUSEPORT_SELECT,
@@ -46,11 +47,17 @@ from tracekit.kernel.socket_layer.addresses import (
     IP,
     bucket_key,
     format_endpoint,
+    normal_ip,
     parse_ip,
     rcv_saddr_any,
     route_source,
 )
-from tracekit.kernel.socket_layer.lookup import tcp_lookup_listener, udp_lookup
+from tracekit.kernel.socket_layer.lookup import (
+    tcp_hash_route,
+    tcp_lookup_listener,
+    udp_hash_route,
+    udp_lookup,
+)
 from tracekit.kernel.socket_layer.selection import Pick, migrate_traced, replace_pick
 from tracekit.kernel.socket_layer.pairing import UNPLACED, Pairing
 
@@ -129,7 +136,7 @@ _SOCKET_VALUES = tuple(f.name for f in fields(Socket) if f.name not in ("sk", "a
 
 
 def flow_of(laddr: str, lport: int, raddr: str, rport: int) -> Flow:
-    return (str(parse_ip(laddr)), int(lport), str(parse_ip(raddr)), int(rport))
+    return (normal_ip(laddr), int(lport), normal_ip(raddr), int(rport))
 
 
 class Host:
@@ -245,7 +252,10 @@ class Host:
         if name == "SO_REUSEPORT":
             s.sk.sk_reuseport = bool(value)
         elif name == "SO_ATTACH_REUSEPORT_CBPF":
-            reuseport_attach_prog(s.sk, BpfProg.cbpf(cbpf.decode_sock_filter(prog or b"")))
+            # sk_reuseport_attach_filter(): __get_filter() checks the program first
+            bpf = classic_prog(prog, ret)
+            if bpf is not None:
+                reuseport_attach_prog(s.sk, bpf)
         elif name == "SO_ATTACH_REUSEPORT_EBPF":
             reuseport_attach_prog(s.sk, ebpf_prog(prog, value))
         elif name == "SO_DETACH_REUSEPORT_BPF":
@@ -318,15 +328,25 @@ class Host:
 
     @staticmethod
     def _bucket_remove(buckets: dict, s: Socket) -> None:
+        if s.laddr is None:  # hashed by a kernel-layer event, never bound: in no bucket
+            return
         bucket = buckets.get((s.lport, bucket_key(s.laddr)), [])
         if s in bucket:
             bucket.remove(s)
 
     def listen(self, sk: int, ret: int | None) -> None:
-        """inet_csk_listen_start() -> `__inet_hash()` -> `inet_reuseport_add_sock()`."""
+        """inet_csk_listen_start() -> `__inet_hash()` -> `inet_reuseport_add_sock()`.
+
+        inet_listen() refuses a socket that is not SOCK_STREAM (-EINVAL): a UDP socket never
+        listens, and a trace that says one did is refused."""
         if ret:
             return
         s = self.sock(sk)
+        if s.proto != "tcp":
+            if ret == 0:
+                raise StoryError(f"listen on sk {sk}, a {s.proto} socket, reported as done (ret 0); "
+                                 "inet_listen() refuses every socket but SOCK_STREAM", "ret")
+            return
         if s.listening or s.lport is None:
             return
         s.sk.sk_state = TCP_LISTEN
@@ -456,19 +476,27 @@ class Host:
         skb = loopback_skb(IPPROTO_TCP, parse_ip(flow[2]), flow[3], daddr, flow[1], payload, cpu)
         chosen, pick = tcp_lookup_listener(self.tcp_buckets, daddr, flow[1], LOOPBACK_IFINDEX, cpu,
                                            hash, skb)
-        conn = Conn(flow, hash, Pick(sk=-1, reason="no-listener"))
         if isinstance(chosen, Sock):
-            conn.listener = self.socks[chosen.sk_id]
-            conn.pick = self._label_pick(pick, chosen)
-            conn.listener.accept_queue.append(conn)
-            if conn.listener.laddr is not None and conn.listener.laddr.is_unspecified:
-                conn.hash = sk_hash
-        elif isinstance(chosen, _Unknown):
+            return self.queue_syn(flow, hash, sk_hash, self.socks[chosen.sk_id],
+                                  self._label_pick(pick, chosen))
+        conn = Conn(flow, hash, Pick(sk=-1, reason="no-listener"))
+        if isinstance(chosen, _Unknown):
             conn.pick = self._unknown_pick(pick)
         elif pick is not None:
             conn.pick = replace_pick(pick, sk=-1, dropped=True, seq=self.seq)
         self.conns[flow] = conn
         return conn.pick
+
+    def queue_syn(self, flow: Flow, hash: int | None, sk_hash: int | None, listener: Socket,
+                  pick: Pick) -> Pick:
+        """The request of `flow` queues on `listener`, which the lookup chose (`pick`, labelled).
+        A wildcard listener's queued request migrates by the connection's own hash, `sk_hash`."""
+        if listener.laddr is not None and listener.laddr.is_unspecified:
+            hash = sk_hash
+        conn = Conn(flow, hash, pick, listener)
+        listener.accept_queue.append(conn)
+        self.conns[flow] = conn
+        return pick
 
     def datagram(self, laddr: str, lport: int, raddr: str, rport: int, hash: int | None,
                  cpu: int | None, payload: bytes | None) -> Pick:
@@ -485,10 +513,8 @@ class Host:
         chosen, pick = udp_lookup(owners, self.udp_buckets, self.udp_primary.get(flow[1], []),
                                   saddr, flow[3], daddr, flow[1], LOOPBACK_IFINDEX, cpu, hash, skb)
         if isinstance(chosen, Sock):
-            pick = self._label_pick(pick, chosen)
-            self.datagrams.arrive(flow, chosen.sk_id, pick, payload)
-            if self.socks[chosen.sk_id].raddr is not None and cpu is not None:
-                chosen.sk_incoming_cpu = int(cpu)
+            pick = self.queue_datagram(flow, self.socks[chosen.sk_id],
+                                       self._label_pick(pick, chosen), cpu, payload)
         elif isinstance(chosen, _Unknown):
             pick = self._unknown_pick(pick)
             self.datagrams.arrive(flow, UNPLACED, pick, payload)
@@ -496,6 +522,30 @@ class Host:
             pick = replace_pick(pick or Pick(sk=-1, reason="no-listener"), sk=-1, seq=self.seq)
             self.datagrams.arrive(flow, -1, pick, payload)
         return pick
+
+    def queue_datagram(self, flow: Flow, receiver: Socket, pick: Pick, cpu: int | None,
+                       payload: bytes | None) -> Pick:
+        """A datagram of `flow` (its bytes: `payload`) queues on `receiver`, which the lookup
+        chose (`pick`, labelled)."""
+        self.datagrams.arrive(flow, receiver.sk.sk_id, pick, payload)
+        if receiver.raddr is not None and cpu is not None:
+            receiver.sk.sk_incoming_cpu = int(cpu)
+        return pick
+
+    def hash_route(self, event: str, laddr: str, lport: int) -> Socket | None:
+        """The socket whose group alone decides, by hash (and CPU), where every `syn` or
+        `datagram` (`event`) to `laddr:lport` with a known hash and CPU goes while no socket
+        changes: what `syn` / `datagram` would call `reuseport_select_sock` on. None when
+        anything else could decide (a program, a connected socket, a socket outside a group)."""
+        daddr = parse_ip(laddr)
+        if event == "syn":
+            return tcp_hash_route(self.tcp_buckets, daddr, int(lport), LOOPBACK_IFINDEX)
+        return udp_hash_route(self.udp_buckets, daddr, int(lport), LOOPBACK_IFINDEX)
+
+    def pending(self) -> tuple[set[Flow], set[Flow]]:
+        """The flows with a connection waiting for its `accept`/`reset`, and those with
+        datagrams (delivered or dropped) waiting for a `recv`."""
+        return set(self.conns), set(self.datagrams.flows)
 
     def unreceived(self) -> list[tuple[Flow, Pick]]:
         """Datagrams no `recv` observed, in the order they arrived: the model's pick for each
@@ -550,6 +600,24 @@ def _received(pick: Pick | None) -> Expectation:
     return Expectation(pick.sk, pick, pick.unknown)
 
 
+def classic_prog(prog: bytes | None, ret: int | None) -> BpfProg | None:
+    """The classic program (`struct sock_filter` array) a row attaches, as `__get_filter()` takes
+    it: None when the kernel refuses it (`bpf_check_basics_ok()`, `bpf_check_classic()`), so the
+    group stays as it was. A refused program the row reports as attached (`ret` 0) is a story the
+    kernel could not have told."""
+    raw = prog or b""
+    if len(raw) % 8:
+        why = f"{len(raw)} bytes are not whole 8-byte struct sock_filter instructions"
+    else:
+        why = cbpf.classic_refusal(cbpf.decode_sock_filter(raw))
+    if why is None:
+        return BpfProg.cbpf(cbpf.decode_sock_filter(raw))
+    if ret == 0:
+        raise StoryError(f"classic BPF program reported as attached (ret 0), but the kernel "
+                         f"refuses it: {why}", "prog")
+    return None
+
+
 def ebpf_prog(prog: bytes | None, attach_type: int | None) -> BpfProg:
     """The eBPF program a trace names: `prog` holds the UTF-8 bytes of the program's name."""
     name = (prog or b"").decode("utf-8", errors="replace")
@@ -557,5 +625,6 @@ def ebpf_prog(prog: bytes | None, attach_type: int | None) -> BpfProg:
     return BpfProg.ebpf(name, migrate=migrate)
 
 
-__all__ = ["Conn", "Expectation", "Flow", "Host", "Migration", "Socket", "ebpf_prog", "flow_of",
+__all__ = ["Conn", "Expectation", "Flow", "Host", "Migration", "Socket", "classic_prog", "ebpf_prog",
+           "flow_of",
            "BPF_SK_REUSEPORT_SELECT"]

@@ -8,10 +8,13 @@ caller hashes it next) until it leaves the group.
 
 from __future__ import annotations
 
-from tracekit.kernel import cbpf, sock_reuseport as sr
-from tracekit.kernel.bpf import BpfProg, Skb, _Unknown
+from typing import Callable
+
+from tracekit.kernel import sock_reuseport as sr
+from tracekit.kernel.errno import EINVAL
 from tracekit.kernel.sock import Sock
-from tracekit.kernel.socket_layer.host import Host, ebpf_prog
+from tracekit.kernel.socket_layer.host import Host, classic_prog, ebpf_prog
+from tracekit.kernel.structs import Skb, _Unknown
 from tracekit.kernel.socket_layer.selection import Pick, migrate_traced, select_traced
 
 
@@ -75,14 +78,37 @@ def reuseport_migrate_sock(host: Host, sk: int, sk2: int, hash: int | None,
 
 
 def reuseport_attach_prog(host: Host, sk: int, prog: bytes | None, name: str | None,
-                          value: int | None) -> int:
+                          value: int | None, ret: int | None = None) -> int:
     """`prog` bytes: a classic program (`struct sock_filter` array); else `name` names an eBPF
-    program (`value` 40 = BPF_SK_REUSEPORT_SELECT_OR_MIGRATE)."""
+    program (`value` 40 = BPF_SK_REUSEPORT_SELECT_OR_MIGRATE). A classic program the kernel
+    refuses is not attached (-EINVAL), and is an input error where `ret` says it was."""
     if prog is not None and not name:
-        bpf = BpfProg.cbpf(cbpf.decode_sock_filter(prog))
+        bpf = classic_prog(prog, ret)
+        if bpf is None:
+            return -EINVAL
     else:
         bpf = ebpf_prog((name or "").encode() if name else prog, value)
     return sr.reuseport_attach_prog(_sk(host, sk), bpf)
+
+
+def checkpoint(host: Host, sks: list[int | None]) -> Callable[[], None]:
+    """A way back to the state of these sockets, their groups and the reuseport ids as they are
+    now: for a call the kernel reports refused (`ret` < 0) where the model went through, so
+    the model follows what the kernel did (the group stays as it was)."""
+    socks = [_sk(host, sk) for sk in sks if sk is not None]
+    groups = {id(s.sk_reuseport_cb): s.sk_reuseport_cb for s in socks if s.sk_reuseport_cb}
+    members = {id(m): m for g in groups.values() for m in g.socks if m is not None}
+    members.update((id(s), s) for s in socks)
+    saved_socks = [(m, dict(vars(m))) for m in members.values()]
+    saved_groups = [(g, {**vars(g), "socks": list(g.socks)}) for g in groups.values()]
+    ida = set(host.net.reuseport_ida.used)
+
+    def restore() -> None:
+        for obj, values in saved_socks + saved_groups:
+            vars(obj).update(values)
+        host.net.reuseport_ida.used = ida
+
+    return restore
 
 
 def reuseport_detach_prog(host: Host, sk: int) -> int:

@@ -12,12 +12,21 @@ the primary-hash fallback `udp4_lib_lookup1()` (6.14+) that ignores groups.
 from __future__ import annotations
 
 from ipaddress import IPv4Address
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from tracekit.kernel.bpf import ErrPtr, Skb, _Unknown
 from tracekit.kernel.sock import TCP_ESTABLISHED, Sock, sock_net
 from tracekit.kernel.sock_reuseport import reuseport_has_conns
-from tracekit.kernel.socket_layer.addresses import ANY, IP, IPV4_ANY, IPV6_ANY, v4_view, v6_view
+from tracekit.kernel.socket_layer.addresses import (
+    ANY,
+    IP,
+    IPV4_ANY,
+    IPV6_ANY,
+    ip_text,
+    v4_view,
+    v6_view,
+)
 from tracekit.kernel.socket_layer.selection import Pick, replace_pick, select_traced
 
 if TYPE_CHECKING:
@@ -116,7 +125,7 @@ def inet_lhash2_lookup(bucket: list[Socket], daddr: IP, lport: int, dif: int, cp
 def tcp_lookup_listener(buckets: dict, daddr: IP, lport: int, dif: int, cpu: int | None,
                         hash: int | None, skb: Skb) -> _Found:
     """`__inet_lookup_listener()`: exact address first, then the wildcard; errors become NULL."""
-    for key in (str(daddr), ANY):
+    for key in (ip_text(daddr), ANY):
         bucket = buckets.get((lport, key), [])
         if _needs_cpu(bucket, cpu):
             return _Unknown(), Pick(sk=-1, reason="incoming-cpu", unknown="no-cpu")
@@ -178,7 +187,7 @@ def udp_lookup1(primary: list[Socket], saddr: IP, sport: int, daddr: IP, lport: 
 def udp_lookup(owners: dict[int, Socket], buckets: dict, primary: list[Socket], saddr: IP, sport: int, daddr: IP, lport: int,
                dif: int, cpu: int | None, hash: int | None, skb: Skb) -> _Found:
     """`__udp4_lib_lookup()` / `__udp6_lib_lookup()`."""
-    exact = buckets.get((lport, str(daddr)), [])
+    exact = buckets.get((lport, ip_text(daddr)), [])
     for s in exact:  # udp4_lib_lookup4(): the connected socket of this exact 4-tuple
         if s.sk.sk_state == TCP_ESTABLISHED and s.raddr is not None and \
                 udp_compute_score(s, saddr, sport, daddr, lport, dif, None) >= 0:
@@ -196,3 +205,46 @@ def udp_lookup(owners: dict[int, Socket], buckets: dict, primary: list[Socket], 
     if fallback is not None:
         return fallback, fallback_pick
     return result, pick if pick is None else replace_pick(pick, dropped=True)
+
+
+# -- routes: where a hash alone decides ---------------------------------------------------------
+
+def _hash_decides(s: Socket) -> bool:
+    """`select_traced(s.sk, hash, ...)` with a hash and a CPU chooses a socket of `s`'s group by
+    `reuseport_select_sock_by_hash()` alone: a group, no program, a member that is not
+    ESTABLISHED (so the selection never returns NULL)."""
+    reuse = s.sk.sk_reuseport_cb if s.sk.sk_reuseport else None
+    return (reuse is not None and reuse.prog is None and reuse.num_socks > 0
+            and any(m.sk_state != TCP_ESTABLISHED for m in reuse.live()))
+
+
+def tcp_hash_route(buckets: dict, daddr: IP, lport: int, dif: int) -> Socket | None:
+    """The listener `tcp_lookup_listener()` runs reuseport selection on for every connection
+    to (daddr, lport) with a hash and a CPU, when that selection decides (`_hash_decides`):
+    the first listener that scores in the exact bucket, else in the wildcard one. The CPU bonus
+    cannot change which listener scores first (it only adds to a positive score). None otherwise."""
+    for key in (ip_text(daddr), ANY):
+        dest = daddr if key != ANY else _any_of(daddr)
+        for s in buckets.get((lport, key), []):
+            if tcp_compute_score(s, dest, lport, dif, None) > 0:
+                return s if _hash_decides(s) else None
+    return None
+
+
+def udp_hash_route(buckets: dict, daddr: IP, lport: int, dif: int) -> Socket | None:
+    """As `tcp_hash_route` for `udp_lookup()`: only where neither bucket holds a connected
+    socket (so neither the 4-tuple lookup nor a connected socket's score nor the source of the
+    datagram can matter) and the group has no connections (no rescore)."""
+    exact = buckets.get((lport, ip_text(daddr)), [])
+    wildcard = buckets.get((lport, ANY), [])
+    for s in chain(exact, wildcard):
+        if s.raddr is not None or s.rport or s.sk.sk_state == TCP_ESTABLISHED:
+            return None
+    for bucket, dest in ((exact, daddr), (wildcard, _any_of(daddr))):
+        badness = 0 if isinstance(dest, IPv4Address) else -1
+        for s in bucket:
+            if udp_compute_score(s, dest, 0, dest, lport, dif, None) > badness:
+                if not _hash_decides(s) or reuseport_has_conns(s.sk):
+                    return None
+                return s
+    return None

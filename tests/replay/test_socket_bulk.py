@@ -1,0 +1,145 @@
+"""The socket-layer bulk path (`tracekit.replay.stretch`) against the faithful per-row path:
+byte-identical results Parquet and JSON summary on recorded fixtures, on recordings whose
+observations were moved to other sockets or drained in socket order, and on simulated traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tracekit.capture.simulate import injected_faults, simulate
+from tracekit.replay import engine, stretch
+from tracekit.replay.api import replay, write_results
+from tracekit.report.json import summary_json
+
+RECORDED = sorted((Path(__file__).parents[2] / "fixtures" / "recorded").glob("*.parquet"))
+WALK = Path(__file__).parents[2] / "fixtures" / "recorded" / "random-11-60.parquet"
+
+
+def both_paths(path: Path, tmp_path: Path, monkeypatch, **options) -> tuple:
+    """(bulk, faithful): each path's results Parquet bytes, summary JSON bytes and Replay."""
+    out = []
+    for bulk in (True, False):
+        monkeypatch.setattr(engine, "BULK", bulk)
+        result = replay(path, results=True, **options)
+        results = write_results(result, tmp_path / f"results-{bulk}.parquet")
+        out.append((results.read_bytes(), summary_json(result.summary), result))
+    monkeypatch.setattr(engine, "BULK", True)
+    return out[0], out[1]
+
+
+def assert_same(bulk: tuple, faithful: tuple) -> None:
+    assert bulk[2].decisions.equals(faithful[2].decisions)
+    assert bulk[1] == faithful[1]
+    assert bulk[0] == faithful[0]
+
+
+def closed_flows_seen(monkeypatch) -> list[int]:
+    """Counts the observations the bulk path decided without the model, as a witness that the
+    test reached it."""
+    seen: list[int] = []
+    original = stretch.SocketWalk._matches
+
+    def counting(self, rows, *args):
+        seen.append(len(rows))
+        return original(self, rows, *args)
+
+    monkeypatch.setattr(stretch.SocketWalk, "_matches", counting)
+    return seen
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
+def test_recorded_fixtures_give_the_same_bytes_on_both_paths(path, tmp_path, monkeypatch):
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
+
+
+def test_the_bulk_path_decides_closed_flows_of_a_recording(tmp_path, monkeypatch):
+    seen = closed_flows_seen(monkeypatch)
+    bulk, faithful = both_paths(WALK, tmp_path, monkeypatch)
+    assert sum(seen) >= 10
+    assert_same(bulk, faithful)
+
+
+def _rewrite(path: Path, out: Path, change) -> Path:
+    table = pq.read_table(path)
+    frame = table.to_pandas()
+    frame = change(frame)
+    fixed = pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False)
+    pq.write_table(fixed.replace_schema_metadata(table.schema.metadata), out)
+    return out
+
+
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), moved=st.floats(0.0, 0.3),
+       socket_order=st.booleans())
+def test_recordings_with_moved_or_reordered_observations_agree(tmp_path_factory, monkeypatch,
+                                                               seed, moved, socket_order):
+    """Observations moved to another socket of the trace (mismatches, some replayed late) and
+    `recv`s rewritten in socket order within each run of them (as applications drain)."""
+    tmp_path = tmp_path_factory.mktemp("moved")
+    rng = np.random.default_rng(seed)
+
+    def change(frame):
+        observed = frame.index[frame.event.isin(["accept", "recv"])]
+        sockets = sorted(frame.sk.dropna().unique())
+        hit = observed[rng.random(len(observed)) < moved]
+        frame.loc[hit, "sk"] = rng.choice(sockets, size=len(hit))
+        if socket_order:
+            recv = (frame.event == "recv").to_numpy()
+            run = np.cumsum(~recv)
+            for _, rows in frame[recv].groupby(run[recv]):
+                order = rows.sort_values(["sk"], kind="stable")
+                frame.loc[rows.index, frame.columns.drop("seq")] = \
+                    order[frame.columns.drop("seq")].to_numpy()
+        return frame
+
+    path = _rewrite(WALK, tmp_path / "t.parquet", change)
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
+
+
+@pytest.mark.parametrize("workload", ["steady", "mutation-heavy"])
+def test_simulated_socket_traces_agree_and_replay_clean(tmp_path, monkeypatch, workload):
+    seen = closed_flows_seen(monkeypatch)
+    path = simulate(workload, layer="socket", events=8_000, seed=5, hosts=2,
+                    output=tmp_path / "t.parquet")
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
+    summary = bulk[2].summary
+    assert (summary["mismatched"], summary["unknown"]) == (0, 0)
+    assert summary["decisions"] > 2_500 and sum(seen) > 1_000
+
+
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(workload=st.sampled_from(["steady", "mutation-heavy"]), seed=st.integers(0, 10_000),
+       rate=st.sampled_from([0.0, 0.01, 0.2]), explain_all=st.booleans())
+def test_simulated_socket_traces_with_faults_agree(tmp_path_factory, monkeypatch, workload,
+                                                   seed, rate, explain_all):
+    tmp_path = tmp_path_factory.mktemp("sim")
+    path = simulate(workload, layer="socket", events=3_000, seed=seed, hosts=2,
+                    inject_faults=rate, output=tmp_path / "t.parquet")
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch, explain_all=explain_all)
+    assert_same(bulk, faithful)
+    faults = injected_faults(path).to_pandas()
+    mismatches = bulk[2].decisions.query("verdict == 'mismatch'")
+    assert sorted(zip(mismatches.host, mismatches.seq)) == sorted(zip(faults.host, faults.seq))
+
+
+def test_socket_layer_simulation_is_the_same_bytes_in_bulk_and_one_by_one(tmp_path):
+    for workload in ("steady", "mutation-heavy"):
+        a = simulate(workload, layer="socket", events=5_000, seed=9, hosts=2,
+                     output=tmp_path / "a.parquet")
+        b = simulate(workload, layer="socket", events=5_000, seed=9, hosts=2, bulk=False,
+                     output=tmp_path / "b.parquet")
+        c = simulate(workload, layer="socket", events=5_000, seed=9, hosts=2,
+                     output=tmp_path / "c.parquet")
+        assert a.read_bytes() == b.read_bytes() == c.read_bytes()

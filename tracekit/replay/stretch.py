@@ -1,0 +1,505 @@
+"""Socket-layer rows in bulk: between two group changes an arrival's socket depends only on its
+hash (and CPU), so most `syn`/`datagram` rows and their `accept`/`recv` are decided at once.
+
+One host's rows of one batch are split into
+
+- *closed flows*: every row of the flow (a TCP 4-tuple: one `syn` then one `accept`; a UDP
+  4-tuple: datagrams and as many `recv`s, none before its datagram) lies between the same two
+  route changes, the host holds nothing of the flow when the walk starts, every arrival has a
+  hash and a CPU and its destination is decided by one group's hash alone (`Host.hash_route`).
+  Such a flow leaves nothing behind in the model, so it needs no model at all: after the walk its
+  arrivals are decided together (`fast.tabulate`) and, where every arrival of the flow went to
+  the one socket every observation names, with the same reason, its observations are matches
+  whichever arrival each pairs with. That is why this module never pairs: a flow it cannot
+  settle so goes through `Host`'s own pairing (`accept`, `recv`), the one place pairing lives.
+- everything else, replayed in row order during the walk: other rows through the engine's
+  faithful path (`Faithful.row`), except arrivals whose destination a hash decides, which are
+  decided here and queued with `Host.queue_syn` / `Host.queue_datagram` (what `syn` and
+  `datagram` do after their lookup) with the same `Pick` the lookup would have built.
+
+A closed flow whose verdicts are not all matches is replayed after the walk, row by row through
+the host's pairing, with the picks of its arrivals as they were then and the group history of
+that moment. Routes are resolved when the walk enters the stretch after a route change
+(`ROUTE_KEEPING` lists the events that cannot change one).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tracekit.kernel.socket_layer.addresses import normal_ip
+from tracekit.kernel.socket_layer.host import Flow, Socket
+from tracekit.kernel.socket_layer.selection import Pick, prog_label, replace_pick
+from tracekit.kernel.sock_reuseport import SockReuseport
+from tracekit.replay import fast
+from tracekit.replay.decision import DECISION_SCHEMA
+from tracekit.replay.history import HistoryView
+from tracekit.replay.state import Faithful, HostState
+from tracekit.trace.checks import is_ip_text
+
+__all__ = ["ROUTE_KEEPING", "SocketColumns", "SocketWalk"]
+
+SYN, ACCEPT, RESET, DATAGRAM, RECV = 1, 2, 3, 4, 5
+KINDS = {"syn": SYN, "accept": ACCEPT, "reset": RESET, "datagram": DATAGRAM, "recv": RECV}
+ARRIVAL_EVENT = {SYN: "syn", DATAGRAM: "datagram"}
+OBSERVATION_EVENT = {ACCEPT: "accept", RECV: "recv"}
+ROUTE_KEEPING = frozenset({"socket", "sysctl", "syn", "datagram", "accept", "recv", "reset",
+                           "reuseport_select_sock", "reuseport_migrate_sock"})
+"""Events after which every destination still reaches the socket it reached before: they open
+an unbound socket, change only what migration reads, or move connections and datagrams."""
+REASONS = ("hash", "established-skip", "incoming-cpu")
+ROUTE_CACHE = 1024
+"""Routes a host keeps for reuse across stretches (`HostState.routes`)."""
+
+
+class SocketColumns:
+    """What the socket walk reads of one batch, as NumPy: event kinds, flows with their
+    addresses in one spelling (`normal_ip`), hashes and CPUs."""
+
+    def __init__(self, batch: pa.RecordBatch, hash_valid: np.ndarray | None,
+                 cpu: np.ndarray, cpu_valid: np.ndarray) -> None:
+        n = batch.num_rows
+        events = batch.column("event")
+        if not pa.types.is_dictionary(events.type):
+            events = pc.dictionary_encode(events)
+        code = np.array([KINDS.get(name, 0) for name in events.dictionary.to_pylist()] + [0],
+                        dtype=np.int8)
+        kind = code[events.indices.fill_null(len(code) - 1).to_numpy(zero_copy_only=False)]
+        self.addresses: list[str] = []
+        self.address_code: dict[str, int] = {}
+        self.laddr = self._addresses(batch.column("laddr"))
+        self.raddr = self._addresses(batch.column("raddr"))
+        self.lport = _ints(batch.column("lport"))
+        self.rport = _ints(batch.column("rport"))
+        has_flow = (self.laddr >= 0) & (self.raddr >= 0) & (self.lport >= 0) & (self.rport >= 0)
+        self.kind = np.where(has_flow, kind, 0).astype(np.int8)
+        decidable = cpu_valid if hash_valid is None else hash_valid & cpu_valid
+        self.decidable = decidable & (cpu >= 0) & (cpu < fast.CPU_LIMIT)
+        self.batch = batch
+        self._sk_hash: list | None = None
+
+    def sk_hash(self, i: int) -> int | None:
+        if self._sk_hash is None:
+            self._sk_hash = self.batch.column("sk_hash").to_pylist()
+        return self._sk_hash[i]
+
+    def payload(self, i: int) -> bytes | None:
+        return self.batch.column("payload")[i].as_py()
+
+    def _addresses(self, column: pa.Array) -> np.ndarray:
+        """Codes of the column's addresses (-1: null), equal for two spellings of one address."""
+        if column.null_count == len(column):
+            return np.full(len(column), -1, dtype=np.int64)
+        if not pa.types.is_dictionary(column.type):
+            column = pc.dictionary_encode(column)
+        remap = []
+        for text in column.dictionary.to_pylist():
+            if not is_ip_text(text):  # the faithful path refuses it
+                remap.append(-1)
+                continue
+            spelled = normal_ip(text)
+            remap.append(self.address_code.setdefault(spelled, len(self.address_code)))
+            if len(self.addresses) < len(self.address_code):
+                self.addresses.append(spelled)
+        lookup = np.array(remap + [-1], dtype=np.int64)
+        return lookup[column.indices.fill_null(len(remap)).to_numpy(zero_copy_only=False)]
+
+    def flow_keys(self, rows: np.ndarray) -> np.ndarray:
+        """One int64 per row naming (TCP or UDP, laddr, lport, raddr, rport)."""
+        width = max(1, len(self.addresses))
+        udp = (self.kind[rows] >= DATAGRAM).astype(np.int64)
+        key = (udp * width + self.laddr[rows]) * 65536 + self.lport[rows]
+        return ((key * width + self.raddr[rows]) * 65536) + self.rport[rows]
+
+    def key_of(self, udp: bool, flow: Flow) -> int | None:
+        laddr, lport, raddr, rport = flow
+        a, b = self.address_code.get(laddr), self.address_code.get(raddr)
+        if a is None or b is None:
+            return None
+        width = max(1, len(self.addresses))
+        return (((int(udp) * width + a) * 65536 + lport) * width + b) * 65536 + rport
+
+
+class Route:
+    """A destination whose arrivals one group decides by hash, as the group is in one stretch:
+    the listener the lookup selects on, and what a `Pick` of that selection records."""
+
+    def __init__(self, host_state: HostState, head: Socket) -> None:
+        host = host_state.host
+        reuse: SockReuseport = head.sk.sk_reuseport_cb  # type: ignore[assignment]
+        self.reuse = reuse
+        self.state = fast.GroupState.of(reuse)
+        self.label = host.label_of(reuse)
+        self.history: HistoryView = host_state.history.view(self.label)
+        self.reuseport_id = reuse.reuseport_id
+        live = reuse.live()
+        self.socks = {s.sk_id: host.sock(s.sk_id) for s in live}
+        self.base = Pick(sk=-1, reason="hash", reuseport_id=reuse.reuseport_id,
+                         num_socks=reuse.num_socks, socks=tuple(s.sk_id for s in live),
+                         incoming_cpus=tuple(s.sk_incoming_cpu for s in live),
+                         established=tuple(s.sk_id for s in live if s.sk_state == 1),
+                         prog=prog_label(reuse), group=self.label)
+        self.slot_of = {sk_id: i for i, sk_id in enumerate(self.base.socks)}
+        self.cpu_values, tables = fast.slot_tables(reuse)
+        self.cpu_row = {cpu: k + 1 for k, cpu in enumerate(self.cpu_values.tolist())}
+        self.tables = tables.tolist()
+        self.by_cpu = self.state.by_cpu
+        self.n = reuse.num_socks
+
+    def pick(self, hash: int, cpu: int, seq: int) -> Pick:
+        """What `select_traced` and `Host._label_pick` give an arrival with this hash and CPU."""
+        start = (hash * self.n) >> 32
+        table = self.tables[self.cpu_row.get(cpu, 0)] if self.by_cpu else self.tables[0]
+        sk = table[start]
+        slot = self.slot_of[sk]
+        reason = "incoming-cpu" if self.by_cpu else ("established-skip" if slot != start
+                                                     else "hash")
+        return replace_pick(self.base, sk=sk, reason=reason, hash=hash, cpu=cpu, start=start,
+                            slot=slot, seq=seq)
+
+
+class SocketWalk:
+    """Rows `a:b` of a batch, all of one host, with socket-layer arrivals or observations."""
+
+    def __init__(self, engine: Faithful, hs: HostState, columns: Any, a: int, b: int) -> None:
+        self.engine, self.hs, self.cols, self.a, self.b = engine, hs, columns, a, b
+        self.sc: SocketColumns = columns.socket()
+        self.routes: list[Route] = []  # the routes this walk used
+        self.index_of: dict[int, int] = {}  # id(route) -> its index in `routes`
+        self.done = -1  # the last row (relative) replayed or queued in order
+        self._cpu_rows: list[int] | None = None
+
+    # -- the plan ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        a, b, sc, cols = self.a, self.b, self.sc, self.cols
+        n = b - a
+        kind = sc.kind[a:b]
+        rows = np.flatnonzero(kind > 0)
+        events = cols.event_names(a, b)
+        changes = np.array([name not in ROUTE_KEEPING for name in events[0]], dtype=bool)
+        changes = changes[events[1]]
+        epoch = np.cumsum(changes)  # route changes at or before each row
+        closed = self._closed_flows(rows, kind, epoch)
+        flow_of_row, is_closed = closed
+        in_closed = np.zeros(n, dtype=bool)
+        in_closed[rows] = is_closed[flow_of_row]
+        ordered = np.flatnonzero(~in_closed)
+        arrivals = np.flatnonzero(in_closed & ((kind == SYN) | (kind == DATAGRAM)))
+        self._walk(ordered, arrivals, in_closed, epoch, flow_of_row, rows, kind)
+
+    def _closed_flows(self, rows: np.ndarray, kind: np.ndarray,
+                      epoch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flow of each socket-layer row, whether each flow can be closed): see the module."""
+        sc, a = self.sc, self.a
+        if not len(rows):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+        keys = sc.flow_keys(rows + a)
+        uniq, flow = np.unique(keys, return_inverse=True)
+        self.flow_keys = uniq
+        count = len(uniq)
+        k = kind[rows]
+        arrival = (k == SYN) | (k == DATAGRAM)
+        n_arr = np.bincount(flow, weights=arrival, minlength=count)
+        n_obs = np.bincount(flow, weights=~arrival, minlength=count)
+        udp = np.zeros(count, dtype=bool)
+        udp[flow] = k >= DATAGRAM
+        ok = (n_arr == n_obs) & (n_arr >= 1) & (udp | (n_arr == 1))  # TCP: one syn per 4-tuple
+        ep = epoch[rows]
+        low = np.full(count, np.iinfo(np.int64).max)
+        high = np.full(count, -1)
+        np.minimum.at(low, flow, ep)
+        np.maximum.at(high, flow, ep)
+        ok &= low == high
+        ok[flow[k == RESET]] = False
+        ok[flow[arrival & ~sc.decidable[rows + a]]] = False
+        order = np.lexsort((rows, flow))  # by flow, then row
+        delta = np.where(arrival, 1, -1)[order]
+        running = np.cumsum(delta)
+        starts = np.searchsorted(flow[order], np.arange(count))
+        before = running[starts] - delta[starts]
+        ok &= np.minimum.reduceat(running, starts) - before >= 0  # no observation before its arrival
+        self._not_pending(ok, uniq)
+        self._payloads_agree(ok, rows, flow, order, arrival)
+        return flow, ok
+
+    def _not_pending(self, ok: np.ndarray, uniq: np.ndarray) -> None:
+        conns, datagrams = self.hs.host.pending()
+        for udp, flows in ((False, conns), (True, datagrams)):
+            for flow in flows:
+                key = self.sc.key_of(udp, flow)
+                if key is None:
+                    continue
+                at = int(np.searchsorted(uniq, key))
+                if at < len(uniq) and uniq[at] == key:
+                    ok[at] = False
+
+    def _payloads_agree(self, ok: np.ndarray, rows: np.ndarray, flow: np.ndarray,
+                        order: np.ndarray, arrival: np.ndarray) -> None:
+        """A `recv` that carries its payload must carry its datagram's (in arrival order)."""
+        payload = self.sc.batch.column("payload")
+        k = self.sc.kind[rows + self.a]
+        recv_rows = rows[k == RECV] + self.a
+        if not len(recv_rows) or payload.null_count == len(payload):
+            return
+        if not payload.is_valid().to_numpy(zero_copy_only=False)[recv_rows].any():
+            return
+        sorted_rows = rows[order]
+        sorted_flow = flow[order]
+        inside = ok[sorted_flow]
+        arr = sorted_rows[arrival[order] & inside] + self.a
+        obs = sorted_rows[~arrival[order] & inside] + self.a
+        obs_flow = sorted_flow[~arrival[order] & inside]
+        same = pc.equal(payload.take(pa.array(obs)), payload.take(pa.array(arr)))
+        named = payload.take(pa.array(obs)).is_valid().to_numpy(zero_copy_only=False)
+        agree = same.fill_null(False).to_numpy(zero_copy_only=False) | ~named
+        ok[obs_flow[~agree]] = False
+
+    # -- the walk ---------------------------------------------------------------------------------
+    def _walk(self, ordered: np.ndarray, arrivals: np.ndarray, in_closed: np.ndarray,
+              epoch: np.ndarray, flow_of_row: np.ndarray, rows: np.ndarray,
+              kind: np.ndarray) -> None:
+        """Rows `ordered` in order; on entering each epoch (after the route change that opens
+        it) the routes of its closed arrivals, which fall back to `ordered` where none decides."""
+        a, b, sc, cols = self.a, self.b, self.sc, self.cols
+        dicts = cols.rows_of(a, b)
+        kinds = kind.tolist()
+        decidable = sc.decidable[a:b].tolist()
+        hashes, cpus, seqs = cols.hash[a:b].tolist(), cols.cpu[a:b].tolist(), cols.seq[a:b].tolist()
+        dests = (sc.laddr[a:b] * 65536 + sc.lport[a:b]).tolist()
+        epochs = int(epoch[-1]) + 1
+        arrival_bounds = np.searchsorted(epoch[arrivals], np.arange(epochs + 1)).tolist()
+        ordered_bounds = np.searchsorted(epoch[ordered], np.arange(epochs + 1)).tolist()
+        arrival_list, ordered_list = arrivals.tolist(), ordered.tolist()
+        self.route_of = np.full(len(arrivals), -1, dtype=np.int64)
+        flows = np.full(len(kind), -1, dtype=np.int64)
+        flows[rows] = flow_of_row
+        routes: dict[tuple[int, int], int | None] = {}
+        for e in range(epochs):
+            todo = ordered_list[ordered_bounds[e]:ordered_bounds[e + 1]]
+            if e > 0:  # the route change that opens the epoch
+                self._one(todo[0], dicts[todo[0]])
+                todo = todo[1:]
+            routes.clear()
+            fallback = set()
+            for j in range(arrival_bounds[e], arrival_bounds[e + 1]):
+                r = arrival_list[j]
+                route = self._route(routes, kinds[r], dests[r], r)
+                if route is None:
+                    fallback.add(int(flows[r]))
+                else:
+                    self.route_of[j] = route
+            if fallback:
+                todo = self._fall_back(todo, fallback, flows, in_closed, e, epoch)
+            for r in todo:
+                k = kinds[r]
+                if (k == SYN or k == DATAGRAM) and decidable[r]:
+                    route = self._route(routes, k, dests[r], r)
+                    if route is not None:
+                        self._queue(r, k, self.routes[route], hashes[r], cpus[r], seqs[r])
+                        continue
+                self._one(r, dicts[r])
+        self._sync_cpu(b - a)
+        self._decide_closed(arrivals, flows, in_closed, kind)
+
+    def _route(self, routes: dict, k: int, dest: int, r: int) -> int | None:
+        key = (k, dest)
+        if key in routes:
+            return routes[key]
+        sc, i, hs = self.sc, r + self.a, self.hs
+        head = hs.host.hash_route(ARRIVAL_EVENT[k], sc.addresses[int(sc.laddr[i])],
+                                  int(sc.lport[i]))
+        index = None
+        if head is not None:
+            route = self._known_route(head)
+            index = self.index_of.get(id(route))
+            if index is None:
+                index = self.index_of[id(route)] = len(self.routes)
+                self.routes.append(route)
+        routes[key] = index
+        return index
+
+    def _known_route(self, head: Socket) -> Route:
+        """The route through `head` as its group is now, reused while the group, its label and
+        the label's history stay as they were."""
+        hs = self.hs
+        reuse = head.sk.sk_reuseport_cb
+        label = hs.host.label_of(reuse)
+        key = (id(head), id(reuse), fast.GroupState.of(reuse), label, hs.history.mark(label))
+        cache = hs.routes
+        route = cache.get(key)
+        if route is None:
+            if len(cache) >= ROUTE_CACHE:
+                cache.clear()
+            route = cache[key] = Route(hs, head)
+        return route
+
+    def _fall_back(self, todo: list[int], out: set[int], flows: np.ndarray,
+                   in_closed: np.ndarray, e: int, epoch: np.ndarray) -> list[int]:
+        """Flows whose destination no hash decides in epoch `e`: their rows join `todo`."""
+        lo, hi = np.searchsorted(epoch, [e, e + 1])
+        span = np.arange(lo, hi)
+        mine = span[np.isin(flows[lo:hi], list(out)) & in_closed[lo:hi]]
+        in_closed[mine] = False
+        return sorted(todo + mine.tolist())
+
+    def _one(self, r: int, row: dict) -> None:
+        """Row `r` through the faithful path, the namespace's CPU as the per-row path leaves it."""
+        self._sync_cpu(r)
+        self.engine.row(self.hs, row, r + self.a)
+        self.done = r
+
+    def _sync_cpu(self, r: int) -> None:
+        """Set the namespace's CPU to that of the last arrival before row `r` (relative) if no
+        row replayed since: the closed arrivals in between set it in the per-row path."""
+        if self._cpu_rows is None:
+            kind = self.sc.kind[self.a:self.b]
+            sets = ((kind == SYN) | (kind == DATAGRAM)) & self.cols.cpu_valid[self.a:self.b]
+            self._cpu_rows = np.flatnonzero(sets).tolist()
+        at = bisect_left(self._cpu_rows, r) - 1
+        if at >= 0 and self._cpu_rows[at] > self.done:
+            self.hs.host.net.cpu = int(self.cols.cpu[self.a + self._cpu_rows[at]])
+
+    def _queue(self, r: int, k: int, route: Route, hash: int, cpu: int, seq: int) -> None:
+        """An arrival a hash decides: queued as `syn` / `datagram` would after their lookup."""
+        host, sc, i = self.hs.host, self.sc, r + self.a
+        host.seq = seq
+        host.net.cpu = cpu
+        self.done = r
+        pick = route.pick(hash, cpu, seq)
+        flow = (sc.addresses[int(sc.laddr[i])], int(sc.lport[i]), sc.addresses[int(sc.raddr[i])],
+                int(sc.rport[i]))
+        target = route.socks[pick.sk]
+        if k == SYN:
+            host.queue_syn(flow, hash, sc.sk_hash(i), target, pick)
+        else:
+            host.queue_datagram(flow, target, pick, cpu, sc.payload(i))
+
+    # -- closed flows -----------------------------------------------------------------------------
+    def _decide_closed(self, arrivals: np.ndarray, flows: np.ndarray, in_closed: np.ndarray,
+                       kind: np.ndarray) -> None:
+        keep = in_closed[arrivals]
+        if not keep.any():
+            return
+        arrivals, route = arrivals[keep], self.route_of[keep]
+        a, cols = self.a, self.cols
+        tables = fast.tabulate([r.state for r in self.routes], int(cols.cpu[arrivals + a].max()))
+        expected, answer, start = tables.lookup(route, cols.hash[arrivals + a],
+                                                cols.cpu[arrivals + a])
+        stride = tables.width + 1
+        slot = answer - route * stride
+        reason = np.where(tables.by_cpu[route], 2, np.where(slot != start, 1, 0))
+        # every arrival of a flow: one socket, one reason, one route
+        flow = flows[arrivals]
+        uniq_flow, inverse = np.unique(flow, return_inverse=True)
+        first = np.zeros(len(uniq_flow), dtype=np.int64)
+        first[inverse[::-1]] = np.arange(len(flow))[::-1]
+        same = (expected == expected[first][inverse]) & (reason == reason[first][inverse]) \
+            & (route == route[first][inverse])
+        good = np.ones(len(uniq_flow), dtype=bool)
+        good[inverse[~same]] = False
+        # every observation names that socket
+        observations = np.flatnonzero(in_closed & ((kind == ACCEPT) | (kind == RECV)))
+        obs_flow = np.searchsorted(uniq_flow, flows[observations])
+        flow_expected = expected[first]
+        named = cols.sk[observations + a] == flow_expected[obs_flow]
+        good[obs_flow[~named]] = False
+        bad_flows = set(uniq_flow[~good].tolist())
+        if bad_flows:
+            self._late(arrivals, route, flows, in_closed, kind, bad_flows)
+        fine = good[obs_flow]
+        observations, obs_flow = observations[fine], obs_flow[fine]
+        if not len(observations):
+            return
+        obs_route = route[first][obs_flow]
+        self._matches(observations, obs_route, flow_expected[obs_flow],
+                      reason[first][obs_flow], kind)
+
+    def _matches(self, rows: np.ndarray, route: np.ndarray, expected: np.ndarray,
+                 reason: np.ndarray, kind: np.ndarray) -> None:
+        """Observations `rows` (relative) that matched, each on `route` expecting `expected`."""
+        sink, host, routes, a = self.engine.sink, self.hs.name, self.routes, self.a
+        labels: dict[str, int] = {}
+        label_of = np.array([labels.setdefault(r.label, len(labels)) for r in routes],
+                            dtype=np.int64)
+        names = list(labels)
+        lab = label_of[route]
+        for li in np.unique(lab).tolist():
+            mine = lab == li
+            last = int(rows[mine].max())
+            last_route = int(route[mine][np.argmax(rows[mine])])
+            sink.add_matches(host, names[li], routes[last_route].reuseport_id, None,
+                             int(mine.sum()), last + a)
+            socks, counts = np.unique(expected[mine], return_counts=True)
+            for sk, count in zip(socks.tolist(), counts.tolist()):
+                sink.add_load(host, names[li], sk, count)
+        if sink.results is None:
+            return
+        i = rows + a
+        batch, nrows = self.cols.batch, len(rows)
+        take = pa.array(i)
+        rid = np.array([r.reuseport_id for r in routes], dtype=np.int64)[route]
+        event = np.where(kind[rows] == ACCEPT, 0, 1)
+        sk_hash_free = pa.array(expected, pa.int64())
+        sink.add_rows(i, pa.RecordBatch.from_arrays([
+            _repeat(host, nrows), pa.array(self.cols.seq[i], pa.int64()),
+            _decode(event, pa.array(["accept", "recv"])),
+            _string(batch.column("laddr").take(take)), batch.column("lport").take(take),
+            _string(batch.column("raddr").take(take)), batch.column("rport").take(take),
+            pa.array(self.cols.sk[i], pa.int64()), _decode(lab, pa.array(names, pa.string())),
+            pa.array(rid, pa.int64(), mask=rid < 0), sk_hash_free, sk_hash_free,
+            _repeat("match", nrows), _decode(reason, pa.array(list(REASONS))),
+            pa.nulls(nrows, pa.string()),
+        ], schema=DECISION_SCHEMA))
+
+    def _late(self, arrivals: np.ndarray, route: np.ndarray, flows: np.ndarray,
+              in_closed: np.ndarray, kind: np.ndarray, bad: set[int]) -> None:
+        """Closed flows with a verdict other than match: their rows one by one, arrivals queued
+        with the picks of their time, observations through the host's pairing, explained with
+        the group's history of that time. Nothing else of the flow is in the host or this walk,
+        so the host's pairing sees what it would have seen then."""
+        a, cols, sc, host, hs = self.a, self.cols, self.sc, self.hs.host, self.hs
+        route_at = dict(zip(arrivals.tolist(), route.tolist()))
+        mine = np.flatnonzero(in_closed & np.isin(flows, list(bad)))
+        history_of: dict[int, HistoryView] = {}
+        saved_seq, saved_cpu = host.seq, host.net.cpu
+        for r, row in zip(mine.tolist(), cols.dicts(mine + a)):
+            k = int(kind[r])
+            i = r + a
+            flow = (sc.addresses[int(sc.laddr[i])], int(sc.lport[i]),
+                    sc.addresses[int(sc.raddr[i])], int(sc.rport[i]))
+            if k == SYN or k == DATAGRAM:
+                rt = self.routes[route_at[r]]
+                history_of[int(flows[r])] = rt.history
+                pick = rt.pick(int(cols.hash[i]), int(cols.cpu[i]), int(cols.seq[i]))
+                if k == SYN:
+                    host.queue_syn(flow, pick.hash, row["sk_hash"], rt.socks[pick.sk], pick)
+                else:
+                    host.queue_datagram(flow, rt.socks[pick.sk], pick, None, row["payload"])
+                continue
+            self.engine.observe(hs, row, i, history_of[int(flows[r])])
+        host.seq, host.net.cpu = saved_seq, saved_cpu
+
+
+def _ints(column: pa.Array) -> np.ndarray:
+    if column.null_count == len(column):
+        return np.full(len(column), -1, dtype=np.int64)
+    return pc.fill_null(column, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
+                                          pa.array([value])).cast(pa.string())
+
+
+def _decode(indices: np.ndarray, dictionary: pa.Array) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(indices).astype(np.int32)),
+                                          dictionary).cast(pa.string())
+
+
+def _string(column: pa.Array) -> pa.Array:
+    return column.cast(pa.string()) if column.type != pa.string() else column
