@@ -47,6 +47,10 @@ class Replay:
     decisions: Any
     results: list[pa.RecordBatch] | None = field(default=None, repr=False)
     membership: Timeline | None = field(default=None, repr=False)
+    settled_from: tuple[int, int, int] | None = field(default=None, repr=False, compare=False)
+    """Where the decisions settled only at the end of the trace begin (deferred `recv`s, datagrams
+    nobody received): their first row in `decisions`, first batch in `results`, first entry in
+    ``summary["mismatches"]``. Merging replays of runs of hosts puts them last, as one replay does."""
 
     def timeline(self) -> Any:
         """Each group's membership over seq as a pandas DataFrame, one row per change
@@ -171,6 +175,8 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
                 done += batch.num_rows
                 if progress is not None:
                     progress(done, total)
+        settled_from = (sum(b.num_rows for b in kept) if kept is not None else len(sink.kept),
+                        len(kept) if kept is not None else 0, len(sink.first_mismatches))
         engine.finish(complete=metadata.get(COMPLETE_KEY) == "complete")
     except BaseException as error:
         if writer is not None:
@@ -196,7 +202,7 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
 
         table = pa.Table.from_batches([decisions_to_batch(sink.kept)], schema=DECISION_SCHEMA)
     result = Replay(summary=summary, decisions=table.to_pandas(), results=kept,
-                    membership=membership)
+                    membership=membership, settled_from=settled_from)
     return gate(result, baseline=baseline, fail_on=fail_on, what_if=what_if, policies=policies,
                 results=results if writer is not None else None)
 

@@ -17,6 +17,8 @@ UNKNOWN_TEXT = {
     "unregistered-prog": "an eBPF program with no registered policy decides",
     "cbpf-unknown": "the classic BPF program reads bytes the trace lacks",
     "lost-events": "the trace has no syn/datagram event for this flow (events lost in capture)",
+    "membership-unknown": "the group was built before the probe started (or while it lost "
+                          "events): its membership is unknown",
 }
 
 RECENT = 4

@@ -8,13 +8,17 @@ model put each datagram, not where the kernel did, so a `recv` on S is paired wi
 1. the datagram its `payload` names, when it has one and a waiting datagram carries the same bytes;
 2. else the oldest waiting datagram of the flow the model put on S (a match);
 3. else the oldest waiting datagram the model could not place (an unknown);
-4. else one the model put elsewhere or dropped: a mismatch. Which one is not certain until more of
-   the trace is read, so the `recv` is *deferred*: it holds the oldest such datagram, gives it up
-   to a later `recv` of the socket the model put it on (taking another that arrived before it),
-   and is decided by `settle()` at the end, with the datagram it holds then.
+4. else one the model put on S that an earlier `recv` holds and can exchange (below);
+5. else one the model put elsewhere or dropped: a mismatch. Which one is not certain until more of
+   the trace is read, so the `recv` is *deferred*: it holds the oldest such datagram and is
+   decided by `settle()` at the end, with the datagram it holds then.
 
-Two sockets drained in either order give the same verdicts, and one datagram the kernel put on
-another socket than the model is one mismatch, not a cascade.
+An exchange keeps every `recv` on a datagram that arrived before it: a deferred `recv` gives up the
+datagram it holds for another, and a matched `recv` may trade its datagram for another the model
+put on the same socket (its verdict unchanged), a few steps deep. So two sockets drained in either
+order give the same verdicts, and one datagram the kernel put on another socket than the model is
+one mismatch, not a cascade. Matches are remembered only in a flow with a deferred `recv` (the
+newest `MATCHES` of them), which is rare: it takes a mismatch.
 
     pairing = Pairing()
     pairing.arrive(flow, predicted=3, item=pick, payload=b"...")  # the model put it on sk 3
@@ -50,13 +54,23 @@ def _placed(arrival: _Arrival) -> bool:
     return arrival.predicted is not UNPLACED and arrival.predicted >= 0
 
 
-class _Deferred:
-    """A `recv` on `sk` that no datagram the model put on `sk` explains: it holds `arrival`."""
+class _Holder:
+    """A `recv` holding a datagram: `deferred` (a mismatch, decided at the end) or a match that
+    may still have to trade its datagram for another the model put on socket `sk`."""
 
-    __slots__ = ("order", "sk", "token", "arrival")
+    __slots__ = ("order", "sk", "token", "arrival", "deferred")
 
-    def __init__(self, order: int, sk: int, token: Any, arrival: _Arrival | None):
+    def __init__(self, order: int, sk: int, token: Any, arrival: _Arrival | None,
+                 deferred: bool):
         self.order, self.sk, self.token, self.arrival = order, sk, token, arrival
+        self.deferred = deferred
+
+
+DEPTH = 64
+"""How many exchanges one `recv` may set off (a chain shifts a socket's matches by one)."""
+MATCHES = 4096
+"""How many matches of a flow with a deferred `recv` are remembered (the newest)."""
+_ANY = object()  # no condition on the socket the model put a datagram on
 
 
 @dataclass(frozen=True)
@@ -73,14 +87,16 @@ DEFERRED = Observed(deferred=True)
 
 
 class _Flow:
-    """The datagrams of one flow waiting for a `recv`, by the socket the model put them on."""
+    """The datagrams of one flow waiting for a `recv`, by the socket the model put them on, and the
+    `recv`s that hold one while a deferred `recv` of the flow is open."""
 
-    __slots__ = ("waiting", "size", "deferred")
+    __slots__ = ("waiting", "size", "deferred", "matched")
 
     def __init__(self) -> None:
         self.waiting: dict[int | None, deque[_Arrival]] = {}
         self.size = 0
-        self.deferred: list[_Deferred] = []
+        self.deferred: list[_Holder] = []
+        self.matched: deque[_Holder] = deque(maxlen=MATCHES)
 
     def take(self, queue: deque[_Arrival]) -> _Arrival:
         self.size -= 1
@@ -96,13 +112,15 @@ class _Flow:
         self.waiting[arrival.predicted] = deque(sorted(queue, key=lambda a: a.order))
         self.size += 1
 
-    def oldest(self, besides: int, before: int | None = None) -> _Arrival | None:
-        """The oldest waiting datagram the model put on a socket other than `besides`, else the
-        oldest it dropped or could not place; only those that arrived before `before`."""
+    def oldest(self, besides: Any = _ANY, before: int | None = None,
+               only: Any = _ANY) -> _Arrival | None:
+        """The oldest waiting datagram the model put on a socket other than `besides` (or only on
+        `only`), else the oldest it dropped or could not place; of those that arrived before
+        `before`."""
         best: _Arrival | None = None
         fallback: _Arrival | None = None
         for predicted, queue in self.waiting.items():
-            if predicted == besides or not queue:
+            if not queue or predicted == besides or (only is not _ANY and predicted != only):
                 continue
             head = queue[0]
             if before is not None and head.order > before:
@@ -114,20 +132,47 @@ class _Flow:
                 fallback = head
         return best or fallback
 
-    def release(self, sk: int, order: int) -> _Arrival | None:
-        """A datagram the model put on `sk` that a deferred `recv` holds, which that `recv` can
-        exchange for another that arrived before it."""
-        for held in self.deferred:
-            arrival = held.arrival
-            if arrival is None or arrival.predicted != sk or arrival.order > order:
+    def free(self, before: int, predicted: Any, seen: set[int],
+             depth: int) -> tuple[_Arrival, list] | None:
+        """A datagram that arrived before `before` (the model put on `predicted`, or any: `_ANY`)
+        which can be handed over: a waiting one, or one a `recv` holds and can exchange for
+        another (found the same way, `depth` steps deep; `seen`: holders already tried, as in an
+        augmenting-path search). Returns it with the exchanges to make."""
+        waiting = self.oldest(before=before, only=predicted)
+        if waiting is not None and _placed(waiting):
+            return waiting, [(None, waiting)]
+        # a dropped or unplaced one only if no exchange finds one the model put on a socket:
+        # with complete observations a dropped one nobody takes is a match of its own
+        found = self._exchange(before, predicted, seen, depth) if depth > 0 else None
+        if found is None and waiting is not None:
+            return waiting, [(None, waiting)]
+        return found
+
+    def _exchange(self, before: int, predicted: Any, seen: set[int],
+                  depth: int) -> tuple[_Arrival, list] | None:
+        for holder in [*self.deferred, *self.matched]:
+            arrival = holder.arrival
+            if (arrival is None or id(holder) in seen or arrival.order > before
+                    or (predicted is not _ANY and arrival.predicted != predicted)):
                 continue
-            other = self.oldest(held.sk, before=held.order)
-            if other is None:
-                continue
-            self.remove(other)
-            held.arrival = other
-            return arrival
+            seen.add(id(holder))
+            # a deferred recv takes anything older than itself; a match keeps its socket
+            need = _ANY if holder.deferred else holder.sk
+            found = self.free(holder.order, need, seen, depth - 1)
+            if found is not None:
+                replacement, moves = found
+                return arrival, moves + [(holder, replacement)]
         return None
+
+    def hand_over(self, found: tuple[_Arrival, list]) -> _Arrival:
+        """Make the exchanges `free` found; returns the datagram it freed."""
+        arrival, moves = found
+        for holder, replacement in moves:
+            if holder is None:
+                self.remove(replacement)
+            else:
+                holder.arrival = replacement
+        return arrival
 
     def by_payload(self, sk: int, payload: bytes) -> _Arrival | None:
         """The waiting (or held) datagram these bytes name: of several, one the model put on `sk`,
@@ -141,13 +186,14 @@ class _Flow:
             chosen = min(found, key=lambda a: (rank.get(a.predicted, 2), a.order))
             self.remove(chosen)
             return chosen
-        for held in self.deferred:
-            arrival = held.arrival
-            if arrival is not None and arrival.payload == payload:
-                held.arrival = self.oldest(held.sk, before=held.order)
-                if held.arrival is not None:
-                    self.remove(held.arrival)
-                return arrival
+        for holder in [*self.deferred, *self.matched]:
+            arrival = holder.arrival
+            if arrival is None or arrival.payload != payload:
+                continue
+            found_other = self.free(holder.order, _ANY if holder.deferred else holder.sk,
+                                    {id(holder)}, DEPTH - 1)
+            holder.arrival = self.hand_over(found_other) if found_other is not None else None
+            return arrival
         return None
 
 
@@ -182,6 +228,9 @@ class Pairing:
         arrival = entry.by_payload(sk, payload) if payload is not None else None
         if arrival is None:
             arrival = self._own(entry, sk)
+            # a match a deferred recv may need to trade with, unless its bytes named it
+            if arrival is not None and entry.deferred and arrival.predicted == sk:
+                entry.matched.append(_Holder(self.clock, sk, None, arrival, deferred=False))
         if arrival is not None:
             self._forget_if_done(flow, entry)
             return Observed(arrival.item)
@@ -189,7 +238,7 @@ class Pairing:
         if held is None:
             return NOTHING
         entry.remove(held)
-        entry.deferred.append(_Deferred(self.clock, sk, token, held))
+        entry.deferred.append(_Holder(self.clock, sk, token, held, deferred=True))
         return DEFERRED
 
     def _own(self, entry: _Flow, sk: int) -> _Arrival | None:
@@ -197,7 +246,10 @@ class Pairing:
             queue = entry.waiting.get(predicted)
             if queue:
                 return entry.take(queue)
-        return entry.release(sk, self.clock) if entry.deferred else None
+        if not entry.deferred:
+            return None
+        found = entry.free(self.clock, sk, set(), DEPTH)
+        return entry.hand_over(found) if found is not None else None
 
     def _forget_if_done(self, flow: Hashable, entry: _Flow) -> None:
         if not entry.size and not entry.deferred:
@@ -221,7 +273,7 @@ class Pairing:
                             entry.put_back(arrival)
                         held.arrival = arrival = better
                 out.append((held.order, held.token, arrival.item if arrival is not None else None))
-            entry.deferred = []
+            entry.deferred, entry.matched = [], deque(maxlen=MATCHES)
         out.sort(key=lambda t: t[0])
         return [(token, item) for _order, token, item in out]
 
