@@ -4,12 +4,16 @@
 
 For every trace in fixtures/recorded/ (a ``*.parquet`` file or a ``host=`` directory) this runs
 ``tracekit replay`` and keeps what it writes in ``reports/<trace name>/``: ``report.txt`` (the
-terminal report at 100 columns, trailing blanks stripped), ``summary.json``, ``report.html``, ``report.xml`` (JUnit) and
-``exit-status``. One more sample shows a failing replay: ``reports/misrouted/`` replays a copy of
-``story-rolling-restart-migrate`` whose last accept was moved to another listener by hand (the
-copy is kept there as ``trace.parquet``); ``reports/what-if-migration/`` and ``reports/baselined/``
-show the CI options (`gated`). The outputs are deterministic: rerunning changes no byte
-unless tracekit or the fixtures changed.
+terminal report at 100 columns, trailing blanks stripped), ``summary.json``, ``report.html``,
+``report.xml`` (JUnit) and ``exit-status``. One more sample shows a failing replay:
+``reports/misrouted/`` replays a copy of ``story-rolling-restart-migrate`` whose last accept was
+moved to another listener by hand (the copy is kept there as ``trace.parquet``);
+``reports/what-if-migration/`` and ``reports/baselined/`` show the CI options (`gated`);
+``reports/debian-6.1-under-6.13/`` replays a trace from Debian 6.1 under another kernel's profile
+(`other_kernel`). These outputs are deterministic: rerunning changes no byte unless tracekit or
+the fixtures changed.
+Last, each report gets ``report.png``, a screenshot of its HTML in headless Chromium (needs
+Playwright and Chromium, skipped otherwise; pixels may differ with the machine's fonts).
 """
 
 from __future__ import annotations
@@ -83,6 +87,17 @@ def main() -> None:
     status = generate(edited, out)
     print(f"{out.relative_to(ROOT)}: exit status {status}")
     gated(out / "trace.parquet")
+    other_kernel()
+    screenshots(sorted(REPORTS.glob("*/report.html")))
+
+
+def other_kernel() -> None:
+    """Where kernels differ: ``reports/debian-6.1-under-6.13/`` replays the UDP story recorded on
+    Debian 6.1 under the 6.13 profile (this host's), whose connected UDP socket leaves its group;
+    each mismatch's explanation names that behaviour."""
+    out = REPORTS / "debian-6.1-under-6.13"
+    status = generate(FIXTURES / "debian-6.1-story-udp-connected.parquet", out, "--profile", "6.13")
+    print(f"{out.relative_to(ROOT)}: exit status {status}")
 
 
 def gated(misrouted: Path) -> None:
@@ -100,6 +115,27 @@ def gated(misrouted: Path) -> None:
     generate(misrouted, out, "--write-baseline", str(known.relative_to(ROOT)))
     status = generate(misrouted, out, "--baseline", str(known.relative_to(ROOT)))
     print(f"{out.relative_to(ROOT)}: exit status {status}")
+
+
+def screenshots(pages: list[Path]) -> None:
+    """``report.png`` beside each report: the top of the page in headless Chromium at 1280 px
+    (tracekit.report.browser). Skipped, with a note, where Playwright or Chromium is missing."""
+    from tracekit.report.browser import check_page, chromium_path, open_browser
+
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        print("screenshots skipped: pip install playwright (in the test extra)")
+        return
+    if chromium_path() is None:
+        print("screenshots skipped: no chromium (Debian package chromium, or TRACEKIT_CHROMIUM)")
+        return
+    with open_browser() as context:
+        for page in pages:
+            check = check_page(context, page, screenshot=page.with_name("report.png"))
+            problems = f"; overflows: {list(check.overflows)}" if check.overflows else ""
+            print(f"{page.with_name('report.png').relative_to(ROOT)}: {len(check.charts)} charts"
+                  f"{problems}")
 
 
 if __name__ == "__main__":

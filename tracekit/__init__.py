@@ -7,7 +7,7 @@ The Python API (each name is imported on first use, so ``import tracekit`` stays
 - ``normalize(input, output, *, host=None, kernel=None)``: JSON Lines to a Parquet trace.
 - ``validate(path) -> TraceSummary``: check a trace against the format; raises
   `TraceFormatError` naming the first bad row.
-- ``record``, ``simulate``, ``replay``: capture and replay (available once installed parts
+- ``record``, ``simulate``, ``probe``, ``replay``: capture and replay (available once installed parts
   provide them).
 
 Errors a user can act on are `tracekit.errors.TracekitError` subclasses.
@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "normalize",
+    "probe",
     "read_trace",
     "record",
     "replay",
@@ -37,6 +38,7 @@ _LAZY = {
     "replay": ("tracekit.replay.api", "replay"),
     "record": ("tracekit.capture.api", "record"),
     "simulate": ("tracekit.capture.simulate", "simulate"),
+    "probe": ("tracekit.probe.run", "probe"),
 }
 
 

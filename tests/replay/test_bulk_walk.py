@@ -1,6 +1,6 @@
 """The bulk walk against the per-row path on kernel-layer traces built to hit its edges: group
 changes between selections, SO_INCOMING_CPU with and without the row's CPU, ESTABLISHED members,
-a program attached mid-trace, a socket outside any group, wrong observations, several hosts."""
+a program attached mid-trace, a socket never seen joining, wrong observations, several hosts."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def edge_trace(host: str, seed: int) -> list[dict]:
           ret=0)
     selections(20)
     b.add("reuseport_detach_prog", sk=1, ret=0)
-    selections(20, sk=99)  # a socket outside any group selects nothing
+    selections(20, sk=99)  # a socket the trace never saw join a group: membership unknown
     selections(30)
     return b.rows
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pytest
 
 from tracekit.capture.simulate import simulate
@@ -64,3 +66,76 @@ def test_a_worker_error_reaches_the_caller(tmp_path, cluster_client):
     path = simulate("steady", events=2_000, seed=1, hosts=2, output=tmp_path / "t.parquet")
     with pytest.raises(TracekitError, match="unknown kernel profile"):
         replay_on_dask(path, cluster_client, profile="9.99")
+
+
+@pytest.fixture(scope="module")
+def recorded_fleet(tmp_path_factory):
+    """Twelve hosts of real-kernel recordings (the fleet benchmark's data), written in small row
+    groups of whole hosts so that tasks of a few hosts read a few row groups each."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import tracekit.trace.write as write
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "fleet_trace.py"
+    spec = importlib.util.spec_from_file_location("fleet_trace", script)
+    module = sys.modules.setdefault("fleet_trace", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)
+    saved, write.HOST_GROUP_ROWS = write.HOST_GROUP_ROWS, 3_000
+    try:
+        return module.write_fleet(tmp_path_factory.mktemp("recorded-fleet"), hosts=12).parquet
+    finally:
+        write.HOST_GROUP_ROWS = saved
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tasks", [2, 5, 12])
+def test_tasks_of_several_hosts_merge_byte_identical(recorded_fleet, cluster_client, tasks):
+    local = replay(recorded_fleet, results=True)
+    spread = replay_on_dask(recorded_fleet, cluster_client, results=True, tasks=tasks)
+    assert local.summary["decisions"] > 8_000 and local.summary["mismatched"] == 0
+    assert summary_json(spread.summary) == summary_json(local.summary)
+    assert spread.decisions.equals(local.decisions)
+    assert pa.Table.from_batches(spread.results).equals(pa.Table.from_batches(local.results))
+
+
+def test_plan_cuts_whole_units_of_similar_rows():
+    from tracekit.replay.distributed import plan_tasks
+    from tracekit.trace.layout import HostRows
+
+    hosts = [HostRows(f"h{i:02d}", 100 + i, unit=i // 3) for i in range(12)]  # 4 units of 3 hosts
+    runs = plan_tasks(hosts, 4)
+    assert [h for run in runs for h in run] == [h.host for h in hosts]
+    assert [len(run) for run in runs] == [3, 3, 3, 3]
+    assert plan_tasks(hosts, 2) == [[h.host for h in hosts[:6]], [h.host for h in hosts[6:]]]
+    one_group = [HostRows(h.host, h.rows, unit=0) for h in hosts]  # a file in one big row group
+    assert [len(run) for run in plan_tasks(one_group, 4)] == [3, 3, 3, 3]
+    assert plan_tasks(hosts, 100) == [[h.host] for h in hosts]
+
+
+def test_a_task_reads_only_the_row_groups_of_its_hosts(recorded_fleet):
+    import pyarrow.parquet as pq
+
+    from tracekit.trace.layout import host_rows
+    from tracekit.trace.read import host_row_groups
+
+    hosts = host_rows(recorded_fleet)
+    parquet = pq.ParquetFile(recorded_fleet)
+    assert parquet.metadata.num_row_groups > 4 and len({h.unit for h in hosts}) == parquet.metadata.num_row_groups
+    wanted = [h.host for h in hosts if h.unit == 2]
+    assert host_row_groups(parquet, wanted) == [2]
+    whole = pa.Table.from_batches(list(iter_batches(recorded_fleet)))
+    mine = pa.Table.from_batches(list(iter_batches(recorded_fleet, hosts=wanted)))
+    expected = whole.filter(pa.compute.is_in(pa.compute.cast(whole["host"], pa.string()),
+                                             value_set=pa.array(wanted)))
+    assert mine.to_pylist() == expected.to_pylist() and mine.num_rows == sum(
+        h.rows for h in hosts if h.unit == 2)
+
+
+def test_host_rows_agree_between_a_file_and_host_directories(fleet):
+    from tracekit.trace.layout import host_rows
+
+    single, partitioned = fleet
+    assert [(h.host, h.rows) for h in host_rows(single)] == [(h.host, h.rows) for h in host_rows(partitioned)]
+    assert [h.unit for h in host_rows(partitioned)] == [0, 1, 2]

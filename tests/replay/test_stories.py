@@ -140,6 +140,18 @@ def test_an_observation_of_a_flow_that_never_arrived_is_unknown(tmp_path, builde
     assert r.summary["unknown_reasons"] == {"lost-events": 1}
 
 
+def test_replay_refuses_a_missing_column_validate_would_refuse(tmp_path):
+    table = pa.table({"host": ["h1", "h1"], "seq": [1, 2], "event": ["socket", "bind"],
+                      "sk": [1, 1], "proto": ["tcp", None], "family": pa.array([4, None], pa.int8()),
+                      "laddr": pa.array([None, None], pa.string()),
+                      "lport": pa.array([None, 80], pa.int32()), "ret": [None, 0]})
+    path = tmp_path / "foreign.parquet"
+    pq.write_table(table.replace_schema_metadata({"tracekit.format": "tracekit-trace/1"}), path)
+    result = CliRunner().invoke(main, ["replay", str(path)])
+    assert result.exit_code == 2
+    assert "row host=h1 seq=2, column 'laddr': missing (event 'bind' requires it)" in result.output
+
+
 def test_replay_refuses_an_address_validate_would_refuse(tmp_path):
     table = pa.table({"host": ["h1", "h1"], "seq": [1, 2], "event": ["socket", "bind"],
                       "sk": [1, 1], "proto": ["tcp", None], "family": pa.array([4, None], pa.int8()),

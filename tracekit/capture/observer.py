@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from tracekit.capture import bpf_syscall, ebpf_asm as a
 
 OBSERVER_NAME = "sk_reuseport-hash/1"
+KERNEL_NAME = "tk_observer"  # the program's name in the kernel (what `tracekit probe` sees)
 BPF_PROG_TYPE_SK_REUSEPORT = 21
 BPF_SK_REUSEPORT_SELECT = 39  # not SELECT_OR_MIGRATE: migration must stay the kernel's own
 SO_ATTACH_REUSEPORT_EBPF = 52
@@ -139,7 +140,7 @@ class Observer:
         self.counter_fd = bpf_syscall.create_array_map(8, 1)
         self.ring_fd = bpf_syscall.create_array_map(RECORD.size, RING_SIZE)
         self.prog_fd = bpf_syscall.load_program(
-            BPF_PROG_TYPE_SK_REUSEPORT, BPF_SK_REUSEPORT_SELECT, observer_program(self.counter_fd, self.ring_fd), "tk_observer"
+            BPF_PROG_TYPE_SK_REUSEPORT, BPF_SK_REUSEPORT_SELECT, observer_program(self.counter_fd, self.ring_fd), KERNEL_NAME
         )
         self._read = 0
 

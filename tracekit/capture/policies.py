@@ -20,6 +20,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 
+from tracekit.capture.observer import KERNEL_NAME as OBSERVER_KERNEL_NAME
 from tracekit.capture.steering import DROP_BYTE, PASS_BYTE
 from tracekit.kernel.bpf import DROP, ErrPtr, Policy, SkReuseportMd
 
@@ -46,6 +47,14 @@ def first_byte_steering_policy(*maps: Sequence[int]) -> Policy:
         return chosen if chosen in md.socks else None
 
     return policy
+
+
+def observer_passes(md: SkReuseportMd) -> None:
+    """The recorder's eBPF observer (`tracekit.capture.observer`, named `tk_observer` in the
+    kernel, `OBSERVER_KERNEL_NAME`): it records the selection and passes without selecting. A
+    probe trace of a host where the recorder runs names it: replay it with
+    `--policy tk_observer=tracekit.capture.policies:observer_passes`."""
+    return None
 
 
 story_ebpf_steering = first_byte_steering_policy((0, 1, 2, 3), (4, 5, 6))

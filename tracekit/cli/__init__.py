@@ -41,7 +41,7 @@ from tracekit.errors import TracekitError
 __all__ = ["COMMANDS", "EXIT_OK", "EXIT_DIVERGENCES", "EXIT_BAD_INPUT", "EXIT_INTERNAL",
            "cli_errors", "errors_to_exit_codes", "fail", "main"]
 
-COMMANDS = ("normalize", "validate", "record", "replay", "simulate")
+COMMANDS = ("normalize", "validate", "record", "replay", "simulate", "export", "probe")
 
 EXIT_OK = 0
 EXIT_DIVERGENCES = 1

@@ -1,8 +1,10 @@
-"""Replay a fleet's trace on a Dask cluster, one task per host.
+"""Replay a fleet's trace on a Dask cluster, in tasks of whole hosts of similar weight.
 
-Hosts never share sockets or groups, so each host replays on its own and the per-host results
+Hosts never share sockets or groups, so each run of hosts replays on its own and the results
 merge into exactly what a single-process `replay()` gives: the same summary bytes, the same
-decisions in the same order.
+decisions in the same order. `plan_tasks` cuts the sorted hosts into runs of about equal row
+counts (a few per worker, so a slow task does not leave the others idle), at row-group
+boundaries where it can, so each task reads only its own row groups (or ``host=`` directories).
 
     >>> from distributed import Client
     >>> r = replay_on_dask("fleet/", Client("tcp://scheduler:8786"))
@@ -13,10 +15,12 @@ Policies travel to the workers by pickle: register module-level functions, not l
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any, Callable
 
@@ -28,20 +32,69 @@ from tracekit.replay.api import Replay, replay
 from tracekit.replay.timeline import Timeline
 from tracekit.replay.sink import MAX_MISMATCHES
 from tracekit.replay.summary import overall_verdict
+from tracekit.trace.layout import HostRows, host_rows
 
-__all__ = ["replay_on_dask", "merge_replays"]
+__all__ = ["replay_on_dask", "merge_replays", "plan_tasks", "task_count"]
 
 _COUNTS = ("decisions", "matched", "mismatched", "unknown")
 
 
-def _replay_host(path: str, host: str, profile: str, policies: dict[str, Policy] | None,
-                 results: bool, explain_all: bool) -> Replay:
+TASKS_PER_WORKER = 8
+MIN_TASK_ROWS = 16_384
+
+
+def _replay_hosts(path: str, hosts: list[str], profile: str, policies: dict[str, Policy] | None,
+                  results: bool, explain_all: bool) -> Replay:
     return replay(path, profile=profile, policies=policies, results=results,
-                  explain_all=explain_all, hosts=[host])
+                  explain_all=explain_all, hosts=hosts)
+
+
+def plan_tasks(hosts: Sequence[HostRows], tasks: int) -> list[list[str]]:
+    """Cut ``hosts`` (in sorted order) into at most ``tasks`` runs of similar row counts.
+
+    The k-th cut goes where the rows before it come closest to k/tasks of all rows, among the
+    ends of units (row group chains), so no two tasks read the same row group; inside a unit only
+    when the unit alone holds more than two tasks' share (a file written in one big row group).
+    """
+    if not hosts:
+        return []
+    tasks = max(1, min(tasks, len(hosts)))
+    total = sum(h.rows for h in hosts)
+    unit_rows: dict[int, int] = {}
+    for h in hosts:
+        unit_rows[h.unit] = unit_rows.get(h.unit, 0) + h.rows
+    ends, before = [], []  # a run may end after hosts[i]; rows up to and including it
+    rows = 0
+    for i, (h, following) in enumerate(zip(hosts, hosts[1:])):
+        rows += h.rows
+        if following.unit != h.unit or unit_rows[h.unit] * tasks > 2 * total:
+            ends.append(i)
+            before.append(rows)
+    cuts = set()
+    for k in range(1, tasks):
+        if not ends:
+            break
+        target = k * total / tasks
+        at = bisect.bisect_left(before, target)
+        nearest = min((j for j in (at - 1, at) if 0 <= j < len(ends)), key=lambda j: abs(before[j] - target))
+        cuts.add(ends[nearest])
+    runs, start = [], 0
+    for end in sorted(cuts):
+        runs.append([h.host for h in hosts[start:end + 1]])
+        start = end + 1
+    runs.append([h.host for h in hosts[start:]])
+    return runs
+
+
+def task_count(workers: int, total_rows: int, hosts: int) -> int:
+    """How many tasks for ``workers``: `TASKS_PER_WORKER` each, of at least `MIN_TASK_ROWS` rows."""
+    return max(1, min(workers * TASKS_PER_WORKER, total_rows // MIN_TASK_ROWS, hosts))
 
 
 def merge_replays(parts: list[Replay]) -> Replay:
-    """One Replay from per-host Replays of the same trace, given in host order."""
+    """One Replay from Replays of runs of hosts of the same trace, given in host order: what
+    a single replay of all of them gives (decisions settled at the end of the trace come after
+    every part's others, as `Replay.settled_from` marks them)."""
     if not parts:
         raise TracekitError("nothing to merge: the trace has no hosts")
     first = parts[0].summary
@@ -49,7 +102,8 @@ def merge_replays(parts: list[Replay]) -> Replay:
     reasons: Counter[str] = Counter()
     for part in parts:
         reasons.update(part.summary["unknown_reasons"])
-    mismatches = [m for part in parts for m in part.summary["mismatches"]][:MAX_MISMATCHES]
+    marks = [_settled_from(p) for p in parts]
+    mismatches = _main_then_settled([p.summary["mismatches"] for p in parts], [m[2] for m in marks])
     summary = {
         "format": first["format"],
         "verdict": overall_verdict(totals),
@@ -59,29 +113,47 @@ def merge_replays(parts: list[Replay]) -> Replay:
         "hosts": {h: c for part in parts for h, c in sorted(part.summary["hosts"].items())},
         "groups": [g for part in parts for g in part.summary["groups"]],
         "unknown_reasons": dict(sorted(reasons.items())),
-        "mismatches": mismatches,
+        "mismatches": mismatches[:MAX_MISMATCHES],
     }
-    decisions = pd.concat([p.decisions for p in parts], ignore_index=True)
+    frames = [p.decisions for p in parts]
+    decisions = pd.concat([f.iloc[:m[0]] for f, m in zip(frames, marks)]
+                          + [f.iloc[m[0]:] for f, m in zip(frames, marks)], ignore_index=True)
     results = None
     if all(p.results is not None for p in parts):
-        results = [batch for p in parts for batch in p.results or ()]
+        results = _main_then_settled([p.results or [] for p in parts], [m[1] for m in marks])
     membership = Timeline.merged([p.membership for p in parts])
-    return Replay(summary=summary, decisions=decisions, results=results, membership=membership)
+    settled_from = (sum(m[0] for m in marks), sum(m[1] for m in marks),
+                    min(sum(m[2] for m in marks), MAX_MISMATCHES))
+    return Replay(summary=summary, decisions=decisions, results=results, membership=membership,
+                  settled_from=settled_from)
+
+
+def _settled_from(part: Replay) -> tuple[int, int, int]:
+    if part.settled_from is not None:
+        return part.settled_from
+    return len(part.decisions), len(part.results or ()), len(part.summary["mismatches"])
+
+
+def _main_then_settled(lists: list[list], cuts: list[int]) -> list:
+    return [x for items, cut in zip(lists, cuts) for x in items[:cut]] + \
+        [x for items, cut in zip(lists, cuts) for x in items[cut:]]
 
 
 def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
                    profile: str = "auto", policies: dict[str, Policy] | None = None,
                    results: bool = False, explain_all: bool = False,
                    progress: Callable[[int, int], None] | None = None,
-                   no_workers_timeout: float = 60.0) -> Replay:
-    """Replay every host of a trace as one Dask task each and merge the results.
+                   tasks: int | None = None, no_workers_timeout: float = 60.0) -> Replay:
+    """Replay a trace in Dask tasks of whole hosts (`plan_tasks`) and merge the results.
 
     `client` is a `distributed.Client`, a scheduler address (``tcp://host:8786``), or ``"local"``
-    for a LocalCluster on this machine. Workers must reach `trace_path` (a shared filesystem or
-    the same machine). `progress(hosts_done, hosts_total)` is called as hosts finish.
+    for a LocalCluster on this machine (one single-threaded worker process per CPU). Workers must
+    reach `trace_path` (a shared filesystem or the same machine). `tasks` overrides the number of
+    tasks (default `task_count` of the cluster's worker threads). `progress(hosts_done,
+    hosts_total)` is called as tasks finish.
 
     A worker lost in the middle costs only time: Dask runs its hosts again on the others (a
-    host's replay is a pure function of the file), and the merge is the same. When the cluster
+    replay of hosts is a pure function of the file), and the merge is the same. When the cluster
     cannot finish (Dask gives up on a task whose workers keep dying, the scheduler goes away, or
     no worker is left for `no_workers_timeout` seconds) it raises `TracekitError` saying so, and
     nothing is merged: there is no partial result.
@@ -90,10 +162,9 @@ def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
         from distributed import Client, LocalCluster
     except ImportError:
         raise TracekitError("replay on Dask needs the dask extra: pip install 'tracekit[dask]'") from None
-    from tracekit.trace import trace_hosts
 
     path = os.fspath(trace_path)
-    hosts = trace_hosts(path)
+    hosts = host_rows(path)
     with ExitStack() as stack:
         if isinstance(client, str):
             if client == "local":
@@ -103,11 +174,14 @@ def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
                 client = stack.enter_context(Client(cluster))
             else:
                 client = stack.enter_context(Client(client))
+        if tasks is None:
+            workers = sum(client.nthreads().values()) or 1
+            tasks = task_count(workers, sum(h.rows for h in hosts), len(hosts))
         # a key of this call alone: a key a previous call used may still hold that call's result
-        run = uuid.uuid4().hex
-        futures = {client.submit(_replay_host, path, host, profile, policies, results, explain_all,
-                                 key=f"tracekit-replay-{host}-{i}-{run}", pure=False): host
-                   for i, host in enumerate(hosts)}
+        call = uuid.uuid4().hex
+        futures = {client.submit(_replay_hosts, path, run, profile, policies, results, explain_all,
+                                 key=f"tracekit-replay-{i}-{run[0]}-{call}", pure=False): run
+                   for i, run in enumerate(plan_tasks(hosts, tasks))}
         try:
             parts = _gather(client, futures, progress, no_workers_timeout)
         except BaseException:
@@ -116,15 +190,16 @@ def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
     return merge_replays(parts)
 
 
-def _gather(client: Any, futures: dict[Any, str], progress: Callable[[int, int], None] | None,
+def _gather(client: Any, futures: dict[Any, list[str]], progress: Callable[[int, int], None] | None,
             no_workers_timeout: float) -> list[Replay]:
-    """Every host's Replay in host order, or `TracekitError` when the cluster cannot finish."""
+    """Every task's Replay in host order, or `TracekitError` when the cluster cannot finish."""
     from distributed import wait
     from distributed.client import FutureCancelledError
     from distributed.comm.core import CommClosedError
     from distributed.scheduler import KilledWorker
 
     pending, done = set(futures), 0
+    total = sum(len(run) for run in futures.values())
     alone_since: float | None = None
     try:
         while pending:
@@ -136,32 +211,34 @@ def _gather(client: Any, futures: dict[Any, str], progress: Callable[[int, int],
             for future in finished:
                 if future.status != "finished":
                     future.result()  # raises the worker's exception here
-                done += 1
+                done += len(futures[future])
                 if progress is not None:
-                    progress(done, len(futures))
+                    progress(done, total)
             if finished or client.scheduler_info().get("workers"):
                 alone_since = None
             elif alone_since is None:
                 alone_since = time.monotonic()
             elif time.monotonic() - alone_since > no_workers_timeout:
+                left = sum(len(futures[f]) for f in pending)
                 raise TracekitError(f"replay on Dask failed: no worker left for "
-                                    f"{no_workers_timeout:g} s with {len(pending)} host(s) to "
+                                    f"{no_workers_timeout:g} s with {left} host(s) to "
                                     "replay; nothing was merged")
         return client.gather(list(futures))
     except KilledWorker as error:
-        host = futures.get(_future_of(futures, error.task), "?")
+        run = futures.get(_future_of(futures, error.task), ["?"])
+        hosts = f"host {run[0]}" if len(run) == 1 else f"hosts {run[0]} to {run[-1]}"
         raise TracekitError(f"replay on Dask failed: each of the {error.allowed_failures + 1} "
-                            f"worker(s) replaying host {host} died, and Dask gave up on it "
+                            f"worker(s) replaying {hosts} died, and Dask gave up on it "
                             "(distributed.scheduler.allowed-failures); nothing was merged") from None
     except FutureCancelledError as error:
-        raise TracekitError(f"replay on Dask failed: the cluster cancelled a host's replay "
+        raise TracekitError(f"replay on Dask failed: the cluster cancelled a task "
                             f"({error}); nothing was merged") from None
     except (CommClosedError, OSError) as error:
         raise TracekitError(f"replay on Dask failed: lost the Dask scheduler "
                             f"({type(error).__name__}: {error}); nothing was merged") from None
 
 
-def _future_of(futures: dict[Any, str], key: Any) -> Any:
+def _future_of(futures: dict[Any, list[str]], key: Any) -> Any:
     return next((future for future in futures if future.key == key), None)
 
 

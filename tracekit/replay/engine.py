@@ -33,13 +33,14 @@ from tracekit.kernel.socket_layer.host import Expectation, Migration
 from tracekit.kernel.socket_layer.selection import replace_pick, select_traced
 from tracekit.replay import fast
 from tracekit.replay.decision import Decision, verdict_of
-from tracekit.replay.explain import explain, explain_ret
+from tracekit.replay.explain import UNKNOWN_TEXT, explain, explain_ret
 from tracekit.replay.history import GroupHistory, HistoryView
 from tracekit.replay.state import HostState, Snapshot
 from tracekit.replay.sink import DecisionSink
 from tracekit.replay.timeline import Timeline
 from tracekit.replay.walk import Columns, Walk
 from tracekit.trace.checks import is_ip_text
+from tracekit.trace.schema import load_spec
 
 BULK = True
 """Decide selections in bulk (False: every row one by one, which the tests compare against)."""
@@ -57,9 +58,11 @@ RET_CALLS = {"reuseport_alloc", "reuseport_add_sock", "reuseport_attach_prog",
              "reuseport_detach_prog"}
 # kernel-layer calls other than selection and migration: the model's function of the same name
 KERNEL_CALLS: dict[str, Callable[[Host, dict[str, Any]], int | None]] = {
-    "reuseport_alloc": lambda h, r: kc.reuseport_alloc(h, r["sk"], r["value"], r["proto"]),
+    "reuseport_alloc": lambda h, r: kc.reuseport_alloc(h, r["sk"], r["value"], r["proto"],
+                                                       r["laddr"], r["lport"], r["family"]),
     "reuseport_add_sock":
-        lambda h, r: kc.reuseport_add_sock(h, r["sk"], r["sk2"], r["value"], r["proto"]),
+        lambda h, r: kc.reuseport_add_sock(h, r["sk"], r["sk2"], r["value"], r["proto"],
+                                           r["laddr"], r["lport"], r["family"]),
     "reuseport_attach_prog":
         lambda h, r: kc.reuseport_attach_prog(h, r["sk"], r["prog"], r["name"], r["value"],
                                               r["ret"]),
@@ -128,6 +131,7 @@ class Engine:
     def _story_row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
         host, event = hs.host, row["event"]
         host.seq = row["seq"]
+        _check_required(row)
         _check_addresses(row)
         if event in ON_A_SOCKET:
             _check_socket(host, row["sk"])
@@ -228,7 +232,8 @@ class Engine:
         label = hs.host.label_of(reuse) if reuse is not None else s.label
         state = fast.GroupState.of(reuse) if reuse is not None else None
         return Snapshot(reuse, state, label, hs.history.view(label), hs.history.mark(label),
-                        forced=reuse is not None and reuse.prog is not None)
+                        forced=(reuse is not None and reuse.prog is not None)
+                        or s.sk.sk_id in hs.host.membership_unknown)
 
     def late_select(self, hs: HostState, snap: Snapshot, row: dict, index: int) -> None:
         """A bulk-decided selection replayed one by one on its group's state at the time (the
@@ -251,7 +256,7 @@ class Engine:
         explanation = None
         if verdict == "mismatch" or self.explain_all:
             explanation = explain(pick, history or hs.history, row["event"], expected, observed,
-                                  verdict)
+                                  verdict, self.profile)
         rid = pick.reuseport_id if pick is not None and pick.reuseport_id >= 0 else None
         self.sink.add(Decision(
             host=hs.name, seq=row["seq"], event=row["event"], laddr=row["laddr"],
@@ -260,19 +265,23 @@ class Engine:
             expected=expected, observed=observed, verdict=verdict, reason=reason,
             explanation=explanation), index, reuse)
 
-    def _ret_decision(self, hs: HostState, row: dict, index: int, model: int) -> None:
+    def _ret_decision(self, hs: HostState, row: dict, index: int, model: int | None) -> None:
+        """`model` None: the model cannot tell (the socket's group membership is unknown)."""
         observed = int(row["ret"])
-        verdict = verdict_of(model, observed, None)
+        unknown = kc.MEMBERSHIP_UNKNOWN if model is None else None
+        verdict = verdict_of(model if model is not None else -1, observed, unknown)
         reuse = hs.host.sock(row["sk"]).sk.sk_reuseport_cb
         label = hs.host.label_of(reuse)
         explanation = None
         if verdict == "mismatch" or self.explain_all:
-            explanation = explain_ret(f"{row['event']}(sk {row['sk']})", model, observed)
+            explanation = (explain_ret(f"{row['event']}(sk {row['sk']})", model, observed)
+                           if model is not None else UNKNOWN_TEXT[unknown])
         self.sink.add(Decision(
             host=hs.name, seq=row["seq"], event=row["event"], laddr=None, lport=None, raddr=None,
             rport=None, sk=row["sk"], group=label,
             reuseport_id=reuse.reuseport_id if reuse is not None else None,
-            expected=model, observed=observed, verdict=verdict, reason="ret",
+            expected=model if model is not None else -1, observed=observed, verdict=verdict,
+            reason=unknown or "ret",
             explanation=explanation), index, reuse)
 
     def _migration(self, hs: HostState, m: Migration) -> None:
@@ -315,6 +324,17 @@ class Engine:
                 label = hs.host.label_of(reuse)
                 if label is not None:
                     self.sink.group(name, label, reuse.reuseport_id, None, reuse)
+
+
+def _check_required(row: dict[str, Any]) -> None:
+    """`validate` refuses a row without a column its event requires; replay one it reads (a
+    trace it was not given through `validate`)."""
+    for column in _REQUIRES.get(row["event"], ()):
+        if row[column] is None:
+            raise StoryError(f"missing (event {row['event']!r} requires it)", column)
+
+
+_REQUIRES = {event.name: event.requires for event in load_spec().events}
 
 
 def _check_addresses(row: dict[str, Any]) -> None:

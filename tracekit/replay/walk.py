@@ -198,7 +198,7 @@ class Walk:
         hs = self.hs
         s = hs.host.socks.get(sk_id)
         if s is None:
-            s = hs.host.sock(sk_id)
+            s = hs.host.kernel_sock(sk_id)
         reuse = s.sk.sk_reuseport_cb
         key: Any = id(reuse) if reuse is not None else ("sk", sk_id)
         snap = hs.snapshots.get(key)

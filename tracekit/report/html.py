@@ -41,6 +41,8 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; co
 .tracekit-report .verdict { display: inline-block; padding: 0.3em 0.8em; border-radius: 0.3em; color: #fff; font-size: 1.6em; font-weight: bold; }
 .tracekit-report .group { border-left: 4px solid #1565c0; padding-left: 1em; margin: 1em 0; }
 .tracekit-report pre.explanation { white-space: pre-wrap; margin: 0; }
+.tracekit-report td pre, .tracekit-report td code { overflow-wrap: anywhere; }
+.tracekit-report pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 .tracekit-report .dim { color: #777; }
 .tracekit-report svg { max-width: 100%; height: auto; }
 .tracekit-report ol.timeline { font-family: ui-monospace, monospace; font-size: 0.85em; margin: 0.3em 0 0.8em; }
@@ -115,6 +117,7 @@ def _provenance(summary: Mapping[str, Any]) -> str:
         ("trace", trace.get("path")), ("format", trace.get("format")),
         ("source", trace.get("source")), ("kernel", trace.get("kernel")),
         ("profile", profile.get("name")), ("profile chosen by", profile.get("chosen_by")),
+        ("profile switches", "; ".join(profile.get("switches") or ()) or None),
     ]
     rows += sorted((key, value) for key, value in (trace.get("metadata") or {}).items())
     return _table(

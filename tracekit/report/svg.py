@@ -54,7 +54,10 @@ def _svg(width: int, height: int, title: str, body: list[str]) -> str:
 
 def bar_chart(bars: Sequence[Bar], *, title: str, width: int = 480) -> str:
     """One horizontal bar a row, labelled on the left, value on the right, scaled to the largest."""
-    plot = width - _LABEL_WIDTH - _VALUE_WIDTH
+    values = [f"{bar.value}" + (f" {bar.note}" if bar.note else "") for bar in bars]
+    # room for the longest value text after the longest bar (monospace, ~7.3 px a character)
+    value_width = max(_VALUE_WIDTH, 8 + int(7.3 * max(map(len, values), default=0)))
+    plot = width - _LABEL_WIDTH - value_width
     peak = max((bar.value for bar in bars), default=0) or 1
     body = []
     for row, bar in enumerate(bars):

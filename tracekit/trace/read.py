@@ -7,6 +7,7 @@ files the tracekit writer produced.
 
 from __future__ import annotations
 
+import bisect
 import os
 import queue
 import threading
@@ -26,7 +27,7 @@ from tracekit.trace.schema import SCHEMA, TRACE_FORMAT
 from tracekit.trace.write import SORTED_KEY
 
 __all__ = ["Part", "trace_parts", "trace_hosts", "open_part", "iter_batches", "read_metadata", "read_trace",
-           "file_metadata_of"]
+           "file_metadata_of", "host_row_groups"]
 
 _PARQUET_MAGIC = b"PAR1"
 
@@ -130,13 +131,47 @@ def iter_batches(
 
 def _rows_of_hosts(path: str | os.PathLike[str], columns: Sequence[str] | None, batch_size: int,
                    hosts: Collection[str]) -> Iterator[pa.RecordBatch]:
-    """The rows of ``hosts`` from a trace whose files hold several hosts each."""
-    wanted = pa.array(sorted(hosts), pa.string())
+    """The rows of ``hosts`` from a trace whose files hold several hosts each: from a single
+    file, only the row groups whose host statistics can hold one of them are read."""
+    wanted = sorted(hosts)
     names = None if columns is None else [f.name for f in _with_sort_keys(_fields(columns))]
-    for batch in iter_batches(path, names, batch_size):
-        kept = batch.filter(pc.is_in(pc.cast(batch.column("host"), pa.string()), value_set=wanted))
+    parts = trace_parts(path)
+    if len(parts) == 1:
+        part = parts[0]
+        batches = _part_batches(part, _fields(names), batch_size,
+                                row_groups=host_row_groups(open_part(part), wanted))
+    else:
+        batches = iter_batches(path, names, batch_size)
+    value_set = pa.array(wanted, pa.string())
+    for batch in batches:
+        kept = batch.filter(pc.is_in(pc.cast(batch.column("host"), pa.string()), value_set=value_set))
         if kept.num_rows:
             yield kept if columns is None else kept.select(list(columns))
+
+
+def host_row_groups(parquet: pq.ParquetFile, hosts: Sequence[str]) -> list[int]:
+    """The row groups of ``parquet`` that may hold rows of ``hosts`` (sorted): those whose
+    ``host`` min/max statistics bracket one of them, and those without statistics."""
+    metadata = parquet.metadata
+    names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+    if "host" not in names:
+        return list(range(metadata.num_row_groups))
+    column = names.index("host")
+    kept = []
+    for index in range(metadata.num_row_groups):
+        statistics = metadata.row_group(index).column(column).statistics
+        if statistics is None or not statistics.has_min_max:
+            kept.append(index)
+            continue
+        low, high = _text(statistics.min), _text(statistics.max)
+        at = bisect.bisect_left(hosts, low)
+        if at < len(hosts) and hosts[at] <= high:
+            kept.append(index)
+    return kept
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
 
 
 def trace_hosts(path: str | os.PathLike[str]) -> list[str]:
@@ -177,12 +212,18 @@ def _fields(columns: Sequence[str] | None) -> list[pa.Field]:
     return [SCHEMA.field(name) for name in columns]
 
 
-def _part_batches(part: Part, fields: list[pa.Field], batch_size: int) -> Iterator[pa.RecordBatch]:
+def _part_batches(part: Part, fields: list[pa.Field], batch_size: int,
+                  row_groups: Sequence[int] | None = None) -> Iterator[pa.RecordBatch]:
+    """The rows of one file in (host, seq) order; a sorted file streams, reading only
+    ``row_groups`` when given (another file is read whole and sorted)."""
     parquet = open_part(part)
     if file_metadata_of(parquet).get(SORTED_KEY) == "host,seq" or _stored_in_order(parquet, part):
         present = [f.name for f in fields if f.name in parquet.schema_arrow.names]
+        if row_groups is not None and not row_groups:
+            return
         batches = (_complete(batch, fields, part.host)
-                   for batch in parquet.iter_batches(batch_size=batch_size, columns=present))
+                   for batch in parquet.iter_batches(batch_size=batch_size, columns=present,
+                                                     row_groups=row_groups))
         try:
             yield from _prefetched(batches)
         except (pa.ArrowException, OSError) as error:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -48,6 +48,7 @@ def write_trace(
     *,
     source: str,
     partition_by_host: bool = False,
+    late_metadata: Callable[[], Mapping[str, str]] | None = None,
 ) -> Path:
     """Check ``rows`` and write them as a trace at ``path``; return the path.
 
@@ -56,12 +57,13 @@ def write_trace(
     ``metadata`` adds file key-value metadata (e.g. ``tracekit.kernel``); ``source`` is stored as
     ``tracekit.source``. With ``partition_by_host`` the trace is a directory hive-partitioned by
     ``host=``. Raises `TraceFormatError` naming the first bad row; nothing is left at ``path``
-    then (an existing file there is kept as it was).
+    then (an existing file there is kept as it was). ``late_metadata()`` is called once every
+    row is consumed, for keys known only then (a capture's counts); they join the file metadata.
     """
     path = Path(path)
     return write_batches(
         path, _located_batches(rows, file=str(path)), file_metadata(metadata, source),
-        file=str(path), partition_by_host=partition_by_host,
+        file=str(path), partition_by_host=partition_by_host, late_metadata=late_metadata,
     )
 
 
@@ -81,6 +83,7 @@ def write_batches(
     *,
     file: str,
     partition_by_host: bool = False,
+    late_metadata: Callable[[], Mapping[str, str]] | None = None,
 ) -> Path:
     """Write loosely typed batches, each with the input line of every row (or None)."""
     schema = SCHEMA.with_metadata(dict(metadata))
@@ -95,6 +98,10 @@ def write_batches(
                     tracker.add(batch, file=file, lines=lines)
                     # rows that will be sorted anyway need not be encoded as Parquet twice
                     (writer if tracker.in_order else unsorted).write(batch)
+                if late_metadata is not None:
+                    late = {str(k): str(v) for k, v in late_metadata().items()}
+                    writer.add_metadata(late)
+                    schema = schema.with_metadata({**dict(metadata), **late})
             if tracker.in_order and not partition_by_host:
                 spool.rename(final)
             elif tracker.in_order:
@@ -261,6 +268,10 @@ class _RowGroupWriter:
             segment = segment.slice(take)
             if self._rows == ROW_GROUP_ROWS:
                 self._flush()
+
+    def add_metadata(self, metadata: Mapping[str, str]) -> None:
+        """Key-value metadata known only after the rows (written into the file's footer)."""
+        self._writer.add_key_value_metadata(dict(metadata))
 
     def _flush(self) -> None:
         if self._pending:

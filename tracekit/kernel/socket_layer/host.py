@@ -156,6 +156,9 @@ class Host:
         self.bound = False  # some socket has bound: group labels come from binds
         self.parked: dict[int, tuple] = {}  # departed sockets as plain values (`park`)
         self.departing: set[int] = set()  # sockets that left a group since the last `park`
+        # kernel layer: sockets whose group the trace never saw built (see kernel_calls.py)
+        self.membership_unknown: set[int] = set()
+        self.labelled = False  # kernel-layer rows named some socket's address: labels from it
 
     # -- sockets ----------------------------------------------------------------------------------
     def sock(self, sk_id: int, proto: str | None = None) -> Socket:
@@ -168,6 +171,13 @@ class Host:
             s = Socket(Sock(sk_id, self.net, sk_protocol=PROTOCOLS[proto]), proto, 4)
             self.socks[sk_id] = s
         return s
+
+    def kernel_sock(self, sk_id: int, proto: str | None = None, *, joins: bool = False) -> Socket:
+        """`sock()` for a kernel-layer event: a socket met first by an event other than its own
+        joining of a group (`joins`) has a group membership the trace never established."""
+        if not joins and sk_id not in self.socks and sk_id not in self.parked:
+            self.membership_unknown.add(sk_id)
+        return self.sock(sk_id, proto)
 
     def socket(self, sk: int, proto: str, family: int) -> None:
         self.parked.pop(sk, None)
@@ -203,7 +213,7 @@ class Host:
         """The group's label, from a member's bind (kernel-layer traces: `group <reuseport_id>`)."""
         if reuse is None:
             return None
-        if not self.bound:  # kernel-layer traces never bind: no member has a port
+        if not (self.bound or self.labelled):  # kernel-layer traces without addresses
             return f"group {reuse.reuseport_id}"
         for member in reuse.socks[: reuse.num_socks] + reuse.closed():
             s = self.socks.get(member.sk_id) if member is not None else None
