@@ -118,6 +118,7 @@ def _provenance(summary: Mapping[str, Any]) -> str:
         ("trace", trace.get("path")), ("format", trace.get("format")),
         ("source", trace.get("source")), ("kernel", trace.get("kernel")),
         ("profile", profile.get("name")), ("profile chosen by", profile.get("chosen_by")),
+        ("profile switches", "; ".join(profile.get("switches") or ()) or None),
     ]
     rows += sorted((key, value) for key, value in (trace.get("metadata") or {}).items())
     return _table(

@@ -95,6 +95,9 @@ def _provenance(summary: Mapping[str, Any]) -> Text:
     line.append(str(profile.get("name", "?")), style="bold")
     if profile.get("chosen_by"):
         line.append(f" (chosen by {profile['chosen_by']})")
+    if profile.get("switches"):
+        line.append("\nswitches ", style="dim")
+        line.append("; ".join(profile["switches"]))
     return line
 
 
