@@ -8,8 +8,10 @@ terminal report at 100 columns, trailing blanks stripped), ``summary.json``, ``r
 ``report.xml`` (JUnit) and ``exit-status``. One more sample shows a failing replay:
 ``reports/misrouted/`` replays a copy of ``story-rolling-restart-migrate`` whose last accept was
 moved to another listener by hand (the copy is kept there as ``trace.parquet``);
-``reports/what-if-migration/`` and ``reports/baselined/`` show the CI options (`gated`). These
-outputs are deterministic: rerunning changes no byte unless tracekit or the fixtures changed.
+``reports/what-if-migration/`` and ``reports/baselined/`` show the CI options (`gated`);
+``reports/debian-6.1-under-6.13/`` replays a trace from Debian 6.1 under another kernel's profile
+(`other_kernel`). These outputs are deterministic: rerunning changes no byte unless tracekit or
+the fixtures changed.
 Last, each report gets ``report.png``, a screenshot of its HTML in headless Chromium (needs
 Playwright and Chromium, skipped otherwise; pixels may differ with the machine's fonts).
 """
@@ -85,7 +87,17 @@ def main() -> None:
     status = generate(edited, out)
     print(f"{out.relative_to(ROOT)}: exit status {status}")
     gated(out / "trace.parquet")
+    other_kernel()
     screenshots(sorted(REPORTS.glob("*/report.html")))
+
+
+def other_kernel() -> None:
+    """Where kernels differ: ``reports/debian-6.1-under-6.13/`` replays the UDP story recorded on
+    Debian 6.1 under the 6.13 profile (this host's), whose connected UDP socket leaves its group;
+    each mismatch's explanation names that behaviour."""
+    out = REPORTS / "debian-6.1-under-6.13"
+    status = generate(FIXTURES / "debian-6.1-story-udp-connected.parquet", out, "--profile", "6.13")
+    print(f"{out.relative_to(ROOT)}: exit status {status}")
 
 
 def gated(misrouted: Path) -> None:

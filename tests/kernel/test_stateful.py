@@ -240,7 +240,7 @@ class ReuseportMachine(RuleBasedStateMachine):
     def teardown(self):
         sr.INIT_SOCKS, sr.U16_MAX = self.saved
 
-    @initialize(profile=st.sampled_from(["5.14", "6.2", "6.5", "6.13"]), migrate=st.sampled_from([0, 1]))
+    @initialize(profile=st.sampled_from(["5.14", "6.2", "6.5", "6.10", "6.13"]), migrate=st.sampled_from([0, 1]))
     def setup(self, profile, migrate):
         self.net = Net(profile=BY_NAME[profile], sysctl_tcp_migrate_req=migrate,
                        ebpf_policies=dict(POLICIES))

@@ -130,7 +130,12 @@ def test_summary_is_byte_identical_on_two_runs(tmp_path, builder):
 
 def test_profile_choice_and_invalid_profile(tmp_path, builder):
     path = builder.tcp_listeners([1]).write(tmp_path / "t.parquet", kernel="5.15.0-91")
-    assert replay(path).summary["profile"] == {"name": "5.14", "chosen_by": "tracekit.kernel=5.15.0-91"}
+    assert replay(path).summary["profile"] == {
+        "name": "5.14",
+        "chosen_by": "tracekit.kernel=5.15.0-91 (no tracekit.kernel.version: a distribution's backports "
+                     "are unknown; --profile fit checks)",
+        "switches": ["listener migration and the closed section (5.14)"],
+    }
     assert replay(path, profile="5.14").summary["profile"]["chosen_by"] == "--profile"
     with pytest.raises(TracekitError, match="unknown kernel profile"):
         replay(path, profile="9.9")

@@ -48,6 +48,7 @@ def _record_in_child(scenario: Scenario, command: str) -> Capture:
     metadata = {
         "tracekit.source": "record",
         "tracekit.kernel": os.uname().release,
+        "tracekit.kernel.version": os.uname().version,  # a distribution names its stable release here
         "tracekit.command": command,
         "tracekit.scenario": scenario.name,
         "tracekit.observer": OBSERVER_NAME,

@@ -87,8 +87,9 @@ def _usage(param: click.Parameter, check: Callable[[], object], specs: tuple[str
 
 @click.command("replay")
 @click.argument("trace", type=click.Path(dir_okay=True))
-@click.option("--profile", default="auto", show_default=True, metavar="NAME|auto",
-              help="Kernel behaviour profile; auto picks it from the trace's tracekit.kernel.")
+@click.option("--profile", default="auto", show_default=True, metavar="NAME|auto|fit",
+              help="Kernel behaviour profile; auto picks it from the trace's tracekit.kernel, "
+                   "fit replays under each and takes the one with the fewest mismatches.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), metavar="SUMMARY.json",
               help="Write the summary (tracekit-result/1, canonical JSON).")
 @click.option("--results", "results_path", type=click.Path(dir_okay=False), metavar="RESULTS.parquet",

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from tracekit.errors import StoryError, TracekitError
 from tracekit.kernel.bpf import Policy
-from tracekit.kernel.profiles import Profile, profile_by_name, profile_for_kernel
+from tracekit.kernel.profiles import Profile, profile_by_name, profile_for_kernel, why_profile
 from tracekit.replay.decision import DECISION_SCHEMA
 from tracekit.replay.engine import Engine
 from tracekit.replay.sink import DecisionSink
@@ -81,13 +81,13 @@ class Replay:
 
 
 def choose_profile(profile: str | Profile, metadata: dict[str, str]) -> tuple[Profile, str]:
-    """`auto`: the trace's `tracekit.kernel`; a name: that profile (TracekitError if unknown)."""
+    """`auto`: the trace's `tracekit.kernel` and `tracekit.kernel.version` (`profile_for_kernel`);
+    a name: that profile (TracekitError if unknown). Returns the profile and why it was chosen."""
     if isinstance(profile, Profile):
         return profile, "--profile"
     if profile in (None, "auto"):
-        release = metadata.get("tracekit.kernel")
-        chosen_by = f"tracekit.kernel={release}" if release else "default (newest)"
-        return profile_for_kernel(release), chosen_by
+        release, version = metadata.get("tracekit.kernel"), metadata.get("tracekit.kernel.version")
+        return profile_for_kernel(release, version), why_profile(release, version)
     try:
         return profile_by_name(str(profile)), "--profile"
     except ValueError as err:
@@ -124,6 +124,9 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
            what_if: Collection[str] = ()) -> Replay:
     """Replay every host of a trace through the kernel model and diff against what was observed.
 
+    `profile`: a profile name, `auto` (from the trace's `tracekit.kernel`) or `fit` (the profile
+    the trace's behaviour fits best: `tracekit.replay.fit.fit_profile`).
+
     `policies` registers eBPF programs by the name the trace gives them. `results=True` keeps
     every decision (in `Replay.decisions` and for `write_results`); a path streams every decision
     to that Parquet file instead, keeping memory flat. `progress(rows_done, rows_total)` is
@@ -142,7 +145,13 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
     found = metadata.get("tracekit.format")
     if found != TRACE_FORMAT:
         raise TracekitError(f"{path}: not a {TRACE_FORMAT} trace (tracekit.format={found!r})")
-    chosen, chosen_by = choose_profile(profile, metadata)
+    if profile == "fit":
+        from tracekit.replay.fit import fit_profile
+
+        fit = fit_profile(path, policies=policies)
+        chosen, chosen_by = fit.best, fit.describe()
+    else:
+        chosen, chosen_by = choose_profile(profile, metadata)
 
     kept: list[pa.RecordBatch] | None = None
     writer = None
@@ -180,7 +189,7 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
     engine.register_groups()
     summary = build_summary(
         sink,
-        profile={"name": chosen.name, "chosen_by": chosen_by},
+        profile={"name": chosen.name, "chosen_by": chosen_by, "switches": chosen.switches()},
         trace={"path": str(trace_or_path), "format": found,
                "source": metadata.get("tracekit.source"), "kernel": metadata.get("tracekit.kernel"),
                "metadata": dict(sorted((k, v) for k, v in metadata.items()

@@ -256,7 +256,7 @@ class Engine:
         explanation = None
         if verdict == "mismatch" or self.explain_all:
             explanation = explain(pick, history or hs.history, row["event"], expected, observed,
-                                  verdict)
+                                  verdict, self.profile)
         rid = pick.reuseport_id if pick is not None and pick.reuseport_id >= 0 else None
         self.sink.add(Decision(
             host=hs.name, seq=row["seq"], event=row["event"], laddr=row["laddr"],

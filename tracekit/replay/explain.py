@@ -7,6 +7,7 @@ earlier events that put the group in that state.
 
 from __future__ import annotations
 
+from tracekit.kernel.profiles import Profile
 from tracekit.kernel.socket_layer.selection import Pick
 from tracekit.replay.history import Change, GroupHistory
 
@@ -74,7 +75,7 @@ def chain(pick: Pick | None, history: GroupHistory) -> list[str]:
         steps.append(f"sk {closed} stopped listening at seq {seq} on cpu {cpu}; "
                      f"its queued connection is migrated by reuseport_migrate_sock()")
     if pick.unknown is not None:
-        steps.append(UNKNOWN_TEXT.get(pick.unknown, pick.unknown))
+        steps.append(pick.detail or UNKNOWN_TEXT.get(pick.unknown, pick.unknown))
         return steps
     if pick.reason == "no-listener":
         steps.append("no listening/bound socket matches the destination")
@@ -100,9 +101,30 @@ def chain(pick: Pick | None, history: GroupHistory) -> list[str]:
     return steps
 
 
+def profile_notes(pick: Pick | None, profile: Profile | None, recent: list[Change]) -> list[str]:
+    """What the replay's profile decided here, where kernels differ (see tracekit.kernel.profiles)."""
+    if pick is None or profile is None or pick.unknown is not None:
+        return []
+    notes = []
+    if pick.reason == "incoming-cpu":
+        notes.append(f"profile {profile.name}: SO_INCOMING_CPU-aware hash selection (from 6.2)")
+    elif pick.reason in ("hash", "established-skip") and not profile.incoming_cpu and \
+            any(cpu >= 0 for cpu in pick.incoming_cpus):
+        notes.append(f"profile {profile.name}: hash selection ignores SO_INCOMING_CPU (before 6.2)")
+    if pick.established and not profile.udp_hash4:
+        notes.append(f"profile {profile.name}: connected UDP socket(s) {list(pick.established)} stay in "
+                     "the group (before 6.13)")
+    if profile.udp_hash4 and any(c.event == "connect" and any(new is None for _, _, new in c.moves)
+                                 for c in recent):
+        notes.append(f"profile {profile.name}: a connected UDP socket leaves its group (4-tuple hash, 6.13)")
+    return notes
+
+
 def explain(pick: Pick | None, history: GroupHistory, event: str, expected: int, observed: int,
-            verdict: str) -> str:
+            verdict: str, profile: Profile | None = None) -> str:
     steps = chain(pick, history)
+    recent_all = history.recent(pick.group, pick.seq)[-RECENT:] if pick is not None else []
+    steps += profile_notes(pick, profile, recent_all)
     if verdict == "unknown":
         steps.append(f"unknown, observed {sk_text(observed, event)}")
     else:
@@ -121,4 +143,4 @@ def explain_ret(call: str, expected: int, observed: int) -> str:
     return f"{call} returns {strerror(expected)} in the model, the kernel returned {strerror(observed)}"
 
 
-__all__ = ["Change", "chain", "explain", "explain_ret", "sk_text"]
+__all__ = ["Change", "chain", "explain", "explain_ret", "profile_notes", "sk_text"]

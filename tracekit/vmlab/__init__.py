@@ -25,8 +25,8 @@ What the guest sees:
 - Environment: exactly `guest_environment()` (PYTHONPATH = this process's `sys.path`, so the guest
   imports the same tracekit even from an uninstalled worktree; LANG), HOME on a tmpfs, then `env`.
   `python_argv(...)` starts this process's interpreter.
-- Mounted: /proc, /sys, /dev, tmpfs on /run and /tmp (the host's /tmp is not visible: put inputs
-  in the work directory), bpffs at /sys/fs/bpf, debugfs at /sys/kernel/debug, tracefs at
+- Mounted: /proc, /sys, /dev, tmpfs on /run, /tmp writable through an overlay (the host's /tmp
+  shows through, read-only), bpffs at /sys/fs/bpf, debugfs at /sys/kernel/debug, tracefs at
   /sys/kernel/tracing, cgroup2; `lo` is up; `modules` are loaded with modprobe (the guest
   kernel's modules must be installed under /lib/modules here). No other network device.
 - `cpus` (default 2) CPUs, `memory_mb` (default 2048) of memory.

@@ -3,7 +3,8 @@
 The guest's root is this machine's root, read-only over 9p, so the script (kept in the run's
 control directory) and every program it starts are the host's own. As PID 1 it
 
-1. mounts what a bare kernel lacks: /proc, /sys, /dev, fresh tmpfs on /run and /tmp, bpffs at
+1. mounts what a bare kernel lacks: /proc, /sys, /dev, a fresh tmpfs on /run, a writable overlay
+   on /tmp (the host's /tmp beneath, read-only; a plain tmpfs where overlayfs is missing), bpffs at
    /sys/fs/bpf, debugfs at /sys/kernel/debug and tracefs at /sys/kernel/tracing (kprobes), cgroup2;
 2. mounts the two writable shares: the control directory (tag `CONTROL_TAG`, at /run/vmlab) and
    the work directory (tag `WORK_TAG`) at the same path it has on the host;
@@ -14,7 +15,7 @@ control directory) and every program it starts are the host's own. As PID 1 it
    (`-no-reboot`, `panic=-1`) stops anyway.
 
 The whole script is one brace group, so the shell has read all of it before /tmp (where its file
-may live) is covered by a tmpfs.
+may live) is covered.
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ def _mount_lines() -> list[str]:
         "mkdir -p /dev/pts /dev/shm; mountpoint -q /dev/pts || mount -t devpts devpts /dev/pts",
         "mountpoint -q /dev/shm || mount -t tmpfs tmpfs /dev/shm",
         "mount -t tmpfs -o mode=0755 tmpfs /run",
-        "mount -t tmpfs -o mode=1777 tmpfs /tmp",
+        # the host's /tmp stays visible (a venv or checkout there), writable through an overlay
+        "mkdir -p /run/vmlab-tmp/upper /run/vmlab-tmp/work",
+        "mount -t overlay overlay -o lowerdir=/tmp,upperdir=/run/vmlab-tmp/upper,workdir=/run/vmlab-tmp/work /tmp"
+        " || mount -t tmpfs -o mode=1777 tmpfs /tmp",
         "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
         "mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug",
         "if [ -d /sys/kernel/tracing ]; then mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing; fi",

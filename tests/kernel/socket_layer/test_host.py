@@ -283,3 +283,33 @@ def test_ipv6_udp_datagrams_after_rebind_go_to_the_oldest_sockets_group():
     assert h.datagram("::1", 9001, "::1", 20000, hash_for_slot(0, 2), 0, b"x").sk == 1
     assert h.datagram("::1", 9001, "::1", 20001, hash_for_slot(1, 2), 0, b"x").sk == 3
     assert h.datagram("::1", 9001, "::1", 9100, 5, 0, b"x").sk == 2
+
+
+def test_udp_rescore_of_a_group_pick_per_profile():
+    """udp4_lib_lookup2() with a group that has connections: the group's first member scores 3 (its
+    sk_incoming_cpu is the arrival's CPU, set without being counted in the group), the hash picks sk 2
+    (score 2), and sk 4, outside the group later in the slot, scores 3. Before 6.5 the pick keeps
+    the first member's 3; 6.5 takes the pick's own 2, so sk 4 wins; 6.10 keeps the higher."""
+    from ipaddress import IPv4Address
+
+    from tracekit.kernel.bpf import Skb
+    from tracekit.kernel.socket_layer.lookup import udp_lookup2
+    from tracekit.kernel.profiles import profile_by_name
+
+    winners = {}
+    for name in ("6.2", "6.5", "6.10"):
+        h = Host(Net(profile=profile_by_name(name)))
+        for sk in (1, 2, 3):
+            listener(h, sk, "127.0.0.1", port=9001, proto="udp")
+        h.connect(3, "127.0.0.1", 9100)
+        h.socks[1].sk.sk_incoming_cpu = 0
+        outsider = Host(Net(profile=profile_by_name(name)))
+        outsider.socket(4, "udp", 4)
+        outsider.setsockopt(4, "SO_INCOMING_CPU", 0, None, 0)
+        outsider.bind(4, "127.0.0.1", 9001, 0)
+        bucket = [h.socks[1], outsider.socks[4]]
+        local = IPv4Address("127.0.0.1")
+        chosen, _ = udp_lookup2(h.socks, bucket, local, 9200, local, 9001, 1, 0, hash_for_slot(1, 3),
+                                Skb(payload=b"x", len=1, protocol=17, cpu=0))
+        winners[name] = chosen.sk_id
+    assert winners == {"6.2": 2, "6.5": 4, "6.10": 2}

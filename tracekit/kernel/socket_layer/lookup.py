@@ -16,7 +16,7 @@ from itertools import chain
 from typing import TYPE_CHECKING
 
 from tracekit.kernel.bpf import ErrPtr, Skb, _Unknown
-from tracekit.kernel.sock import TCP_ESTABLISHED, Sock
+from tracekit.kernel.sock import TCP_ESTABLISHED, Sock, sock_net
 from tracekit.kernel.sock_reuseport import reuseport_has_conns
 from tracekit.kernel.socket_layer.addresses import (
     ANY,
@@ -138,7 +138,9 @@ def tcp_lookup_listener(buckets: dict, daddr: IP, lport: int, dif: int, cpu: int
 
 def udp_lookup2(owners: dict[int, Socket], bucket: list[Socket], saddr: IP, sport: int, daddr: IP, lport: int, dif: int,
                 cpu: int | None, hash: int | None, skb: Skb) -> _Found:
-    """`udp4_lib_lookup2()` with its rescore of a group's pick when the group has connections."""
+    """`udp4_lib_lookup2()`: when the group has connections, its pick competes with the rest of the
+    slot with the score `compute_score()` gives it (`udp_rescore`, 6.5; from 6.10 only when higher
+    than the first member's), before with the score of the group's first member."""
     result = None
     pick: Pick | None = None
     badness = 0 if isinstance(daddr, IPv4Address) else -1
@@ -162,8 +164,11 @@ def udp_lookup2(owners: dict[int, Socket], bucket: list[Socket], saddr: IP, spor
             result = chosen
             continue
         result = chosen
+        profile = sock_net(s.sk).profile
+        if not profile.udp_rescore:
+            continue  # before 6.5 the pick keeps the score of the group's first member
         rescore = udp_compute_score(owners[chosen.sk_id], saddr, sport, daddr, lport, dif, cpu)
-        if rescore > badness:
+        if rescore > badness or not profile.udp_rescore_keeps_higher:
             badness = rescore
     return result, pick
 
