@@ -38,6 +38,7 @@ class Run:
     seconds: float
     peak_rss: int
     returncode: int
+    cpu_seconds: float = 0.0  # user + system time of the child (steadier than wall on a busy host)
 
 
 def measure(argv: list[str]) -> Run:
@@ -54,7 +55,7 @@ def measure(argv: list[str]) -> Run:
         if returncode not in (0, 1):
             message = stderr.read().decode(errors="replace")
             sys.exit(f"{' '.join(argv)} failed ({returncode}):\n{message}")
-    return Run(seconds, usage.ru_maxrss * 1024, returncode)
+    return Run(seconds, usage.ru_maxrss * 1024, returncode, usage.ru_utime + usage.ru_stime)
 
 
 def trace_for(workload: str, events: int, seed: int, workdir: Path) -> Path:

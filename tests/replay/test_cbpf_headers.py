@@ -59,3 +59,6 @@ def test_a_field_the_trace_cannot_know_leaves_its_decisions_unknown(tmp_path):
     unknown = r.decisions[r.decisions["verdict"] == "unknown"]
     assert set(unknown["lport"]) == {9006} and set(unknown["laddr"]) == {"127.0.0.1"}
     assert s["unknown_reasons"] == {"cbpf-unknown": 8}
+    explained = replay(_tampered(tmp_path, read_ttl), explain_all=True, results=True).decisions
+    texts = explained[explained["verdict"] == "unknown"]["explanation"]
+    assert texts.str.contains("depends on the IPv4 TTL").all()

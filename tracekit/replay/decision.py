@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pyarrow as pa
 
 DECISION_SCHEMA = pa.schema([
@@ -62,3 +63,15 @@ def verdict_of(expected: int, observed: int, unknown: str | None) -> str:
 def decisions_to_batch(records: list[Decision]) -> pa.RecordBatch:
     columns = {name: [getattr(r, name) for r in records] for name in FIELDS}
     return pa.RecordBatch.from_pydict(columns, schema=DECISION_SCHEMA)
+
+
+def repeated(value: str, n: int) -> pa.Array:
+    """A string column of `n` times `value` (for decisions made in bulk)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
+                                          pa.array([value])).cast(pa.string())
+
+
+def decoded(indices: np.ndarray, dictionary: pa.Array) -> pa.Array:
+    """The string column `dictionary[indices]`."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(indices).astype(np.int32)),
+                                          dictionary).cast(pa.string())

@@ -75,7 +75,7 @@ def chain(pick: Pick | None, history: GroupHistory) -> list[str]:
         steps.append(f"sk {closed} stopped listening at seq {seq} on cpu {cpu}; "
                      f"its queued connection is migrated by reuseport_migrate_sock()")
     if pick.unknown is not None:
-        steps.append(UNKNOWN_TEXT.get(pick.unknown, pick.unknown))
+        steps.append(pick.detail or UNKNOWN_TEXT.get(pick.unknown, pick.unknown))
         return steps
     if pick.reason == "no-listener":
         steps.append("no listening/bound socket matches the destination")

@@ -37,7 +37,7 @@ from tracekit.kernel.socket_layer.host import Flow, Socket
 from tracekit.kernel.socket_layer.selection import Pick, prog_label, replace_pick
 from tracekit.kernel.sock_reuseport import SockReuseport
 from tracekit.replay import fast
-from tracekit.replay.decision import DECISION_SCHEMA
+from tracekit.replay.decision import DECISION_SCHEMA, decoded, repeated
 from tracekit.replay.history import HistoryView
 from tracekit.replay.state import Faithful, HostState
 from tracekit.trace.checks import is_ip_text
@@ -53,6 +53,8 @@ ROUTE_KEEPING = frozenset({"socket", "sysctl", "syn", "datagram", "accept", "rec
 """Events after which every destination still reaches the socket it reached before: they open
 an unbound socket, change only what migration reads, or move connections and datagrams."""
 REASONS = ("hash", "established-skip", "incoming-cpu")
+FEW = 32
+"""Closed arrivals of an epoch tagged one by one rather than with NumPy."""
 ROUTE_CACHE = 1024
 """Routes a host keeps for reuse across stretches (`HostState.routes`)."""
 
@@ -77,6 +79,9 @@ class SocketColumns:
         self.lport = _ints(batch.column("lport"))
         self.rport = _ints(batch.column("rport"))
         has_flow = (self.laddr >= 0) & (self.raddr >= 0) & (self.lport >= 0) & (self.rport >= 0)
+        # a row without a column its event requires goes to the per-row path, which refuses it
+        arrival = (kind == SYN) | (kind == DATAGRAM)
+        has_flow &= np.where(arrival, _valid(batch.column("proto")), _valid(batch.column("sk")))
         self.kind = np.where(has_flow, kind, 0).astype(np.int8)
         decidable = cpu_valid if hash_valid is None else hash_valid & cpu_valid
         self.decidable = decidable & (cpu >= 0) & (cpu < fast.CPU_LIMIT)
@@ -217,7 +222,7 @@ class SocketWalk:
         ok &= low == high
         ok[flow[k == RESET]] = False
         ok[flow[arrival & ~sc.decidable[rows + a]]] = False
-        order = np.lexsort((rows, flow))  # by flow, then row
+        order = np.argsort(flow, kind="stable")  # by flow, then row (`rows` ascend)
         delta = np.where(arrival, 1, -1)[order]
         running = np.cumsum(delta)
         starts = np.searchsorted(flow[order], np.arange(count))
@@ -229,14 +234,12 @@ class SocketWalk:
 
     def _not_pending(self, ok: np.ndarray, uniq: np.ndarray) -> None:
         conns, datagrams = self.hs.host.pending()
-        for udp, flows in ((False, conns), (True, datagrams)):
-            for flow in flows:
-                key = self.sc.key_of(udp, flow)
-                if key is None:
-                    continue
-                at = int(np.searchsorted(uniq, key))
-                if at < len(uniq) and uniq[at] == key:
-                    ok[at] = False
+        keys = [key for udp, flows in ((False, conns), (True, datagrams)) for flow in flows
+                if (key := self.sc.key_of(udp, flow)) is not None]
+        if keys:
+            held = np.array(keys, dtype=np.int64)
+            at = np.minimum(np.searchsorted(uniq, held), len(uniq) - 1)
+            ok[at[uniq[at] == held]] = False
 
     def _payloads_agree(self, ok: np.ndarray, rows: np.ndarray, flow: np.ndarray,
                         order: np.ndarray, arrival: np.ndarray) -> None:
@@ -267,14 +270,19 @@ class SocketWalk:
         it) the routes of its closed arrivals, which fall back to `ordered` where none decides."""
         a, b, sc, cols = self.a, self.b, self.sc, self.cols
         dicts = cols.rows_of(a, b)
-        kinds = kind.tolist()
-        decidable = sc.decidable[a:b].tolist()
-        hashes, cpus, seqs = cols.hash[a:b].tolist(), cols.cpu[a:b].tolist(), cols.seq[a:b].tolist()
-        dests = (sc.laddr[a:b] * 65536 + sc.lport[a:b]).tolist()
+        dest = sc.laddr[a:b] * 65536 + sc.lport[a:b]
+        at = ordered + a
+        arriving = ((kind[ordered] == SYN) | (kind[ordered] == DATAGRAM)) & sc.decidable[at]
+        queueable = dict(zip(ordered[arriving].tolist(), zip(
+            kind[ordered][arriving].tolist(), dest[ordered][arriving].tolist(),
+            cols.hash[at][arriving].tolist(), cols.cpu[at][arriving].tolist(),
+            cols.seq[at][arriving].tolist())))
         epochs = int(epoch[-1]) + 1
         arrival_bounds = np.searchsorted(epoch[arrivals], np.arange(epochs + 1)).tolist()
         ordered_bounds = np.searchsorted(epoch[ordered], np.arange(epochs + 1)).tolist()
-        arrival_list, ordered_list = arrivals.tolist(), ordered.tolist()
+        ordered_list = ordered.tolist()
+        arrival_key = (kind[arrivals].astype(np.int64) * (dest.max() + 1 if len(dest) else 1)
+                       + dest[arrivals])
         self.route_of = np.full(len(arrivals), -1, dtype=np.int64)
         flows = np.full(len(kind), -1, dtype=np.int64)
         flows[rows] = flow_of_row
@@ -285,26 +293,48 @@ class SocketWalk:
                 self._one(todo[0], dicts[todo[0]])
                 todo = todo[1:]
             routes.clear()
-            fallback = set()
-            for j in range(arrival_bounds[e], arrival_bounds[e + 1]):
-                r = arrival_list[j]
-                route = self._route(routes, kinds[r], dests[r], r)
-                if route is None:
-                    fallback.add(int(flows[r]))
-                else:
-                    self.route_of[j] = route
-            if fallback:
-                todo = self._fall_back(todo, fallback, flows, in_closed, e, epoch)
+            lo, hi = arrival_bounds[e], arrival_bounds[e + 1]
+            if hi > lo:
+                fallback = self._tag(lo, hi, arrivals, arrival_key, kind, dest, flows, routes)
+                if fallback:
+                    todo = self._fall_back(todo, fallback, flows, in_closed, e, epoch)
             for r in todo:
-                k = kinds[r]
-                if (k == SYN or k == DATAGRAM) and decidable[r]:
-                    route = self._route(routes, k, dests[r], r)
+                values = queueable.get(r)
+                if values is not None:
+                    k, d, hash, cpu, seq = values
+                    route = self._route(routes, k, d, r)
                     if route is not None:
-                        self._queue(r, k, self.routes[route], hashes[r], cpus[r], seqs[r])
+                        self._queue(r, k, self.routes[route], hash, cpu, seq)
                         continue
                 self._one(r, dicts[r])
         self._sync_cpu(b - a)
         self._decide_closed(arrivals, flows, in_closed, kind)
+
+    def _tag(self, lo: int, hi: int, arrivals: np.ndarray, key: np.ndarray, kind: np.ndarray,
+             dest: np.ndarray, flows: np.ndarray, routes: dict) -> set[int]:
+        """Closed arrivals `lo:hi` of one epoch: the route of each; returns the flows of those
+        no route decides."""
+        fallback: set[int] = set()
+        if hi - lo <= FEW:
+            for j in range(lo, hi):
+                r = int(arrivals[j])
+                route = self._route(routes, int(kind[r]), int(dest[r]), r)
+                if route is None:
+                    fallback.add(int(flows[r]))
+                else:
+                    self.route_of[j] = route
+            return fallback
+        keys, first, inverse = np.unique(key[lo:hi], return_index=True, return_inverse=True)
+        found = np.empty(len(keys), dtype=np.int64)
+        for u, j in enumerate(first.tolist()):
+            r = int(arrivals[lo + j])
+            route = self._route(routes, int(kind[r]), int(dest[r]), r)
+            found[u] = -1 if route is None else route
+        tagged = found[inverse.reshape(-1)]
+        self.route_of[lo:hi] = tagged
+        if (tagged < 0).any():
+            fallback.update(flows[arrivals[lo:hi][tagged < 0]].tolist())
+        return fallback
 
     def _route(self, routes: dict, k: int, dest: int, r: int) -> int | None:
         key = (k, dest)
@@ -446,13 +476,13 @@ class SocketWalk:
         event = np.where(kind[rows] == ACCEPT, 0, 1)
         sk_hash_free = pa.array(expected, pa.int64())
         sink.add_rows(i, pa.RecordBatch.from_arrays([
-            _repeat(host, nrows), pa.array(self.cols.seq[i], pa.int64()),
-            _decode(event, pa.array(["accept", "recv"])),
+            repeated(host, nrows), pa.array(self.cols.seq[i], pa.int64()),
+            decoded(event, pa.array(["accept", "recv"])),
             _string(batch.column("laddr").take(take)), batch.column("lport").take(take),
             _string(batch.column("raddr").take(take)), batch.column("rport").take(take),
-            pa.array(self.cols.sk[i], pa.int64()), _decode(lab, pa.array(names, pa.string())),
+            pa.array(self.cols.sk[i], pa.int64()), decoded(lab, pa.array(names, pa.string())),
             pa.array(rid, pa.int64(), mask=rid < 0), sk_hash_free, sk_hash_free,
-            _repeat("match", nrows), _decode(reason, pa.array(list(REASONS))),
+            repeated("match", nrows), decoded(reason, pa.array(list(REASONS))),
             pa.nulls(nrows, pa.string()),
         ], schema=DECISION_SCHEMA))
 
@@ -485,20 +515,16 @@ class SocketWalk:
         host.seq, host.net.cpu = saved_seq, saved_cpu
 
 
+def _valid(column: pa.Array) -> np.ndarray:
+    return column.is_valid().to_numpy(zero_copy_only=False)
+
+
 def _ints(column: pa.Array) -> np.ndarray:
     if column.null_count == len(column):
         return np.full(len(column), -1, dtype=np.int64)
     return pc.fill_null(column, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _repeat(value: str, n: int) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
-                                          pa.array([value])).cast(pa.string())
-
-
-def _decode(indices: np.ndarray, dictionary: pa.Array) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(indices).astype(np.int32)),
-                                          dictionary).cast(pa.string())
 
 
 def _string(column: pa.Array) -> pa.Array:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tracekit.replay import fast
-from tracekit.replay.decision import DECISION_SCHEMA
+from tracekit.replay.decision import DECISION_SCHEMA, decoded, repeated
 from tracekit.replay.state import Faithful, HostState, Snapshot
 from tracekit.replay.stretch import SocketColumns, SocketWalk
 
@@ -100,13 +100,9 @@ class Columns:
         return [dict(zip(COLUMNS, values)) for values in zip(*columns)]
 
     def rows_of(self, a: int, b: int) -> RowSource:
-        """Rows `a:b` as dicts on demand, each column converted once (for walks that need
-        most rows of a range as dicts, but not in one go)."""
-        part = self.batch.slice(a, b - a)
-        n = b - a
-        nothing = [None] * n
-        return RowSource([nothing if (column := part.column(name)).null_count == n
-                          else _pylist(column) for name in COLUMNS])
+        """Rows `a:b` as dicts on demand (for walks that need many rows of a range as dicts,
+        but not in one go): converted a block of rows at a time, on first use."""
+        return RowSource(self.batch.slice(a, b - a))
 
     def select_row(self, i: int) -> dict[str, Any]:
         """Bulk row `i` as the dict the per-row path reads."""
@@ -117,13 +113,26 @@ class Columns:
 
 
 class RowSource:
-    """Rows of a range as the dicts the per-row path reads (`Columns.rows_of`)."""
+    """Rows of a range as the dicts the per-row path reads (`Columns.rows_of`), each block of
+    `BLOCK` rows converted column by column when one of its rows is first asked for."""
 
-    def __init__(self, columns: list[list[Any]]) -> None:
-        self.columns = columns
+    BLOCK = 4096
+
+    def __init__(self, part: pa.RecordBatch) -> None:
+        self.part = part
+        self.blocks: dict[int, list[list[Any]]] = {}
 
     def __getitem__(self, r: int) -> dict[str, Any]:
-        return dict(zip(COLUMNS, [column[r] for column in self.columns]))
+        block, i = divmod(r, self.BLOCK)
+        columns = self.blocks.get(block)
+        if columns is None:
+            rows = self.part.slice(block * self.BLOCK, self.BLOCK)
+            n = rows.num_rows
+            nothing = [None] * n
+            columns = self.blocks[block] = [
+                nothing if (column := rows.column(name)).null_count == n else _pylist(column)
+                for name in COLUMNS]
+        return dict(zip(COLUMNS, [column[i] for column in columns]))
 
 
 class Walk:
@@ -327,11 +336,12 @@ class Walk:
         nulls_s, nulls_i = pa.nulls(n, pa.string()), pa.nulls(n, pa.int32())
         expected_array = pa.array(expected, pa.int64())
         return pa.RecordBatch.from_arrays([
-            _repeat(self.hs.name, n), pa.array(self.cols.seq[rows], pa.int64()), _repeat(SELECT, n),
+            repeated(self.hs.name, n), pa.array(self.cols.seq[rows], pa.int64()),
+            repeated(SELECT, n),
             nulls_s, nulls_i, nulls_s, nulls_i, pa.array(self.cols.sk[rows], pa.int64()),
-            _decode(label_of[snap], pa.array(names, pa.string())),
+            decoded(label_of[snap], pa.array(names, pa.string())),
             pa.array(rid, pa.int64(), mask=rid < 0), expected_array, expected_array,
-            _repeat("match", n), _decode(reason, REASONS), nulls_s,
+            repeated("match", n), decoded(reason, REASONS), nulls_s,
         ], schema=DECISION_SCHEMA)
 
 
@@ -442,11 +452,3 @@ def _values(column: pa.Array, fill: int, dtype) -> tuple[np.ndarray, np.ndarray 
     return pc.fill_null(column, fill).to_numpy(zero_copy_only=False).astype(dtype, copy=False), valid
 
 
-def _repeat(value: str, n: int) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
-                                          pa.array([value])).cast(pa.string())
-
-
-def _decode(indices: np.ndarray, dictionary: pa.Array) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(indices.astype(np.int32)),
-                                          dictionary).cast(pa.string())

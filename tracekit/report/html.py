@@ -16,6 +16,7 @@ from tracekit.report.timeline_chart import membership_html
 from tracekit.report.view import (
     ReportView,
     busiest_gone,
+    split_groups,
     format_flow,
     format_sk,
     ordered_load,
@@ -189,7 +190,8 @@ def _groups(view: ReportView) -> list[str]:
     """Each group's section; the first `MAX_TIMELINES` groups with a timeline get its chart."""
     frames = group_frames(view.timeline)
     parts, charted, skipped = [], 0, 0
-    for group in view.summary.get("groups") or []:
+    detailed, rest = split_groups(view.summary.get("groups") or [])
+    for group in detailed:
         key = (str(group.get("host")), str(group.get("group")))
         rows = frames.get(key)
         timeline = ""
@@ -204,6 +206,13 @@ def _groups(view: ReportView) -> list[str]:
     if skipped:
         parts.append(f'<p class="dim">Timelines of {skipped} more groups are not drawn; '
                      f"<code>Replay.timeline()</code> has every change.</p>")
+    if rest:
+        rows = ([escape(str(g.get("host"))), f"<code>{escape(str(g.get('group')))}</code>",
+                 *(str(int(g.get(c, 0))) for c in _COUNT_COLUMNS), str(len(g.get("socks") or []))]
+                for g in rest)
+        parts.append(f"<h3>{len(rest)} more groups</h3>\n" + _table(
+            ("host", "group", *_COUNT_COLUMNS, "live sockets"), rows,
+            (False, False, True, True, True, True, True)))
     return parts
 
 

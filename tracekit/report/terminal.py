@@ -21,6 +21,7 @@ from tracekit.report.gating import balance_line, terminal_sections
 from tracekit.report.view import (
     ReportView,
     busiest_gone,
+    split_groups,
     describe_decision,
     format_sk,
     ordered_load,
@@ -49,8 +50,11 @@ def render_replay(replay: Any, *, max_mismatches: int = 10, explain: bool = True
     if groups:
         parts.append(Text("\nGroups", style="bold"))
         frames = group_frames(view.timeline)
+        detailed, rest = split_groups(groups)
         parts += [_group(group, frames.get((str(group.get("host")), str(group.get("group")))))
-                  for group in groups]
+                  for group in detailed]
+        if rest:
+            parts.append(_more_groups(rest))
     parts += _mismatches(view, max_mismatches, explain)
     parts += _unknown_reasons(view.summary)
     return Group(*parts)
@@ -117,6 +121,21 @@ def _hosts(summary: Mapping[str, Any]) -> list[RenderableType]:
     for host in sorted(hosts):
         table.add_row(Text(host), *_counts_row(hosts[host]))
     return [table]
+
+
+def _more_groups(groups: list[Mapping[str, Any]]) -> Table:
+    """One line per group past the detailed ones."""
+    table = Table(title=f"{len(groups)} more groups", title_justify="left", title_style="bold",
+                  box=box.SIMPLE_HEAD)
+    table.add_column("host")
+    table.add_column("group")
+    for column in _COUNT_COLUMNS:
+        table.add_column(column, justify="right")
+    table.add_column("live", justify="right")
+    for group in groups:
+        table.add_row(str(group.get("host")), str(group.get("group")), *_counts_row(group),
+                      str(len(group.get("socks") or [])))
+    return table
 
 
 def _group(group: Mapping[str, Any], timeline: Any = None) -> RenderableType:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,8 @@ __all__ = [
     "count_reasons",
     "rank_counts",
     "busiest_gone",
+    "split_groups",
+    "GROUPS_DETAILED",
 ]
 
 _RECORD_FIELDS = (
@@ -190,6 +192,17 @@ def ordered_load(group: Mapping[str, Any]) -> list[tuple[int, int, str]]:
 
 
 GONE_SHOWN = 10
+GROUPS_DETAILED = 24
+
+
+def split_groups(groups: Sequence[Mapping[str, Any]], limit: int = GROUPS_DETAILED
+                 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """The groups a report details (the first `limit`, and every group with a mismatch) and
+    those it sums up one line each, so that a fleet of hundreds of groups stays readable."""
+    detailed, rest = [], []
+    for index, group in enumerate(groups):
+        (detailed if index < limit or int(group.get("mismatched", 0)) else rest).append(group)
+    return detailed, rest
 
 
 def busiest_gone(rows: list[tuple[int, int, str]], shown: int = GONE_SHOWN) -> tuple[list, list]:

@@ -96,7 +96,7 @@ class _Flow:
         self.waiting: dict[int | None, deque[_Arrival]] = {}
         self.size = 0
         self.deferred: list[_Holder] = []
-        self.matched: deque[_Holder] = deque(maxlen=MATCHES)
+        self.matched: deque[_Holder] | None = None  # once the flow has a deferred recv
 
     def take(self, queue: deque[_Arrival]) -> _Arrival:
         self.size -= 1
@@ -150,7 +150,7 @@ class _Flow:
 
     def _exchange(self, before: int, predicted: Any, seen: set[int],
                   depth: int) -> tuple[_Arrival, list] | None:
-        for holder in [*self.deferred, *self.matched]:
+        for holder in [*self.deferred, *(self.matched or ())]:
             arrival = holder.arrival
             if (arrival is None or id(holder) in seen or arrival.order > before
                     or (predicted is not _ANY and arrival.predicted != predicted)):
@@ -186,7 +186,7 @@ class _Flow:
             chosen = min(found, key=lambda a: (rank.get(a.predicted, 2), a.order))
             self.remove(chosen)
             return chosen
-        for holder in [*self.deferred, *self.matched]:
+        for holder in [*self.deferred, *(self.matched or ())]:
             arrival = holder.arrival
             if arrival is None or arrival.payload != payload:
                 continue
@@ -230,6 +230,8 @@ class Pairing:
             arrival = self._own(entry, sk)
             # a match a deferred recv may need to trade with, unless its bytes named it
             if arrival is not None and entry.deferred and arrival.predicted == sk:
+                if entry.matched is None:
+                    entry.matched = deque(maxlen=MATCHES)
                 entry.matched.append(_Holder(self.clock, sk, None, arrival, deferred=False))
         if arrival is not None:
             self._forget_if_done(flow, entry)
@@ -273,7 +275,7 @@ class Pairing:
                             entry.put_back(arrival)
                         held.arrival = arrival = better
                 out.append((held.order, held.token, arrival.item if arrival is not None else None))
-            entry.deferred, entry.matched = [], deque(maxlen=MATCHES)
+            entry.deferred, entry.matched = [], None
         out.sort(key=lambda t: t[0])
         return [(token, item) for _order, token, item in out]
 

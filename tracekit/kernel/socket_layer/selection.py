@@ -57,6 +57,7 @@ class Pick:
     dropped: bool = False
     seq: int | None = None
     migrated_from: tuple[int, int | None, int | None] | None = None  # (closed sk, seq, cpu)
+    detail: str | None = None  # what exactly the trace lacks, when `unknown` can say more
 
 
 _PICK_FIELDS = frozenset(f.name for f in fields(Pick))
@@ -153,8 +154,9 @@ def select_traced(sk: Sock, hash: int | None, skb: Skb | None, hdr_len: int,
     if prog is not None and skb is not None and prog.type != BPF_PROG_TYPE_SK_REUSEPORT:
         try:
             cbpf_index = cbpf.bpf_prog_run(prog.insns, skb)
-        except cbpf.Unknown:
-            return _Unknown(), replace_pick(base, unknown="cbpf-unknown", reason="cbpf")
+        except cbpf.Unknown as why:
+            return _Unknown(), replace_pick(base, unknown="cbpf-unknown", reason="cbpf",
+                                            detail=str(why))
         base = replace_pick(base, cbpf_index=cbpf_index)
         if cbpf_index < reuse.num_socks:
             chosen = reuse.socks[cbpf_index]
