@@ -134,11 +134,15 @@ def main() -> None:
     by_first = {run[0]: sum(rows_of[h] for h in run) for run in runs}
     durations, rows = [], []
     for task in stream:
-        first = str(task["key"]).split("-", 3)[-1]
+        first = str(task["key"]).rsplit("-", 1)[0].split("-", 3)[-1]  # tracekit-replay-I-HOST-CALL
         span = [s for s in task["startstops"] if s["action"] == "compute"]
         if first in by_first and span:
             durations.append(span[0]["stop"] - span[0]["start"])
             rows.append(by_first[first])
+    print(f"read_table {read.seconds:.2f} s; single-process {single.seconds:.2f} s; --dask local "
+          f"{dask.seconds:.2f} s; running cluster {warm:.2f} s; identical {identical}", flush=True)
+    if not durations:
+        sys.exit("no task of the replay in Dask's task stream")
     fixed, per_row = fit(durations, rows)
     import pyarrow.parquet as pq
 
