@@ -113,7 +113,8 @@ class DecisionSink:
         stats = None
         if d.group is not None:
             stats = self.group(d.host, d.group, d.reuseport_id, None, reuse)
-            if d.expected >= 0 and d.verdict != "unknown":
+            # a `ret` decision's expected value is a return code, not a socket: no load
+            if d.expected >= 0 and d.verdict != "unknown" and d.reason != "ret":
                 stats.load[str(d.expected)] += 1
             if d.observed < 0 and d.event in RESET_EVENTS:
                 stats.resets += 1
