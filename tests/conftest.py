@@ -6,6 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# CI machines are shared and noisy: a Hypothesis example that runs slowly is not a failure (speed
+# is measured in benchmarks/, never in tests), so no per-example deadline and no too-slow check.
+settings.register_profile("tracekit", deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tracekit")
 
 REPO = Path(__file__).resolve().parents[1]
 BASIC_JSONL = REPO / "fixtures" / "handwritten" / "basic.jsonl"
