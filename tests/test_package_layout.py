@@ -33,7 +33,7 @@ def _imported_packages(path: Path) -> set[str]:
 
 def test_flow_names_every_package():
     on_disk = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    assert on_disk == set(FLOW)
+    assert on_disk == set(FLOW), f"place {sorted(on_disk ^ set(FLOW))} in FLOW (and in the README's package layout)"
 
 
 @pytest.mark.parametrize("package", FLOW)
