@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pytest
 
-from tracekit.capture.simulate import simulate
+from tracekit.simulator.api import simulate
 from tracekit.replay.api import replay
 from tracekit.replay.distributed import local_cluster, merge_replays, replay_on_dask
 from tracekit.report.json import summary_json
