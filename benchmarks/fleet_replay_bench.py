@@ -4,15 +4,22 @@ On the fleet benchmark data (`fleet_trace.py`: about 1M real-kernel socket-layer
 hosts), each in a fresh subprocess: `pyarrow.parquet.read_table` of the file (the anchor),
 `tracekit replay TRACE` single-process, and `tracekit replay TRACE --dask local` (a LocalCluster
 with one single-threaded worker process per CPU, started inside the command: `local_cluster`).
-Then, in this process, against a cluster already running with the same workers: `replay_on_dask` with Dask's
-task stream recorded (start and end of every task on its worker) and a round of no-op tasks
-(the scheduler's cost per task). Every replay's `--json` summary must be byte-identical.
+Then, in this process, against a cluster already running with the same workers: `replay_on_dask`
+with Dask's task stream recorded (start and end of every task on its worker); afterwards a round
+of no-op tasks (the scheduler's cost per task) and tasks of the smallest host alone (a task's
+fixed cost). Every replay's `--json` summary must be byte-identical.
 
 From those measurements it simulates W workers (`simulate`): the planner's tasks for W workers
 (`plan_tasks`), each costing the fitted ``fixed + per_row * rows`` plus re-reading any row group
 another task also reads, list-scheduled in submission order; plus the scheduler's cost per task,
 the client's serial work (planning, merging) and, past one machine, moving each task's result
 over the network (``--network-mbps``). A model, not a measurement: it says where the curve bends.
+Its speed-ups are given over the measured single process and over its own one worker (the same
+costs, so the machine's load while the single process ran does not enter).
+
+Each step runs ``--rounds`` times (default 2), interleaved, and the fastest run of each counts; the
+CPU seconds (user + system of the step's processes, workers included) show what a run cost where
+other work on the machine stretched its wall time, and the load average is printed per round.
 
     python benchmarks/fleet_replay_bench.py                 # 600 hosts, 2 workers here
     python benchmarks/fleet_replay_bench.py --hosts 60      # a smoke run
@@ -231,13 +238,14 @@ def main() -> None:
           f"{costs.per_row * 1e6:.1f} us/row (over {len(durations)} tasks); scheduler "
           f"{costs.scheduler * 1e3:.1f} ms/task; client serial {costs.serial * 1e3:.0f} ms; re-read "
           f"{costs.per_group_read * 1e3:.0f} ms/row group; result {costs.result_bytes / 1e3:.0f} kB/task")
-    print("\n| workers | tasks | predicted s | predicted speed-up over single-process |")
-    print("|---:|---:|---:|---:|")
+    print("\n| workers | tasks | predicted s | predicted speed-up over single-process | over 1 worker (model) |")
+    print("|---:|---:|---:|---:|---:|")
+    alone = simulate(hosts, 1, costs, None)
     for workers in (1, 2, 4, 8, 16, 32, 64):
         network = args.network_mbps if workers > args.workers else None
         predicted = simulate(hosts, workers, costs, network)
         count = len(plan_tasks(hosts, task_count(workers, sum(rows_of.values()), len(hosts))))
-        print(f"| {workers} | {count} | {predicted:.2f} | {single_s / predicted:.2f}x |")
+        print(f"| {workers} | {count} | {predicted:.2f} | {single_s / predicted:.2f}x | {alone / predicted:.2f}x |")
     if not identical:
         sys.exit("the Dask summaries differ from the single-process summary")
 

@@ -189,10 +189,12 @@ def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
     """Replay a trace in Dask tasks of whole hosts (`plan_tasks`) and merge the results.
 
     `client` is a `distributed.Client`, a scheduler address (``tcp://host:8786``), or ``"local"``
-    for a LocalCluster on this machine (one single-threaded worker process per CPU). Workers must
-    reach `trace_path` (a shared filesystem or the same machine). `tasks` overrides the number of
-    tasks (default `task_count` of the cluster's worker threads). `progress(hosts_done,
-    hosts_total)` is called as tasks finish.
+    for a `local_cluster` on this machine (one single-threaded worker process per CPU, forked
+    from this one). Workers must reach `trace_path` (a shared filesystem or the same machine).
+    `tasks` overrides the number of tasks (default `task_count` of the cluster's worker threads).
+    `progress(hosts_done, hosts_total)` is called as tasks finish. ``profile="fit"`` fits in tasks
+    too (every profile over every run of hosts, the counts summed: `best_fit`), then replays
+    under the profile it names; the summary says why, as `replay` does.
 
     A worker lost in the middle costs only time: Dask runs its hosts again on the others (a
     replay of hosts is a pure function of the file), and the merge is the same. When the cluster
