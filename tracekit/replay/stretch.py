@@ -39,7 +39,7 @@ from tracekit.kernel.socket_layer.addresses import normal_ip, parse_ip
 from tracekit.kernel.socket_layer.host import Flow, Socket
 from tracekit.kernel.socket_layer.selection import Pick, prog_label, replace_pick
 from tracekit.kernel.sock_reuseport import SockReuseport
-from tracekit.replay import fast
+from tracekit.replay import fast, ports
 from tracekit.replay.decision import DECISION_SCHEMA, decoded, repeated
 from tracekit.replay.history import HistoryView
 from tracekit.replay.state import Faithful, HostState
@@ -90,9 +90,12 @@ class SocketColumns:
                              _valid(batch.column("sk")) | (kind == RESET))
         self.kind = np.where(has_flow, kind, 0).astype(np.int8)
         decidable = cpu_valid if hash_valid is None else hash_valid & cpu_valid
+        self.hash_valid = np.ones(n, dtype=bool) if hash_valid is None else hash_valid
+        self.cpu_known = cpu_valid & (cpu >= 0) & (cpu < fast.CPU_LIMIT)
         self.decidable = decidable & (cpu >= 0) & (cpu < fast.CPU_LIMIT)
         self.batch = batch
         self._sk_hash: list | None = None
+        self._payload: list | None = None
 
     def sk_hash(self, i: int) -> int | None:
         if self._sk_hash is None:
@@ -100,7 +103,9 @@ class SocketColumns:
         return self._sk_hash[i]
 
     def payload(self, i: int) -> bytes | None:
-        return self.batch.column("payload")[i].as_py()
+        if self._payload is None:
+            self._payload = self.batch.column("payload").to_pylist()
+        return self._payload[i]
 
     def text(self, name: str, i: int) -> str | None:
         """Row `i`'s `laddr` or `raddr` as the trace spells it."""
@@ -178,6 +183,11 @@ class Route:
         self.reach = cbpf.payload_reach(reuse.prog.insns) if reuse.prog is not None else None
         self.classic: dict[Any, int | None] = {}
 
+    def chosen(self, hash: int, cpu: int) -> int:
+        """The socket `pick` chooses (`fast.NO_SOCKET` for none)."""
+        table = self.tables[self.cpu_row.get(cpu, 0)] if self.by_cpu else self.tables[0]
+        return table[(hash * self.n) >> 32]
+
     def pick(self, hash: int, cpu: int, seq: int) -> Pick:
         """What `select_traced` and `Host._label_pick` give an arrival with this hash and CPU."""
         start = (hash * self.n) >> 32
@@ -231,6 +241,7 @@ class SocketWalk:
         self.routes: list[Route] = []  # the routes this walk used
         self.index_of: dict[int, int] = {}  # id(route) -> its index in `routes`
         self.done = -1  # the last row (relative) replayed or queued in order
+        self.ports: dict[tuple[int, int], ports.PortMemo | None] = {}  # since the last `_one`
         self._cpu_rows: list[int] | None = None
 
     # -- the plan ---------------------------------------------------------------------------------
@@ -365,6 +376,8 @@ class SocketWalk:
                     if route is not None and self._queue(r, k, self.routes[route], hash, cpu,
                                                          seq):
                         continue
+                if k == DATAGRAM and self._deliver(r):
+                    continue
                 self._one(r, dicts[r])
         self._sync_cpu(b - a)
         self._decide_closed(arrivals, flows, in_closed, kind)
@@ -444,9 +457,32 @@ class SocketWalk:
 
     def _one(self, r: int, row: dict) -> None:
         """Row `r` through the faithful path, the namespace's CPU as the per-row path leaves it."""
+        self.ports.clear()  # a row replayed one by one may change any port
         self._sync_cpu(r)
         self.engine.row(self.hs, row, r + self.a)
         self.done = r
+
+    def _deliver(self, r: int) -> bool:
+        """A datagram no hash route decides, delivered by its port's memoized lookup
+        (`tracekit.replay.ports`); False (nothing done) where the port has none."""
+        sc, cols, hs, i = self.sc, self.cols, self.hs, r + self.a
+        if not sc.cpu_known[i]:
+            return False
+        dest = (int(sc.laddr[i]), int(sc.lport[i]))
+        memo = self.ports.get(dest, ports.NO_MEMO)
+        if memo is ports.NO_MEMO:
+            memo = self.ports[dest] = ports.memo_of(hs.ports, hs.host, sc.addresses[dest[0]],
+                                                    dest[1], self._known_route)
+        if memo is None:
+            return False
+        host, seq, cpu = hs.host, int(cols.seq[i]), int(cols.cpu[i])
+        host.seq = seq
+        host.net.cpu = cpu
+        self.done = r
+        flow = (sc.addresses[dest[0]], dest[1], sc.addresses[int(sc.raddr[i])], int(sc.rport[i]))
+        memo.deliver(host, flow, int(cols.hash[i]) if sc.hash_valid[i] else None, cpu, seq,
+                     sc.payload(i))
+        return True
 
     def _observe(self, r: int, k: int) -> None:
         """Observation row `r` (relative) as the per-row path takes it: paired by the host's
