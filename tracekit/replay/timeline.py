@@ -164,6 +164,8 @@ class Timeline:
     def _flush(self, pending: _Pending, final: bool) -> None:
         for rid, (reuse, label, old) in list(pending.groups.items()):
             new = _members(reuse)
+            if not final and new == old:
+                continue  # between two migrations of one close: nothing moved, nothing renamed
             freed = reuse.num_socks + reuse.num_closed_socks == 0
             now_label = label if freed else (pending.label_of(reuse) or label)
             if new != old:
