@@ -2,13 +2,13 @@
 connections), without running the lookup for each: its answer, memoized on what it reads.
 
 `Host.udp_lookup` for a datagram reads the port's sockets and groups (`port_state`), the CPU,
-the hash (through each group's selection: only the socket it picks matters to the rest of the
-walk, `udp_rescore` included), and the datagram's source only where a connected socket compares
-it with its peer (`source_matches`); the payload only where a program runs, and a port with a
-program is never memoized. So the answer for one datagram is the answer for every other with
-the same state, CPU, picks and matching peers: the socket and the pick, which is either the
-group's selection pick for this hash (a `Route` gives it) or a pick without a hash (`connected`,
-`lookup`) that only its `seq` tells apart.
+the hash and the packet (through each group's selection: only the socket it picks matters to
+the rest of the walk, `udp_rescore` included; a classic program's answer is part of the key, an
+eBPF program's port is never memoized), and the datagram's source only where a connected socket
+compares it with its peer (`source_matches`). So the answer for one datagram is the answer for
+every other with the same state, CPU, picks and matching peers: the socket and the pick, which
+is either the group's selection pick for this datagram (its `Route` gives it) or a pick without
+a hash (`connected`, `lookup`) that only its `seq` tells apart.
 
 The first datagram of each key runs the lookup itself, and its answer is memoized only if
 rebuilding it from the memo gives the same socket and the same pick; every other answer (a drop,
@@ -20,6 +20,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 from typing import Any, Callable
 
+from tracekit.kernel.bpf import BPF_PROG_TYPE_SK_REUSEPORT
 from tracekit.kernel.sock import Sock
 from tracekit.kernel.socket_layer.addresses import ANY, ip_text, parse_ip, v4_view, v6_view
 from tracekit.kernel.socket_layer.host import Flow, Host, Socket
@@ -27,7 +28,7 @@ from tracekit.kernel.socket_layer.selection import Pick, replace_pick
 
 __all__ = ["PortMemo", "port_state", "source_matches"]
 
-HASH_REASONS = frozenset({"hash", "established-skip", "incoming-cpu"})
+HASH_REASONS = frozenset({"hash", "established-skip", "incoming-cpu", "cbpf"})
 FIXED_REASONS = frozenset({"connected", "lookup"})
 NO_MEMO = ("no-memo",)
 
@@ -54,14 +55,14 @@ def port_state(host: Host, laddr: str, lport: int) -> tuple[tuple, list[Socket],
     """What `udp_lookup` reads of the host for a datagram to laddr:lport, but the
     `sk_incoming_cpu` of connected sockets (a datagram delivered to one changes it): a key,
     the connected sockets, and one member of each group. None where a program makes the
-    datagram's bytes matter."""
+    datagram matter beyond its bytes (an eBPF program)."""
     daddr = parse_ip(laddr)
     scanned = _scanned(host, daddr, lport)
     heads: dict[int, Socket] = {}
     for s in scanned:
         reuse = s.sk.sk_reuseport_cb
         if reuse is not None:
-            if reuse.prog is not None:
+            if reuse.prog is not None and reuse.prog.type == BPF_PROG_TYPE_SK_REUSEPORT:
                 return None
             heads.setdefault(id(reuse), s)
     sockets = {id(s): s for s in scanned}
@@ -80,7 +81,7 @@ def port_state(host: Host, laddr: str, lport: int) -> tuple[tuple, list[Socket],
                        tuple([(m.sk_id, m.sk_state, None if peer else m.sk_incoming_cpu)
                               for m, peer in zip(members, peers)]),
                        tuple([m.sk_id for m in reuse.closed()]), reuse.incoming_cpu,
-                       reuse.has_conns, host.label_of(reuse)))
+                       reuse.has_conns, host.label_of(reuse), id(reuse.prog)))
     owners = tuple([(sk_id, id(host.socks.get(sk_id)))
                     for sk_id in sorted({s.sk.sk_id for s in sockets.values()})])
     key = (laddr, lport, host.bound, host.labelled, tuple(id(s) for s in scanned),
@@ -111,44 +112,65 @@ class PortMemo:
         self.routes = routes  # a `Route` per group (None: an empty group)
         self.answers: dict[tuple, tuple] = {}
 
-    def key(self, flow: Flow, hash: int | None, cpu: int) -> tuple:
+    def key(self, flow: Flow, hash: int | None, cpu: int, payload: bytes | None) -> tuple:
         saddr = parse_ip(flow[2])
         matches = tuple([source_matches(s, saddr, flow[3], self.v4) for s in self.connected])
         cpus = tuple([s.sk.sk_incoming_cpu for s in self.connected])
-        picked = None if hash is None else tuple(
-            [-2 if route is None else route.chosen(hash, cpu) for route in self.routes])
+        picked = tuple([_picked(route, flow, hash, cpu, payload) for route in self.routes])
         return matches, cpus, picked, cpu
 
     def deliver(self, host: Host, flow: Flow, hash: int | None, cpu: int, seq: int,
                 payload: bytes | None) -> None:
         """`Host.datagram` for this datagram, with `host.seq` and `host.net.cpu` set."""
-        key = self.key(flow, hash, cpu)
+        key = self.key(flow, hash, cpu, payload)
         answer = self.answers.get(key)
         if answer is not None and answer is not NO_MEMO:
             kind, value = answer
-            pick = (self.routes[value].pick(hash, cpu, seq) if kind == "group"
-                    else replace_pick(value, seq=seq))
+            pick = (_rebuilt(self.routes[value], flow, hash, cpu, seq, payload)
+                    if kind == "group" else replace_pick(value, seq=seq))
             host.queue_datagram(flow, host.socks[pick.sk], pick, cpu, payload)
             return
         chosen, pick = host.udp_lookup(flow, hash, cpu, payload)
         placed = host.place_datagram(flow, chosen, pick, cpu, payload)
         if answer is None:
-            self.answers[key] = self._answer(chosen, placed, hash, cpu, seq)
+            self.answers[key] = self._answer(chosen, placed, flow, hash, cpu, seq, payload)
 
-    def _answer(self, chosen: Any, placed: Pick, hash: int | None, cpu: int,
-                seq: int) -> tuple:
+    def _answer(self, chosen: Any, placed: Pick, flow: Flow, hash: int | None, cpu: int,
+                seq: int, payload: bytes | None) -> tuple:
         """How to rebuild `placed` for another datagram of the same key, if it can be."""
         if not isinstance(chosen, Sock) or placed.sk != chosen.sk_id:
             return NO_MEMO
         if placed.reason in FIXED_REASONS and placed.hash is None:
             return ("fixed", placed)
-        if placed.reason in HASH_REASONS and hash is not None:
+        if placed.reason in HASH_REASONS and (hash is not None or placed.reason == "cbpf"):
             for g, route in enumerate(self.routes):
                 if route is not None and route.reuseport_id == placed.reuseport_id \
                         and route.slot_of.get(placed.sk) is not None \
-                        and route.pick(hash, cpu, seq) == placed:
+                        and _rebuilt(route, flow, hash, cpu, seq, payload) == placed:
                     return ("group", g)
         return NO_MEMO
+
+
+def _picked(route: Any, flow: Flow, hash: int | None, cpu: int,
+            payload: bytes | None) -> Any:
+    """What of one group's selection the lookup's answer depends on: the index a classic
+    program returns, where it names a socket, else the socket the hash picks."""
+    if route is None:
+        return -2  # an empty group selects nothing
+    if route.prog is not None:
+        index = route.cbpf_index(flow, payload, cpu)
+        if index is None or index < route.n:
+            return ("cbpf", index)
+    return -3 if hash is None else route.chosen(hash, cpu)
+
+
+def _rebuilt(route: Any, flow: Flow, hash: int | None, cpu: int, seq: int,
+             payload: bytes | None) -> Pick:
+    """The group's selection pick for this datagram, as `select_traced` and `_label_pick`
+    give it."""
+    if route.prog is not None:
+        return route.classic_pick(hash, cpu, seq, flow, payload)
+    return route.pick(hash, cpu, seq)
 
 
 def memo_of(cache: dict, host: Host, laddr: str, lport: int,
