@@ -110,10 +110,7 @@ def test_fleet_recording_with_moved_observations_and_payloads_agrees(
     rng = np.random.default_rng(seed)
 
     def change(frame):
-        observed = frame.index[frame.event.isin(["accept", "recv"])]
-        sockets = sorted(frame.sk.dropna().unique())
-        hit = observed[rng.random(len(observed)) < moved]
-        frame.loc[hit, "sk"] = rng.choice(sockets, size=len(hit))
+        _move_observations(frame, rng, moved)
         if payloads:
             datagrams = frame.index[frame.event == "datagram"]
             frame.loc[datagrams, "payload"] = [bytes(rng.integers(0, 256, 8, dtype=np.uint8))
@@ -130,6 +127,14 @@ def test_the_bulk_path_decides_closed_flows_of_a_recording(tmp_path, monkeypatch
     bulk, faithful = both_paths(WALK, tmp_path, monkeypatch)
     assert sum(seen) >= 10
     assert_same(bulk, faithful)
+
+
+def _move_observations(frame, rng, moved: float) -> None:
+    """Each `accept` and `recv` names another socket of the trace with probability `moved`."""
+    observed = frame.index[frame.event.isin(["accept", "recv"])]
+    sockets = sorted(frame.sk.dropna().unique())
+    hit = observed[rng.random(len(observed)) < moved]
+    frame.loc[hit, "sk"] = rng.choice(sockets, size=len(hit))
 
 
 def _rewrite(path: Path, out: Path, change) -> Path:
@@ -153,10 +158,7 @@ def test_recordings_with_moved_or_reordered_observations_agree(tmp_path_factory,
     rng = np.random.default_rng(seed)
 
     def change(frame):
-        observed = frame.index[frame.event.isin(["accept", "recv"])]
-        sockets = sorted(frame.sk.dropna().unique())
-        hit = observed[rng.random(len(observed)) < moved]
-        frame.loc[hit, "sk"] = rng.choice(sockets, size=len(hit))
+        _move_observations(frame, rng, moved)
         if socket_order:
             recv = (frame.event == "recv").to_numpy()
             run = np.cumsum(~recv)
