@@ -337,3 +337,60 @@ def test_decode_sock_filter_roundtrip():
 def test_running_an_unchecked_program_off_its_end_is_an_error():
     with pytest.raises(ValueError, match="check_classic"):
         bpf_prog_run((ld_imm(1),), FULL)
+
+
+# -- what a program reads: the key replays memoize its answer on -----------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tracekit.kernel.cbpf import SKF_AD_CPU, SKF_AD_PROTOCOL, payload_reach  # noqa: E402
+
+
+def test_payload_reach_of_fixed_loads():
+    assert payload_reach(((BPF_RET | BPF_K, 0, 0, 3),)) == (0, False)
+    assert payload_reach(((BPF_LD | BPF_H | BPF_ABS, 0, 0, 2), RET_A)) == (4, False)
+    cpu = (BPF_LD | BPF_W | BPF_ABS, 0, 0, u32(SKF_AD_OFF + SKF_AD_CPU))
+    assert payload_reach((cpu, (BPF_LDX | BPF_MSH, 0, 0, 9), (BPF_LD | BPF_LEN, 0, 0, 0),
+                          RET_A)) == (10, True)
+    # the headers (by a negative or an indirect offset): what it reads depends on the flow
+    assert payload_reach(((BPF_LD | BPF_B | BPF_ABS, 0, 0, u32(SKF_NET_OFF + 9)), RET_A)) is None
+    assert payload_reach(((BPF_LD | BPF_B | BPF_IND, 0, 0, 0), RET_A)) is None
+
+
+_LOADS = st.one_of(
+    st.builds(lambda size, k: (BPF_LD | size | BPF_ABS, 0, 0, k),
+              st.sampled_from([BPF_B, BPF_H, BPF_W]), st.integers(0, 12)),
+    st.just((BPF_LD | BPF_W | BPF_ABS, 0, 0, u32(SKF_AD_OFF + SKF_AD_CPU))),
+    st.just((BPF_LD | BPF_W | BPF_ABS, 0, 0, u32(SKF_AD_OFF + SKF_AD_PROTOCOL))),
+    st.just((BPF_LD | BPF_W | BPF_LEN, 0, 0, 0)),
+    st.builds(lambda k: (BPF_LDX | BPF_MSH, 0, 0, k), st.integers(0, 12)),
+    st.builds(lambda op, k: (BPF_ALU | op | BPF_K, 0, 0, k),
+              st.sampled_from([BPF_ADD, BPF_AND, BPF_XOR, BPF_RSH]), st.integers(0, 7)),
+    st.just((BPF_ALU | BPF_ADD | BPF_X, 0, 0, 0)),
+    st.builds(lambda k: (BPF_JMP | BPF_JGT | BPF_K, 0, 1, k), st.integers(0, 255)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.lists(_LOADS, max_size=6), payload=st.binary(max_size=14),
+       other=st.binary(max_size=14), cpu=st.integers(0, 3))
+def test_two_packets_alike_in_what_a_program_reads_get_one_answer(body, payload, other, cpu):
+    """`payload_reach` names every input of the program's answer: two packets that agree on the
+    first `reach` bytes of the payload (the length too when it loads it) and on the CPU get
+    the same answer, or both an unknown one."""
+    prog = tuple(body) + ((BPF_ALU | BPF_AND | BPF_K, 0, 0, 7), RET_A)
+    reach, length = payload_reach(prog)
+    twin = payload[:reach] + other[: max(0, len(payload) - reach) if length else len(other)]
+    if len(payload) < reach:
+        twin = payload  # it reads past the end of both: the same bytes or bust
+    if length:
+        twin = (twin + bytes(14))[:len(payload)]
+
+    def answer(data: bytes):
+        try:
+            return bpf_prog_run(prog, Skb(payload=data, len=len(data), protocol=0x0800, cpu=cpu))
+        except Unknown:
+            return "unknown"
+
+    assert answer(payload) == answer(twin)

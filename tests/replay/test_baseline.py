@@ -16,7 +16,7 @@ from tracebuilder import TraceBuilder, slot_hash
 from tracekit.cli import main
 from tracekit.replay import replay
 from tracekit.replay.baseline import BaselineError, parse_baseline
-from tracekit.report import render_junit
+from tracekit.report import render_html, render_junit
 from tracekit.report.json import result_schema
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "tracekit" / "report"
@@ -101,6 +101,7 @@ def test_three_more_wrong_accepts_fail_and_are_named_exactly(tmp_path, known):
     result = run(trace, "--baseline", known, "--json", out, "--results", results,
                  "--junit", junit)
     assert result.exit_code == 1, result.output
+    assert "CI FAIL: 3 new mismatches (25 known, 0 fixed)" in result.output
     summary = json.loads(out.read_text())
     jsonschema.validate(summary, result_schema())
     b = summary["baseline"]
@@ -131,7 +132,17 @@ def test_five_repaired_pass_and_count_fixed(tmp_path, known):
     root = ET.fromstring(render_junit(r))
     assert root.get("failures") == "0"
     assert "known (baseline)" in "".join(root.itertext())
-    assert run(trace, "--baseline", known).exit_code == 0
+    cli = run(trace, "--baseline", known)
+    assert cli.exit_code == 0
+    # the verdict stays MISMATCH (20 are), the headline says what CI decides
+    assert "MISMATCH" in cli.output and "CI PASS: 0 new mismatches (20 known, 5 fixed)" in cli.output
+    assert "CI PASS: 0 new mismatches (20 known, 5 fixed)" in render_html(r)
+
+
+def test_no_baseline_and_no_gate_adds_no_ci_headline(tmp_path):
+    trace = _trace(tmp_path / "plain.parquet", {1})
+    assert "CI " not in run(trace).output
+    assert "CI FAIL: 1 mismatch; 1 gate passed" in run(trace, "--fail-on", "resets>0").output
 
 
 def test_identity_is_the_occurrence_within_the_flow_not_seq(tmp_path):

@@ -21,11 +21,14 @@ from tracekit.report.json import summary_json
 from tracekit.trace import read as trace_read
 
 RECORDED = sorted((Path(__file__).parents[2] / "fixtures" / "recorded").glob("*.parquet"))
+FLEET = sorted((Path(__file__).parents[2] / "fixtures" / "recorded" / "fleet").glob("*.parquet"))
 WALK = Path(__file__).parents[2] / "fixtures" / "recorded" / "random-11-60.parquet"
 
 
 def both_paths(path: Path, tmp_path: Path, monkeypatch, **options) -> tuple:
-    """(bulk, faithful): each path's results Parquet bytes, summary JSON bytes and Replay."""
+    """(bulk, faithful): each path's results Parquet bytes, summary JSON bytes and Replay.
+    The bulk path also replays without results (it then counts matches without a decision
+    record): its summary must be the same bytes."""
     out = []
     for bulk in (True, False):
         monkeypatch.setattr(engine, "BULK", bulk)
@@ -33,6 +36,7 @@ def both_paths(path: Path, tmp_path: Path, monkeypatch, **options) -> tuple:
         results = write_results(result, tmp_path / f"results-{bulk}.parquet")
         out.append((results.read_bytes(), summary_json(result.summary), result))
     monkeypatch.setattr(engine, "BULK", True)
+    assert summary_json(replay(path, **options).summary) == out[1][1]
     return out[0], out[1]
 
 
@@ -56,10 +60,38 @@ def closed_flows_seen(monkeypatch) -> list[int]:
     return seen
 
 
-@pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
+@pytest.mark.parametrize("path", RECORDED + FLEET,
+                         ids=[p.stem for p in RECORDED] + [f"fleet-{p.stem}" for p in FLEET])
 def test_recorded_fixtures_give_the_same_bytes_on_both_paths(path, tmp_path, monkeypatch):
     bulk, faithful = both_paths(path, tmp_path, monkeypatch)
     assert_same(bulk, faithful)
+
+
+def calls_of(monkeypatch, name: str, owner=stretch.SocketWalk) -> list:
+    """Records what each call of `owner.name` returned, as a witness that a test reached it."""
+    seen: list = []
+    original = getattr(owner, name)
+
+    def counting(self, *args):
+        out = original(self, *args)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(owner, name, counting)
+    return seen
+
+
+@pytest.mark.parametrize("path", FLEET[:3], ids=[p.stem for p in FLEET[:3]])
+def test_fleet_recordings_take_the_bulk_routes(path, tmp_path, monkeypatch):
+    """The recorder's walks: arrivals to groups with a classic program are queued by the
+    program's memoized answer, and observations of open flows are paired without a row dict,
+    with the same bytes as the per-row path."""
+    classic = calls_of(monkeypatch, "classic_pick", stretch.Route)
+    observed = calls_of(monkeypatch, "_observe")
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
+    assert sum(pick is not None for pick in classic) >= 10
+    assert len(observed) >= 100
 
 
 def test_the_bulk_path_decides_closed_flows_of_a_recording(tmp_path, monkeypatch):

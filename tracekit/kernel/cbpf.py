@@ -262,10 +262,37 @@ _ZERO: Value = (0, 0)
 
 
 def _may_load_headers(insns: Sequence[Insn]) -> bool:
-    """Whether a packet load may reach in front of the payload (a negative or indirect offset)."""
+    """Whether a packet load may reach in front of the payload (a negative or indirect offset;
+    an ancillary load reads the skb, not the packet)."""
     return any(code & 0x07 in (BPF_LD, BPF_LDX) and (
-        code & 0xE0 == BPF_IND or (code & 0xE0 in (BPF_ABS, BPF_MSH) and _s32(k) < 0))
+        code & 0xE0 == BPF_IND or (code & 0xE0 in (BPF_ABS, BPF_MSH) and _s32(k) < 0
+                                   and not (code & 0xE0 == BPF_ABS and _ancillary(k) is not None)))
         for code, _jt, _jf, k in insns)
+
+
+def payload_reach(insns: Sequence[Insn]) -> tuple[int, bool] | None:
+    """What a program can read of a packet when every packet load is at a fixed offset into the
+    payload: `(reach, length)`, the bytes of the payload from its start that loads can touch and
+    whether it loads the packet length. Its result is then a function of the first `reach` bytes
+    of the payload (and of how many there are), the length if `length`, and the ancillary
+    fields it loads. None when a load may reach the headers (a negative or indirect offset)."""
+    reach, length = 0, False
+    for code, _jt, _jf, k in insns:
+        cls, mode = code & 0x07, code & 0xE0
+        if cls not in (BPF_LD, BPF_LDX) or mode in (BPF_IMM, BPF_MEM):
+            continue
+        if mode == BPF_LEN:
+            length = True
+        elif mode == BPF_IND:
+            return None
+        elif cls == BPF_LD and mode == BPF_ABS and _ancillary(k) is not None:
+            continue
+        elif mode in (BPF_ABS, BPF_MSH):
+            if _s32(k) < 0:
+                return None
+            size = 1 if mode == BPF_MSH else _SIZES.get(code & 0x18, 4)
+            reach = max(reach, _s32(k) + size)
+    return reach, length
 
 
 class _Unknowable(Exception):

@@ -6,8 +6,11 @@ commits (subject and id) that make it differ from the previous profile. A trace'
 names its upstream stable release, e.g. "Debian 6.1.192-3") pick the newest profile whose
 mainline release is not newer than the kernel's, or whose behaviour a stable branch carries from
 a known sublevel on (`backports`, with the evidence in `changes`); a trace that does not say gets
-the newest profile. `--profile fit` (`tracekit.replay.fit`) names the profile a trace's behaviour
-fits best when the release cannot tell (Debian's `6.1.0-57-amd64` alone does not say 6.1.192).
+the newest profile. A distribution release that hides its sublevel behind an ABI number
+(Debian's `6.1.0-57-amd64`, Ubuntu's `5.15.0-91-generic`) with no `tracekit.kernel.version` is taken
+to carry every stable backport listed for its branch: distribution kernels follow their stable
+branch, and Debian's 6.1.0-57 is 6.1.192. `--profile fit` (`tracekit.replay.fit`) checks that
+against the trace's behaviour.
 
 `VERIFIED` lists the real kernels each profile was checked against (every built-in scenario and
 random walks replayed with 0 mismatches and 0 unknown).
@@ -138,6 +141,7 @@ NEWEST = PROFILES[-1]
 BY_NAME = {p.name: p for p in PROFILES}
 
 _RELEASE = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
+_ABI_RELEASE = re.compile(r"^\d+\.\d+\.0-\d+")  # Debian/Ubuntu: X.Y.0-ABI-flavour
 
 # Real kernels each profile was verified against: every built-in scenario and random walks
 # recorded on them (Debian's in QEMU guests, `tracekit record --vm`) replay with 0 mismatches and
@@ -167,6 +171,18 @@ def kernel_version(release: str | None, version: str | None = None) -> tuple[int
     return major, minor, sublevel
 
 
+def hides_sublevel(release: str | None, version: str | None = None) -> bool:
+    """Whether a release hides its stable sublevel behind a distribution's ABI number
+    (`6.1.0-57-amd64`) and no `uname -v` names it."""
+    return version is None and bool(_ABI_RELEASE.match(release or ""))
+
+
+def _newest_backport(version: tuple[int, int, int]) -> tuple[int, int, int]:
+    """`version` raised to the newest sublevel of its branch that a profile's backport names."""
+    known = [b[2] for p in PROFILES for b in p.backports if b[:2] == version[:2]]
+    return (*version[:2], max([version[2], *known]))
+
+
 def _carries(profile: Profile, version: tuple[int, int, int]) -> bool:
     if profile.release <= version[:2]:
         return True
@@ -178,6 +194,8 @@ def profile_for_kernel(release: str | None, version: str | None = None) -> Profi
     found = kernel_version(release, version)
     if found is None:
         return NEWEST
+    if hides_sublevel(release, version):
+        found = _newest_backport(found)
     chosen = PROFILES[0]
     for profile in PROFILES:
         if _carries(profile, found):
@@ -192,8 +210,13 @@ def why_profile(release: str | None, version: str | None = None) -> str:
         return "default (newest)" if not release else f"tracekit.kernel={release} (unreadable: newest)"
     chosen = profile_for_kernel(release, version)
     text = f"tracekit.kernel={release}"
-    if version is None and found[2] == 0 and "-" in release:  # Debian's 6.1.0-57: sublevel hidden
-        text += " (no tracekit.kernel.version: a distribution's backports are unknown; --profile fit checks)"
+    if hides_sublevel(release, version):  # Debian's 6.1.0-57: sublevel hidden
+        assumed = _newest_backport(found)
+        text += (" (no tracekit.kernel.version: the sublevel is hidden, taken to carry "
+                 + (f"the {found[0]}.{found[1]} stable backports up to {'.'.join(map(str, assumed))}"
+                    if assumed != found else f"no backport (none known for {found[0]}.{found[1]})")
+                 + "; --profile fit checks)")
+        found = assumed
     if chosen.release > found[:2]:
         sublevel = ".".join(map(str, found))
         text += f", stable {sublevel} carries {chosen.name}'s behaviour (backport from " + ", ".join(

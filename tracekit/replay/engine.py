@@ -213,8 +213,10 @@ class Engine:
                                         reuseport_id=reuse.reuseport_id if reuse else None)
 
     # -- decisions --------------------------------------------------------------------------------
-    def _observation(self, hs: HostState, row: dict, index: int, exp: Expectation,
-                     observed: int) -> None:
+    def decide(self, hs: HostState, row: dict, index: int, exp: Expectation,
+               observed: int) -> None:
+        """Observation row `index`, already paired by the host (`exp`), decided
+        (`Faithful.decide`)."""
         self._decide(hs, row, index, exp.expected, observed, exp.pick, exp.unknown)
 
     def observe(self, hs: HostState, row: dict, index: int,
@@ -331,7 +333,7 @@ class Engine:
                     late.append((pick.seq, row, Expectation(expected, pick, pick.unknown), -1))
             late.sort(key=lambda item: item[0] if item[0] is not None else -1)
             for _seq, row, exp, observed in late:
-                self._observation(hs, row, index, exp, observed)
+                self.decide(hs, row, index, exp, observed)
                 index += 1
         self.sink.flush()
 

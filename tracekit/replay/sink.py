@@ -48,6 +48,16 @@ class _Touch(NamedTuple):
     reuseport_id: int | None
 
 
+class _Match(NamedTuple):
+    """An observation that matched, counted without a `Decision` (no results are kept)."""
+
+    host: str
+    group: str | None
+    reuseport_id: int | None
+    expected: int
+    reset: bool  # a `reset` row: the kernel reset the connection
+
+
 def _row_of(event: tuple) -> int:
     return event[0]
 
@@ -100,6 +110,14 @@ class DecisionSink:
         self._count(host, stats, "match", count)
         self._events.append((last_row, _Touch(host, label, reuseport_id), reuse))
 
+    def add_match(self, row: int, host: str, group: str | None, reuseport_id: int,
+                  expected: int, reset: bool) -> None:
+        """Input row `row`'s observation matched: what `add` of its `Decision` (verdict match,
+        no explanation) would count, for a sink that keeps no results."""
+        assert self.results is None, "a sink that keeps results needs the Decision"
+        self._events.append((row, _Match(host, group, reuseport_id if reuseport_id >= 0 else None,
+                                         expected, reset), None))
+
     def add_load(self, host: str, label: str, sk: int, count: int) -> None:
         """`count` matched decisions expected on socket `sk` of group `label`."""
         self.group(host, label, None, None).load[str(sk)] += count
@@ -108,6 +126,16 @@ class DecisionSink:
         """Bulk decisions as results (`DECISION_SCHEMA`), one per input row of `rows`."""
         if self.results is not None and len(rows):
             self._pending.append((np.asarray(rows), batch))
+
+    def _apply_match(self, m: _Match) -> None:
+        stats = None
+        if m.group is not None:
+            stats = self.group(m.host, m.group, m.reuseport_id, None, None)
+            if m.expected >= 0:
+                stats.load[str(m.expected)] += 1
+            if m.reset:  # observed -1, as it matched
+                stats.resets += 1
+        self._count(m.host, stats, "match")
 
     def _apply(self, d: Decision, row: int, reuse: SockReuseport | None) -> None:
         stats = None
@@ -137,7 +165,9 @@ class DecisionSink:
         events, self._events = self._events, []
         events.sort(key=_row_of)
         for row, item, reuse in events:
-            if isinstance(item, _Touch):
+            if isinstance(item, _Match):
+                self._apply_match(item)
+            elif isinstance(item, _Touch):
                 self.group(item.host, item.label, item.reuseport_id, None, reuse)
             else:
                 self._apply(item, row, reuse)

@@ -70,5 +70,10 @@ class Faithful(Protocol):
         one place observations are paired) and decided; `history`: the group's history when
         its arrival was decided, for a row replayed after the model has moved on."""
 
+    def decide(self, hs: HostState, row: dict[str, Any], index: int, exp: Any,
+               observed: int) -> None:
+        """Observation row `index` (its `seq`, `event`, flow and `sk`), which the walk paired
+        through the host's pairing itself (`exp`: the host's `Expectation`), decided."""
+
     def late_select(self, hs: HostState, snap: Snapshot, row: dict[str, Any], index: int) -> None:
         """Decide bulk selection row `index` one by one on `snap`, its group as it was then."""

@@ -32,7 +32,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tracekit.kernel.socket_layer.addresses import normal_ip
+from tracekit.kernel import cbpf
+from tracekit.kernel.packet import loopback_skb
+from tracekit.kernel.sock import IPPROTO_TCP, IPPROTO_UDP
+from tracekit.kernel.socket_layer.addresses import normal_ip, parse_ip
 from tracekit.kernel.socket_layer.host import Flow, Socket
 from tracekit.kernel.socket_layer.selection import Pick, prog_label, replace_pick
 from tracekit.kernel.sock_reuseport import SockReuseport
@@ -47,7 +50,7 @@ __all__ = ["ROUTE_KEEPING", "SocketColumns", "SocketWalk"]
 SYN, ACCEPT, RESET, DATAGRAM, RECV = 1, 2, 3, 4, 5
 KINDS = {"syn": SYN, "accept": ACCEPT, "reset": RESET, "datagram": DATAGRAM, "recv": RECV}
 ARRIVAL_EVENT = {SYN: "syn", DATAGRAM: "datagram"}
-OBSERVATION_EVENT = {ACCEPT: "accept", RECV: "recv"}
+OBSERVATION_EVENT = {ACCEPT: "accept", RECV: "recv", RESET: "reset"}
 ROUTE_KEEPING = frozenset({"socket", "sysctl", "syn", "datagram", "accept", "recv", "reset",
                            "reuseport_select_sock", "reuseport_migrate_sock"})
 """Events after which every destination still reaches the socket it reached before: they open
@@ -79,15 +82,18 @@ class SocketColumns:
         kind = code[events.indices.fill_null(len(code) - 1).to_numpy(zero_copy_only=False)]
         self.addresses: list[str] = []
         self.address_code: dict[str, int] = {}
-        self.laddr = self._addresses(batch.column("laddr"))
-        self.raddr = self._addresses(batch.column("raddr"))
+        self.spelled: dict[str, tuple[list, np.ndarray]] = {}  # the trace's own text, per column
+        self.laddr = self._addresses(batch.column("laddr"), "laddr")
+        self.raddr = self._addresses(batch.column("raddr"), "raddr")
         self.lport = _ints(batch.column("lport"))
         self.rport = _ints(batch.column("rport"))
         has_flow = (self.laddr >= 0) & (self.raddr >= 0) & (self.lport >= 0) & (self.rport >= 0) \
             & (self.lport < PORTS) & (self.rport < PORTS)
         # a row without a column its event requires goes to the per-row path, which refuses it
         arrival = (kind == SYN) | (kind == DATAGRAM)
-        has_flow &= np.where(arrival, _valid(batch.column("proto")), _valid(batch.column("sk")))
+        # (a `reset` names no socket)
+        has_flow &= np.where(arrival, _valid(batch.column("proto")),
+                             _valid(batch.column("sk")) | (kind == RESET))
         self.kind = np.where(has_flow, kind, 0).astype(np.int8)
         decidable = cpu_valid if hash_valid is None else hash_valid & cpu_valid
         self.decidable = decidable & (cpu >= 0) & (cpu < fast.CPU_LIMIT)
@@ -103,18 +109,29 @@ class SocketColumns:
     def payload(self, i: int) -> bytes | None:
         return self.batch.column("payload")[i].as_py()
 
-    def _addresses(self, column: pa.Array) -> np.ndarray:
+    def text(self, name: str, i: int) -> str | None:
+        """Row `i`'s `laddr` or `raddr` as the trace spells it."""
+        spelled = self.spelled.get(name)
+        if spelled is None:
+            return None
+        names, indices = spelled
+        return names[indices[i]]
+
+    def _addresses(self, column: pa.Array, name: str) -> np.ndarray:
         """Codes of the column's addresses (-1: null), equal for two spellings of one address."""
         if column.null_count == len(column):
             return np.full(len(column), -1, dtype=np.int64)
         if not pa.types.is_dictionary(column.type):
             column = pc.dictionary_encode(column)
+        indices = column.indices.fill_null(len(column.dictionary)).to_numpy(zero_copy_only=False)
+        texts = column.dictionary.to_pylist()
+        self.spelled[name] = (texts + [None], indices)
         codes = self.address_code  # an address's code: its position in `addresses`
         remap = [-1 if spelled is None else codes.setdefault(spelled, len(codes))
-                 for spelled in map(_spelled, column.dictionary.to_pylist())]
+                 for spelled in map(_spelled, texts)]
         self.addresses = list(codes)
         lookup = np.array(remap + [-1], dtype=np.int64)
-        return lookup[column.indices.fill_null(len(remap)).to_numpy(zero_copy_only=False)]
+        return lookup[indices]
 
     def flow_keys(self, rows: np.ndarray) -> np.ndarray:
         """One int64 per row naming (TCP or UDP, laddr, lport, raddr, rport)."""
@@ -172,6 +189,12 @@ class Route:
         self.tables = tables.tolist()
         self.by_cpu = self.state.by_cpu
         self.n = reuse.num_socks
+        # a classic program runs first (`run_bpf_filter()`): its answer per packet, memoized on
+        # what it reads of the packet when that is the payload's first bytes and the CPU
+        self.prog = reuse.prog
+        self.protocol = IPPROTO_UDP if head.proto == "udp" else IPPROTO_TCP
+        self.reach = cbpf.payload_reach(reuse.prog.insns) if reuse.prog is not None else None
+        self.classic: dict[Any, int | None] = {}
 
     def pick(self, hash: int, cpu: int, seq: int) -> Pick:
         """What `select_traced` and `Host._label_pick` give an arrival with this hash and CPU."""
@@ -183,6 +206,38 @@ class Route:
                                                      else "hash")
         return replace_pick(self.base, sk=sk, reason=reason, hash=hash, cpu=cpu, start=start,
                             slot=slot, seq=seq)
+
+    def classic_pick(self, hash: int, cpu: int, seq: int, flow: Flow,
+                     payload: bytes | None) -> Pick | None:
+        """What `select_traced` gives when the group's classic program runs first: the socket
+        at the index it returns, else the hash's pick; None when the trace cannot tell what the
+        program returns (the per-row path says why)."""
+        index = self.cbpf_index(flow, payload, cpu)
+        if index is None:
+            return None
+        if index < self.n:
+            return replace_pick(self.base, sk=self.base.socks[index], reason="cbpf", hash=hash,
+                                cpu=cpu, slot=index, cbpf_index=index, seq=seq)
+        return replace_pick(self.pick(hash, cpu, seq), cbpf_index=index)
+
+    def cbpf_index(self, flow: Flow, payload: bytes | None, cpu: int) -> int | None:
+        """`bpf_prog_run()` of the group's classic program on this packet (None: unknown)."""
+        key = None
+        if self.reach is not None:
+            reach, length = self.reach
+            key = (None if payload is None else payload[:reach],
+                   len(payload) if length and payload is not None else None, cpu)
+            if key in self.classic:
+                return self.classic[key]
+        skb = loopback_skb(self.protocol, parse_ip(flow[2]), flow[3], parse_ip(flow[0]),
+                           flow[1], payload, cpu)
+        try:
+            index: int | None = cbpf.bpf_prog_run(self.prog.insns, skb)  # type: ignore[union-attr]
+        except cbpf.Unknown:
+            index = None
+        if key is not None:
+            self.classic[key] = index
+        return index
 
 
 class SocketWalk:
@@ -375,12 +430,16 @@ class SocketWalk:
                 if fallback:
                     todo = self._fall_back(todo, fallback, flows, in_closed, e, epoch)
             for r in todo:
+                k = int(kind[r])
+                if k == ACCEPT or k == RECV or k == RESET:
+                    self._observe(r, k)
+                    continue
                 values = queueable.get(r)
                 if values is not None:
                     k, d, hash, cpu, seq = values
                     route = self._route(routes, k, d, r)
-                    if route is not None:
-                        self._queue(r, k, self.routes[route], hash, cpu, seq)
+                    if route is not None and self._queue(r, k, self.routes[route], hash, cpu,
+                                                         seq):
                         continue
                 self._one(r, dicts[r])
         self._sync_cpu(b - a)
@@ -394,7 +453,7 @@ class SocketWalk:
         if hi - lo <= FEW:
             for j in range(lo, hi):
                 r = int(arrivals[j])
-                route = self._route(routes, int(kind[r]), int(dest[r]), r)
+                route = self._hash_route(routes, int(kind[r]), int(dest[r]), r)
                 if route is None:
                     fallback.add(int(flows[r]))
                 else:
@@ -410,7 +469,7 @@ class SocketWalk:
         found = np.full(len(values), -1, dtype=np.int64)
         for u in present.tolist():
             r = int(arrivals[first[u]])
-            route = self._route(routes, int(kind[r]), int(dest[r]), r)
+            route = self._hash_route(routes, int(kind[r]), int(dest[r]), r)
             found[u] = -1 if route is None else route
         tagged = found[mine]
         self.route_of[lo:hi] = tagged
@@ -429,13 +488,18 @@ class SocketWalk:
             self._dest = code, values, _first_at(code, len(values))
         return self._dest
 
+    def _hash_route(self, routes: dict, k: int, dest: int, r: int) -> int | None:
+        """`_route` where the hash alone decides (no program): what closed flows need."""
+        route = self._route(routes, k, dest, r)
+        return None if route is None or self.routes[route].prog is not None else route
+
     def _route(self, routes: dict, k: int, dest: int, r: int) -> int | None:
         key = (k, dest)
         if key in routes:
             return routes[key]
         sc, i, hs = self.sc, r + self.a, self.hs
         head = hs.host.hash_route(ARRIVAL_EVENT[k], sc.addresses[int(sc.laddr[i])],
-                                  int(sc.lport[i]))
+                                  int(sc.lport[i]), classic=True)
         index = None
         if head is not None:
             route = self._known_route(head)
@@ -452,10 +516,11 @@ class SocketWalk:
         hs = self.hs
         reuse = head.sk.sk_reuseport_cb
         label = hs.host.label_of(reuse)
-        key = (id(head), id(reuse), fast.GroupState.of(reuse), label, hs.history.mark(label))
+        key = (id(head), id(reuse), id(reuse.prog), fast.GroupState.of(reuse), label,
+               hs.history.mark(label))
         cache = hs.routes
         route = cache.get(key)
-        if route is None:
+        if route is None or route.prog is not reuse.prog:
             if len(cache) >= ROUTE_CACHE:
                 cache.clear()
             route = cache[key] = Route(hs, head)
@@ -476,6 +541,37 @@ class SocketWalk:
         self.engine.row(self.hs, row, r + self.a)
         self.done = r
 
+    def _observe(self, r: int, k: int) -> None:
+        """Observation row `r` (relative) as the per-row path takes it: paired by the host's
+        pairing; a match is counted without a decision record unless results are kept."""
+        self._sync_cpu(r)
+        self.done = r
+        hs, sc, cols, i = self.hs, self.sc, self.cols, r + self.a
+        host = hs.host
+        seq = int(cols.seq[i])
+        host.seq = seq
+        flow = (sc.addresses[int(sc.laddr[i])], int(sc.lport[i]), sc.addresses[int(sc.raddr[i])],
+                int(sc.rport[i]))
+        sk = int(cols.sk[i]) if cols.sk_valid[i] else None
+        row = {"seq": seq, "event": OBSERVATION_EVENT[k], "laddr": sc.text("laddr", i),
+               "lport": flow[1], "raddr": sc.text("raddr", i), "rport": flow[3], "sk": sk}
+        if k == ACCEPT:
+            exp, observed = host.accept(sk, *flow), sk
+        elif k == RECV:
+            exp, observed = host.recv(sk, *flow, sc.payload(i), token=row), sk
+            if exp.deferred:
+                return
+        else:
+            exp, observed = host.reset(*flow), -1
+        pick = exp.pick
+        sink = self.engine.sink
+        if exp.unknown is None and exp.expected == observed and sink.results is None \
+                and pick is not None:
+            sink.add_match(i, hs.name, pick.group, pick.reuseport_id, exp.expected,
+                           k == RESET)
+        else:
+            self.engine.decide(hs, row, i, exp, observed)
+
     def _sync_cpu(self, r: int) -> None:
         """Set the namespace's CPU to that of the last arrival before row `r` (relative) if no
         row replayed since: the closed arrivals in between set it in the per-row path."""
@@ -487,20 +583,28 @@ class SocketWalk:
         if at >= 0 and self._cpu_rows[at] > self.done:
             self.hs.host.net.cpu = int(self.cols.cpu[self.a + int(self._cpu_rows[at])])
 
-    def _queue(self, r: int, k: int, route: Route, hash: int, cpu: int, seq: int) -> None:
-        """An arrival a hash decides: queued as `syn` / `datagram` would after their lookup."""
+    def _queue(self, r: int, k: int, route: Route, hash: int, cpu: int, seq: int) -> bool:
+        """An arrival its group decides: queued as `syn` / `datagram` would after their lookup.
+        False (nothing done) where the group's classic program's answer is unknown."""
         host, sc, i = self.hs.host, self.sc, r + self.a
+        flow = (sc.addresses[int(sc.laddr[i])], int(sc.lport[i]), sc.addresses[int(sc.raddr[i])],
+                int(sc.rport[i]))
+        payload = sc.payload(i) if route.prog is not None or k == DATAGRAM else None
+        if route.prog is None:
+            pick = route.pick(hash, cpu, seq)
+        else:
+            pick = route.classic_pick(hash, cpu, seq, flow, payload)  # type: ignore[assignment]
+            if pick is None:
+                return False
         host.seq = seq
         host.net.cpu = cpu
         self.done = r
-        pick = route.pick(hash, cpu, seq)
-        flow = (sc.addresses[int(sc.laddr[i])], int(sc.lport[i]), sc.addresses[int(sc.raddr[i])],
-                int(sc.rport[i]))
         target = route.socks[pick.sk]
         if k == SYN:
             host.queue_syn(flow, hash, sc.sk_hash(i), target, pick)
         else:
-            host.queue_datagram(flow, target, pick, cpu, sc.payload(i))
+            host.queue_datagram(flow, target, pick, cpu, payload)
+        return True
 
     # -- closed flows -----------------------------------------------------------------------------
     def _decide_closed(self, arrivals: np.ndarray, flows: np.ndarray, in_closed: np.ndarray,

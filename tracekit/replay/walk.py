@@ -36,6 +36,7 @@ class Columns:
         self.batch = batch
         n = batch.num_rows
         self.sk, sk_valid = _values(batch.column("sk"), -1, np.int64)
+        self.sk_valid = sk_valid if sk_valid is not None else np.ones(n, dtype=bool)
         self.hash, hash_valid = _values(batch.column("hash"), 0, np.uint32)
         self.observed, observed_valid = _values(batch.column("observed"), -1, np.int64)
         self.cpu, cpu_valid = _values(batch.column("cpu"), 0, np.int64)

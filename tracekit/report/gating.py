@@ -19,7 +19,7 @@ from rich.text import Text
 
 from tracekit.report.view import describe_decision, format_flow, format_sk
 
-__all__ = ["balance_line", "baseline_line", "terminal_sections", "html_sections",
+__all__ = ["balance_line", "baseline_line", "gate_headline", "terminal_sections", "html_sections",
            "html_balance", "junit_gates", "what_if_lines"]
 
 
@@ -43,6 +43,27 @@ def baseline_line(summary: Mapping[str, Any]) -> str | None:
         return None
     return (f"baseline {b.get('path')}: {b['new']} new, {b['known']} known, "
             f"{b['fixed']} fixed")
+
+
+def gate_headline(summary: Mapping[str, Any]) -> tuple[bool, str] | None:
+    """What CI decides, for the headline under the verdict: (passed, words), or None when the
+    replay had no baseline and no gate (its verdict is then the whole story). Mirrors
+    `Replay.exit_code`: with a baseline only new mismatches fail; a failed gate fails."""
+    b, gates = summary.get("baseline"), summary.get("gates") or []
+    if b is None and not gates:
+        return None
+    failed = [g["gate"] for g in gates if not g["passed"]]
+    new = int(b["new"]) if b is not None else int(summary.get("mismatched", 0))
+    words = []
+    if b is not None:
+        words.append(f"{new} new mismatch{'es' * (new != 1)} ({b['known']} known, {b['fixed']} fixed)")
+    elif new:
+        words.append(f"{new} mismatch{'es' * (new != 1)}")
+    if gates:
+        words.append(f"gate{'s' * (len(failed) != 1)} {', '.join(failed)} failed" if failed
+                     else f"{len(gates)} gate{'s' * (len(gates) != 1)} passed")
+    passed = not new and not failed
+    return passed, ("CI PASS: " if passed else "CI FAIL: ") + "; ".join(words)
 
 
 def _gate_lines(summary: Mapping[str, Any]) -> list[tuple[bool, str]]:

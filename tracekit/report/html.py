@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from typing import Any
 
-from tracekit.report.gating import html_balance, html_sections
+from tracekit.report.gating import gate_headline, html_balance, html_sections
 from tracekit.report.svg import Bar, Column, Segment, bar_chart, column_chart
 from tracekit.report.membership import group_frames
 from tracekit.report.timeline_chart import membership_html
@@ -104,10 +104,14 @@ def _header(view: ReportView) -> str:
     summary = view.summary
     color = VERDICT_COLORS.get(view.verdict, VERDICT_COLORS["unknown"])
     counts = ", ".join(f"{int(summary.get(key, 0))} {key}" for key in _COUNT_COLUMNS[1:])
+    gate = gate_headline(summary)
+    ci = "" if gate is None else (
+        f'\n<p><span class="verdict" style="background: '
+        f'{VERDICT_COLORS["match" if gate[0] else "mismatch"]}">{escape(gate[1])}</span></p>')
     return (
         "<h1>tracekit replay</h1>\n"
         f'<p><span class="verdict" style="background: {color}">{escape(view.verdict.upper())}</span> '
-        f"{int(summary.get('decisions', 0))} decisions: {escape(counts)}</p>"
+        f"{int(summary.get('decisions', 0))} decisions: {escape(counts)}</p>{ci}"
     )
 
 

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tracekit.report.membership import describe_step, elide, group_frames, steps_of
-from tracekit.report.gating import balance_line, terminal_sections
+from tracekit.report.gating import balance_line, gate_headline, terminal_sections
 from tracekit.report.view import (
     ReportView,
     busiest_gone,
@@ -71,9 +71,15 @@ def _verdict_panel(view: ReportView) -> Panel:
         f"{summary.get('decisions', 0)} decisions: {summary.get('matched', 0)} matched, "
         f"{summary.get('mismatched', 0)} mismatched, {summary.get('unknown', 0)} unknown"
     )
+    lines: list[RenderableType] = [headline, counts]
+    border = verdict_style(view.verdict)
+    gate = gate_headline(summary)
+    if gate is not None:  # with a baseline or gates, CI's decision is the headline's second half
+        border = "green" if gate[0] else "red"
+        lines.append(Text(gate[1], style=f"bold {border}"))
     return Panel(
-        Group(headline, counts),
-        border_style=verdict_style(view.verdict),
+        Group(*lines),
+        border_style=border,
         box=box.HEAVY,
         expand=False,
         padding=(0, 2),

@@ -542,15 +542,18 @@ class Host:
             receiver.sk.sk_incoming_cpu = int(cpu)
         return pick
 
-    def hash_route(self, event: str, laddr: str, lport: int) -> Socket | None:
+    def hash_route(self, event: str, laddr: str, lport: int,
+                   classic: bool = False) -> Socket | None:
         """The socket whose group alone decides, by hash (and CPU), where every `syn` or
         `datagram` (`event`) to `laddr:lport` with a known hash and CPU goes while no socket
         changes: what `syn` / `datagram` would call `reuseport_select_sock` on. None when
-        anything else could decide (a program, a connected socket, a socket outside a group)."""
+        anything else could decide (a program, a connected socket, a socket outside a group);
+        `classic`: a group whose classic program runs first decides too (the program reads
+        only the packet and the CPU)."""
         daddr = parse_ip(laddr)
         if event == "syn":
-            return tcp_hash_route(self.tcp_buckets, daddr, int(lport), LOOPBACK_IFINDEX)
-        return udp_hash_route(self.udp_buckets, daddr, int(lport), LOOPBACK_IFINDEX)
+            return tcp_hash_route(self.tcp_buckets, daddr, int(lport), LOOPBACK_IFINDEX, classic)
+        return udp_hash_route(self.udp_buckets, daddr, int(lport), LOOPBACK_IFINDEX, classic)
 
     def pending(self) -> tuple[set[Flow], set[Flow]]:
         """The flows with a connection waiting for its `accept`/`reset`, and those with

@@ -15,7 +15,7 @@ from ipaddress import IPv4Address
 from itertools import chain
 from typing import TYPE_CHECKING
 
-from tracekit.kernel.bpf import ErrPtr, Skb, _Unknown
+from tracekit.kernel.bpf import BPF_PROG_TYPE_SK_REUSEPORT, ErrPtr, Skb, _Unknown
 from tracekit.kernel.sock import TCP_ESTABLISHED, Sock, sock_net
 from tracekit.kernel.sock_reuseport import reuseport_has_conns
 from tracekit.kernel.socket_layer.addresses import (
@@ -209,16 +209,22 @@ def udp_lookup(owners: dict[int, Socket], buckets: dict, primary: list[Socket], 
 
 # -- routes: where a hash alone decides ---------------------------------------------------------
 
-def _hash_decides(s: Socket) -> bool:
+def _hash_decides(s: Socket, classic: bool = False) -> bool:
     """`select_traced(s.sk, hash, ...)` with a hash and a CPU chooses a socket of `s`'s group by
     `reuseport_select_sock_by_hash()` alone: a group, no program, a member that is not
-    ESTABLISHED (so the selection never returns NULL)."""
+    ESTABLISHED (so the selection never returns NULL). `classic`: or a classic program first
+    (`run_bpf_filter()`), the hash where it names no socket."""
     reuse = s.sk.sk_reuseport_cb if s.sk.sk_reuseport else None
-    return (reuse is not None and reuse.prog is None and reuse.num_socks > 0
-            and any(m.sk_state != TCP_ESTABLISHED for m in reuse.live()))
+    if reuse is None or reuse.num_socks <= 0:
+        return False
+    prog = reuse.prog
+    if prog is not None and not (classic and prog.type != BPF_PROG_TYPE_SK_REUSEPORT):
+        return False
+    return any(m.sk_state != TCP_ESTABLISHED for m in reuse.live())
 
 
-def tcp_hash_route(buckets: dict, daddr: IP, lport: int, dif: int) -> Socket | None:
+def tcp_hash_route(buckets: dict, daddr: IP, lport: int, dif: int,
+                   classic: bool = False) -> Socket | None:
     """The listener `tcp_lookup_listener()` runs reuseport selection on for every connection
     to (daddr, lport) with a hash and a CPU, when that selection decides (`_hash_decides`):
     the first listener that scores in the exact bucket, else in the wildcard one. The CPU bonus
@@ -227,11 +233,12 @@ def tcp_hash_route(buckets: dict, daddr: IP, lport: int, dif: int) -> Socket | N
         dest = daddr if key != ANY else _any_of(daddr)
         for s in buckets.get((lport, key), []):
             if tcp_compute_score(s, dest, lport, dif, None) > 0:
-                return s if _hash_decides(s) else None
+                return s if _hash_decides(s, classic) else None
     return None
 
 
-def udp_hash_route(buckets: dict, daddr: IP, lport: int, dif: int) -> Socket | None:
+def udp_hash_route(buckets: dict, daddr: IP, lport: int, dif: int,
+                   classic: bool = False) -> Socket | None:
     """As `tcp_hash_route` for `udp_lookup()`: only where neither bucket holds a connected
     socket (so neither the 4-tuple lookup nor a connected socket's score nor the source of the
     datagram can matter) and the group has no connections (no rescore)."""
@@ -244,7 +251,7 @@ def udp_hash_route(buckets: dict, daddr: IP, lport: int, dif: int) -> Socket | N
         badness = 0 if isinstance(dest, IPv4Address) else -1
         for s in bucket:
             if udp_compute_score(s, dest, 0, dest, lport, dif, None) > badness:
-                if not _hash_decides(s) or reuseport_has_conns(s.sk):
+                if not _hash_decides(s, classic) or reuseport_has_conns(s.sk):
                     return None
                 return s
     return None
