@@ -27,7 +27,7 @@ from tracekit.replay.engine import Engine
 from tracekit.replay.sink import DecisionSink
 from tracekit.replay.summary import build_summary
 from tracekit.replay.timeline import Timeline, timeline_frame
-from tracekit.replay.walk import COLUMNS
+from tracekit.replay.walk import COLUMNS, DICTIONARIES
 
 __all__ = ["Replay", "replay", "gate", "write_results", "choose_profile", "COMPLETE_KEY"]
 
@@ -170,7 +170,8 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
     done = 0
     try:
         with _heap_frozen():
-            for batch in iter_batches(path, columns=COLUMNS, hosts=hosts):
+            for batch in iter_batches(path, columns=COLUMNS, hosts=hosts,
+                                      dictionaries=DICTIONARIES):
                 engine.feed(batch)
                 membership.seen_batch(batch)
                 done += batch.num_rows

@@ -25,6 +25,7 @@ that moment. Routes are resolved when the walk enters the stretch after a route 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -61,6 +62,8 @@ FEW = 32
 PORTS = 65536
 WIDE = 1 << 15
 """Addresses in a batch past which flow keys number the (protocol, laddr, lport) first."""
+DENSE = 1 << 18
+"""Destination keys spanning at most this are numbered by counting rather than hashing."""
 HOLD = 8192
 """Rows at most that a walk with an open end leaves to the next batch (`SocketWalk._cut`)."""
 ROUTE_CACHE = 1024
@@ -124,11 +127,11 @@ class SocketColumns:
         if not pa.types.is_dictionary(column.type):
             column = pc.dictionary_encode(column)
         indices = column.indices.fill_null(len(column.dictionary)).to_numpy(zero_copy_only=False)
-        texts = column.dictionary.to_pylist()
-        self.spelled[name] = (texts + [None], indices)
+        texts, spellings = _spellings(name, column.dictionary)
+        self.spelled[name] = (texts, indices)
         codes = self.address_code  # an address's code: its position in `addresses`
         remap = [-1 if spelled is None else codes.setdefault(spelled, len(codes))
-                 for spelled in map(_spelled, texts)]
+                 for spelled in spellings]
         self.addresses = list(codes)
         lookup = np.array(remap + [-1], dtype=np.int64)
         return lookup[indices]
@@ -240,6 +243,42 @@ class Route:
         return index
 
 
+@dataclass
+class Flows:
+    """The flows of a walk's socket-layer rows, numbered in order of first row: for each row
+    (relative, ascending) its flow, kind and whether it is an arrival; for each flow the
+    position of its first row, its first and last row, its arrivals and observations."""
+
+    rows: np.ndarray
+    flow: np.ndarray
+    count: int
+    kind: np.ndarray
+    arrival: np.ndarray
+    first_at: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    arrivals: np.ndarray
+    observations: np.ndarray
+
+    @classmethod
+    def of(cls, rows: np.ndarray, flow: np.ndarray, count: int, kind: np.ndarray) -> Flows:
+        arrival = (kind == SYN) | (kind == DATAGRAM)
+        arrivals = np.bincount(flow[arrival], minlength=count)
+        first_at = _first_at(flow, count)
+        last = np.zeros(count, dtype=np.int64)
+        np.maximum.at(last, flow, rows)
+        return cls(rows, flow, count, kind, arrival, first_at, rows[first_at], last, arrivals,
+                   np.bincount(flow, minlength=count) - arrivals)
+
+    def before(self, cut: int) -> Flows:
+        """The rows before `cut`, which no flow spans: the flows keep their numbers."""
+        kept = int(np.searchsorted(self.rows, cut))
+        count = int(self.flow[:kept].max()) + 1 if kept else 0
+        return Flows(self.rows[:kept], self.flow[:kept], count, self.kind[:kept],
+                     self.arrival[:kept], self.first_at[:count], self.first[:count],
+                     self.last[:count], self.arrivals[:count], self.observations[:count])
+
+
 class SocketWalk:
     """Rows `a:b` of a batch, all of one host, with socket-layer arrivals or observations.
 
@@ -264,17 +303,14 @@ class SocketWalk:
         """Replay the rows; returns how many (from `a`) it replayed."""
         a, b, sc, cols = self.a, self.b, self.sc, self.cols
         kind = sc.kind[a:b]
-        rows = np.flatnonzero(kind > 0)
-        flow, count = self._flows(rows)
+        flows = self._flows(np.flatnonzero(kind > 0), kind)
         if self.open_end:
-            cut = self._cut(rows, flow, count, kind, b - a)
-            if cut < b - a:  # no flow spans the cut: those before it keep their numbers
+            cut = self._cut(flows, b - a)
+            if cut < b - a:
                 self.b = b = a + cut
                 kind = kind[:cut]
-                kept = int(np.searchsorted(rows, cut))
-                rows, flow = rows[:kept], flow[:kept]
-                count = int(flow.max()) + 1 if kept else 0
-                self.flow_keys = self.flow_keys.slice(0, count)
+                flows = flows.before(cut)
+                self.flow_keys = self.flow_keys.slice(0, flows.count)
         n = b - a
         if not n:
             return 0
@@ -282,35 +318,32 @@ class SocketWalk:
         changes = np.array([name not in ROUTE_KEEPING for name in events[0]], dtype=bool)
         changes = changes[events[1]]
         epoch = np.cumsum(changes)  # route changes at or before each row
-        is_closed = self._closed_flows(rows, flow, count, kind, epoch)
+        is_closed = self._closed_flows(flows, epoch)
         in_closed = np.zeros(n, dtype=bool)
-        in_closed[rows] = is_closed[flow]
+        in_closed[flows.rows] = is_closed[flows.flow]
         ordered = np.flatnonzero(~in_closed)
         arrivals = np.flatnonzero(in_closed & ((kind == SYN) | (kind == DATAGRAM)))
-        self._walk(ordered, arrivals, in_closed, epoch, flow, rows, kind)
+        self._walk(ordered, arrivals, in_closed, epoch, flows.flow, flows.rows, kind)
         return n
 
-    def _flows(self, rows: np.ndarray) -> tuple[np.ndarray, int]:
-        """The flow of each socket-layer row (numbered in order of first row) and how many."""
+    def _flows(self, rows: np.ndarray, kind: np.ndarray) -> Flows:
+        """The flows of the socket-layer rows `rows` (relative)."""
         if not len(rows):
             self.flow_keys = pa.array([], pa.int64())
-            return np.zeros(0, dtype=np.int64), 0
+            return Flows.of(rows, np.zeros(0, dtype=np.int64), 0, kind[rows])
         encoded = pc.dictionary_encode(pa.array(self.sc.flow_keys(rows + self.a)))
         self.flow_keys = encoded.dictionary
-        return encoded.indices.to_numpy().astype(np.int64), len(encoded.dictionary)
+        return Flows.of(rows, encoded.indices.to_numpy().astype(np.int64),
+                        len(encoded.dictionary), kind[rows])
 
-    def _cut(self, rows: np.ndarray, flow: np.ndarray, count: int, kind: np.ndarray,
-             n: int) -> int:
+    def _cut(self, flows: Flows, n: int) -> int:
         """Where to stop (relative): the last point at most `HOLD` rows from the end that no
         flow spans and after which every flow starts that still waits for an observation (more
         arrivals than observations: its `accept`s or `recv`s come later); `n` if none."""
-        if not len(rows):
+        if not flows.count:
             return n
-        k = kind[rows]
-        arrival = (k == SYN) | (k == DATAGRAM)
-        waiting = np.bincount(flow, weights=np.where(arrival, 1.0, -1.0), minlength=count) > 0
-        first, last = _first_rows(flow, rows, count), np.zeros(count, dtype=np.int64)
-        np.maximum.at(last, flow, rows)
+        first, last = flows.first, flows.last
+        waiting = flows.arrivals > flows.observations
         limit = int(first[waiting].min()) if waiting.any() else n
         low = max(0, n - HOLD)
         if limit < low:
@@ -320,34 +353,27 @@ class SocketWalk:
         free = np.flatnonzero(spans[low:limit + 1] == 0)
         return low + int(free[-1]) if len(free) else n
 
-    def _closed_flows(self, rows: np.ndarray, flow: np.ndarray, count: int, kind: np.ndarray,
-                      epoch: np.ndarray) -> np.ndarray:
+    def _closed_flows(self, flows: Flows, epoch: np.ndarray) -> np.ndarray:
         """Whether each flow can be closed: see the module."""
         sc, a = self.sc, self.a
-        if not len(rows):
-            self.first_row = np.zeros(0, dtype=np.int64)
+        self.first_row = first = flows.first
+        self.several = False
+        if not flows.count:
             return np.zeros(0, dtype=bool)
-        k = kind[rows]
-        arrival = (k == SYN) | (k == DATAGRAM)
-        n_arr = np.bincount(flow[arrival], minlength=count)
-        n_obs = np.bincount(flow, minlength=count) - n_arr
-        udp = np.zeros(count, dtype=bool)
-        udp[flow] = k >= DATAGRAM
-        ok = (n_arr == n_obs) & (n_arr >= 1) & (udp | (n_arr == 1))  # TCP: one syn per 4-tuple
-        at = _first_at(flow, count)
-        first = rows[at]
-        last = np.zeros(count, dtype=np.int64)
-        np.maximum.at(last, flow, rows)
-        ok &= epoch[first] == epoch[last]
-        ok &= arrival[at]  # no observation before its arrival (the whole check for one arrival)
+        rows, flow, k, arrival = flows.rows, flows.flow, flows.kind, flows.arrival
+        n_arr = flows.arrivals
+        udp = k[flows.first_at] >= DATAGRAM  # (a flow's key says TCP or UDP)
+        ok = (n_arr == flows.observations) & (n_arr >= 1) & (udp | (n_arr == 1))  # TCP: one syn
+        ok &= epoch[first] == epoch[flows.last]
+        ok &= arrival[flows.first_at]  # no observation before its arrival (all for one arrival)
         ok[flow[k == RESET]] = False
         ok[flow[arrival & ~sc.decidable[rows + a]]] = False
         several = ok & (n_arr > 1)
         if several.any():
+            self.several = True
             self._in_order(ok, several, flow, arrival)
         self._not_pending(ok)
         self._payloads_agree(ok, rows, flow, arrival)
-        self.first_row = first
         return ok
 
     def _in_order(self, ok: np.ndarray, several: np.ndarray, flow: np.ndarray,
@@ -480,12 +506,23 @@ class SocketWalk:
     def _destinations(self, arrivals: np.ndarray,
                       key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The destinations (event kind, laddr, lport) of the closed arrivals, numbered: the
-        number of each arrival, each number's key and its first arrival (index)."""
+        number of each arrival, each number's key and an arrival (index) to it."""
         if self._dest is None:
-            encoded = pc.dictionary_encode(pa.array(key))
-            code = encoded.indices.to_numpy().astype(np.int64)
-            values = encoded.dictionary.to_numpy()
-            self._dest = code, values, _first_at(code, len(values))
+            low = int(key.min())
+            span = int(key.max()) - low + 1
+            if span <= DENSE:  # a few ports: numbered in key order without hashing
+                present = np.zeros(span, dtype=bool)
+                present[key - low] = True
+                values = np.flatnonzero(present) + low
+                code = (np.cumsum(present) - 1)[key - low]
+                first = np.empty(len(values), dtype=np.int64)
+                first[code] = np.arange(len(code))  # any arrival of each: they go to one place
+            else:
+                encoded = pc.dictionary_encode(pa.array(key))
+                code = encoded.indices.to_numpy().astype(np.int64)
+                values = encoded.dictionary.to_numpy()
+                first = _first_at(code, len(values))
+            self._dest = code, values, first
         return self._dest
 
     def _hash_route(self, routes: dict, k: int, dest: int, r: int) -> int | None:
@@ -620,31 +657,31 @@ class SocketWalk:
         stride = tables.width + 1
         slot = answer - route * stride
         reason = np.where(tables.by_cpu[route], 2, np.where(slot != start, 1, 0))
-        # every arrival of a flow: one socket, one reason, one route (as its first arrival's)
+        # every arrival of a flow: one socket, one reason, one route
         flow = flows[arrivals]
-        position = np.empty(len(in_closed), dtype=np.int64)  # row -> its index in `arrivals`
-        position[arrivals] = np.arange(len(arrivals))
-        head = position[self.first_row[flow]]
+        packed = answer * 4 + reason  # (`answer` says the route and the slot)
+        of_flow = np.full(len(self.first_row), -1, dtype=np.int64)
+        of_flow[flow] = packed  # any arrival's: they all agree, or the flow is not good
         good = np.ones(len(self.first_row), dtype=bool)
-        if (head != np.arange(len(arrivals))).any():
-            same = (expected == expected[head]) & (reason == reason[head]) \
-                & (route == route[head])
-            good[flow[~same]] = False
+        if self.several:
+            good[flow[packed != of_flow[flow]]] = False
         # every observation names that socket
         observations = np.flatnonzero(in_closed & ((kind == ACCEPT) | (kind == RECV)))
         obs_flow = flows[observations]
-        obs_head = position[self.first_row[obs_flow]]
-        named = cols.sk[observations + a] == expected[obs_head]
-        good[obs_flow[~named]] = False
+        obs_packed = of_flow[obs_flow]
+        named = cols.sk[observations + a] == tables.ids[obs_packed >> 2]
+        if not named.all():
+            good[obs_flow[~named]] = False
         if not good.all():
             self._late(arrivals, route, flows, in_closed, kind,
                        set(np.flatnonzero(~good).tolist()))
             fine = good[obs_flow]
-            observations, obs_head = observations[fine], obs_head[fine]
+            observations, obs_packed = observations[fine], obs_packed[fine]
         if not len(observations):
             return
-        self._matches(observations, route[obs_head], expected[obs_head], reason[obs_head], kind,
-                      answer[obs_head], tables)
+        answer = obs_packed >> 2
+        self._matches(observations, answer // stride, tables.ids[answer], obs_packed & 3, kind,
+                      answer, tables)
 
     def _matches(self, rows: np.ndarray, route: np.ndarray, expected: np.ndarray,
                  reason: np.ndarray, kind: np.ndarray, answer: np.ndarray,
@@ -726,6 +763,8 @@ class SocketWalk:
 def _first_at(flow: np.ndarray, count: int) -> np.ndarray:
     """The position of each flow's first row, for flows numbered in order of first row."""
     new = np.empty(len(flow), dtype=bool)
+    if not len(flow):
+        return np.zeros(0, dtype=np.int64)
     new[0] = True
     np.greater(flow[1:], np.maximum.accumulate(flow)[:-1], out=new[1:])
     at = np.flatnonzero(new)
@@ -733,14 +772,25 @@ def _first_at(flow: np.ndarray, count: int) -> np.ndarray:
     return at
 
 
-def _first_rows(flow: np.ndarray, rows: np.ndarray, count: int) -> np.ndarray:
-    return rows[_first_at(flow, count)]
-
-
 @lru_cache(maxsize=64)
 def _tabulate(states: tuple[fast.GroupState, ...], max_cpu: int) -> fast.BatchTables:
     """`fast.tabulate`, kept for the next batches: in steady traffic they use the same routes."""
     return fast.tabulate(states, max_cpu)
+
+
+_LAST: dict[str, tuple[pa.Array, list, list]] = {}
+
+
+def _spellings(name: str, dictionary: pa.Array) -> tuple[list, list]:
+    """The texts of a column's dictionary (and None, for nulls) and their spellings; the
+    batches of one row group share theirs, so the last one is kept, per column."""
+    last = _LAST.get(name)
+    if last is not None and len(last[0]) == len(dictionary) and last[0].equals(dictionary):
+        return last[1], last[2]
+    texts = dictionary.to_pylist()
+    spellings = [_spelled(text) for text in texts]
+    _LAST[name] = (dictionary, texts + [None], spellings)
+    return texts + [None], spellings
 
 
 @lru_cache(maxsize=1 << 16)

@@ -25,6 +25,9 @@ SELECT = "reuseport_select_sock"
 COLUMNS = ("host", "seq", "event", "sk", "sk2", "proto", "family", "laddr", "raddr", "lport",
            "rport", "hash", "sk_hash", "cpu", "payload", "name", "value", "prog", "ret",
            "observed")
+DICTIONARIES = ("laddr", "raddr")
+"""Columns the replay reads dictionary-encoded (`iter_batches`): it compares addresses, and
+spells out only those of the rows it replays one by one."""
 REASONS = pa.array(["hash", "established-skip", "incoming-cpu"])
 _DENSE = 1 << 22  # largest key space counted with bincount rather than sorted
 
