@@ -136,11 +136,24 @@ class SocketColumns:
         lookup = np.array(remap + [-1], dtype=np.int64)
         return lookup[indices]
 
-    def flow_keys(self, rows: np.ndarray) -> np.ndarray:
-        """One int64 per row naming (TCP or UDP, laddr, lport, raddr, rport)."""
-        udp = (self.kind[rows] >= DATAGRAM).astype(np.int64)
-        return self._key(udp, self.laddr[rows], self.lport[rows], self.raddr[rows],
-                         self.rport[rows])
+    def flow_keys(self, a: int, b: int) -> np.ndarray:
+        """One int64 per row of `a:b` naming (TCP or UDP, laddr, lport, raddr, rport) (rows
+        without a flow: any value)."""
+        udp = (self.kind[a:b] >= DATAGRAM).astype(np.int64)
+        width = max(1, len(self.addresses))
+        if width > WIDE:
+            return self._key(udp, self.laddr[a:b], self.lport[a:b], self.raddr[a:b],
+                             self.rport[a:b])
+        key = udp  # as `_key`, in place
+        key *= width
+        key += self.laddr[a:b]
+        key *= PORTS
+        key += self.lport[a:b]
+        key *= width * PORTS
+        remote = self.raddr[a:b] * PORTS
+        remote += self.rport[a:b]
+        key += remote
+        return key
 
     def key_of(self, udp: bool, flow: Flow) -> int | None:
         laddr, lport, raddr, rport = flow
@@ -331,7 +344,8 @@ class SocketWalk:
         if not len(rows):
             self.flow_keys = pa.array([], pa.int64())
             return Flows.of(rows, np.zeros(0, dtype=np.int64), 0, kind[rows])
-        encoded = pc.dictionary_encode(pa.array(self.sc.flow_keys(rows + self.a)))
+        keys = self.sc.flow_keys(self.a, self.b)
+        encoded = pc.dictionary_encode(pa.array(keys if len(rows) == len(keys) else keys[rows]))
         self.flow_keys = encoded.dictionary
         return Flows.of(rows, encoded.indices.to_numpy().astype(np.int64),
                         len(encoded.dictionary), kind[rows])

@@ -228,9 +228,11 @@ def _part_batches(part: Part, fields: list[pa.Field], batch_size: int,
                   row_groups: Sequence[int] | None = None) -> Iterator[pa.RecordBatch]:
     """The rows of one file in (host, seq) order; a sorted file streams, reading only
     ``row_groups`` when given (another file is read whole and sorted)."""
-    encoded = [f.name for f in fields
-               if pa.types.is_dictionary(f.type) and SCHEMA.field(f.name).type == pa.string()]
-    parquet = open_part(part, read_dictionary=encoded)
+    parquet = open_part(part)
+    encoded = [f.name for f in fields if f.name in parquet.schema_arrow.names
+               and pa.types.is_dictionary(f.type) and SCHEMA.field(f.name).type == pa.string()]
+    if encoded:
+        parquet = open_part(part, read_dictionary=encoded)
     if file_metadata_of(parquet).get(SORTED_KEY) == "host,seq" or _stored_in_order(parquet, part):
         present = [f.name for f in fields if f.name in parquet.schema_arrow.names]
         if row_groups is not None and not row_groups:
