@@ -11,7 +11,7 @@ setup(
     package_dir={"tracekit._schemas": "schemas"},
     package_data={
         "tracekit._schemas": ["*.json"],
-        "tracekit.capture": ["scenarios/*.toml"],
+        "tracekit.recorder": ["scenarios/*.toml"],
         "tracekit.report": ["*.json"],
     },
 )

@@ -3,8 +3,8 @@
 On the fleet benchmark data (`fleet_trace.py`: about 1M real-kernel socket-layer events from 600
 hosts), each in a fresh subprocess: `pyarrow.parquet.read_table` of the file (the anchor),
 `tracekit replay TRACE` single-process, and `tracekit replay TRACE --dask local` (a LocalCluster
-with one single-threaded worker process per CPU, started inside the command). Then, in this
-process, against a cluster already running with the same workers: `replay_on_dask` with Dask's
+with one single-threaded worker process per CPU, started inside the command: `local_cluster`).
+Then, in this process, against a cluster already running with the same workers: `replay_on_dask` with Dask's
 task stream recorded (start and end of every task on its worker) and a round of no-op tasks
 (the scheduler's cost per task). Every replay's `--json` summary must be byte-identical.
 
@@ -83,15 +83,14 @@ def simulate(hosts, workers: int, costs: Costs, network_mbps: float | None) -> f
 
 
 def in_process(path: Path, workers: int):
-    """replay_on_dask on a running cluster: wall time, task stream, scheduler cost per task."""
-    from distributed import Client, LocalCluster, get_task_stream
+    """replay_on_dask on a running cluster (`local_cluster`, what ``--dask local`` starts): wall
+    time, task stream, scheduler cost per task."""
+    from distributed import Client, get_task_stream
 
-    from tracekit.replay.distributed import replay_on_dask
+    from tracekit.replay.distributed import local_cluster, replay_on_dask
     from tracekit.report.json import summary_json
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        client.run(lambda: __import__("tracekit.replay.distributed"))
+    with local_cluster(workers) as cluster, Client(cluster) as client:
         with get_task_stream(client) as stream:
             start = time.perf_counter()
             result = replay_on_dask(path, client)

@@ -60,7 +60,7 @@ def measure(argv: list[str]) -> Run:
 
 def trace_for(workload: str, events: int, seed: int, workdir: Path) -> Path:
     sys.path.insert(0, str(REPO))
-    from tracekit.capture.simulate import GENERATOR_VERSION, simulate
+    from tracekit.simulator.api import GENERATOR_VERSION, simulate
     from tracekit.trace import read_metadata
 
     path = workdir / f"{workload}-{events}-{seed}.parquet"

@@ -53,7 +53,7 @@ def fleet_trace(workdir: Path) -> Path:
 
 def simulated(workload: str, events: int, seed: int, workdir: Path) -> Path:
     sys.path.insert(0, str(REPO))
-    from tracekit.capture.simulate import GENERATOR_VERSION, simulate
+    from tracekit.simulator.api import GENERATOR_VERSION, simulate
     from tracekit.trace import read_metadata
 
     path = workdir / f"socket-{workload}-{events}-{seed}.parquet"

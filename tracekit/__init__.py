@@ -36,8 +36,8 @@ _LAZY = {
     "normalize": ("tracekit.trace.normalize", "normalize_jsonl"),
     "validate": ("tracekit.trace.validate", "validate_trace"),
     "replay": ("tracekit.replay.api", "replay"),
-    "record": ("tracekit.capture.api", "record"),
-    "simulate": ("tracekit.capture.simulate", "simulate"),
+    "record": ("tracekit.recorder.api", "record"),
+    "simulate": ("tracekit.simulator.api", "simulate"),
     "probe": ("tracekit.probe.run", "probe"),
 }
 

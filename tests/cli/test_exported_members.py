@@ -44,7 +44,7 @@ def test_replay_stays_callable_after_its_package_is_imported(tmp_path):
     import subprocess
     import sys
 
-    from tracekit.capture.simulate import simulate
+    from tracekit.simulator.api import simulate
 
     trace = simulate("steady", events=500, seed=1, output=tmp_path / "t.parquet")
     code = ("import tracekit.replay.distributed, tracekit; "

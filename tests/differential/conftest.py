@@ -10,7 +10,7 @@ import pytest
 
 @functools.cache
 def _unsupported() -> str | None:
-    from tracekit.capture.runner import unsupported_reason
+    from tracekit.recorder.runner import unsupported_reason
 
     return unsupported_reason()
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tracekit.capture import list_scenarios, record
-from tracekit.capture.policies import SCENARIO_POLICIES
+from tracekit.recorder import list_scenarios, record
+from tracekit.recorder.policies import SCENARIO_POLICIES
 from tracekit.replay import replay
 
 pytestmark = pytest.mark.kernel

@@ -1,7 +1,7 @@
 """The model against other real kernels, booted under QEMU (tracekit.vmlab): Debian's 6.1 and 6.12.
 
 One boot per kernel records the scenarios that tell the kernels apart and a few random walks
-(`tracekit.capture.guest.record_in_guest`); the traces are replayed here, on the host. Each must
+(`tracekit.recorder.guest.record_in_guest`); the traces are replayed here, on the host. Each must
 replay under `--profile auto` with 0 mismatches and 0 unknown, auto must pick the profile the
 kernel was verified against (`KERNELS`; tracekit.kernel.profiles.VERIFIED), and the deciding
 scenarios must reject the neighbouring profiles, so a wrong auto choice cannot pass.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tracekit.capture.guest import GuestJob, record_in_guest
-from tracekit.capture.policies import SCENARIO_POLICIES
+from tracekit.recorder.guest import GuestJob, record_in_guest
+from tracekit.recorder.policies import SCENARIO_POLICIES
 from tracekit.replay import replay
 from tracekit.replay.fit import fit_profile
 from tracekit.vmlab import unavailable_reason

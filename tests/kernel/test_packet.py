@@ -143,7 +143,7 @@ def _which(socks: list[socket.socket], accept: bool) -> int:
 def _sweep(proto: int, family: int, loads: list[tuple[int, int]]) -> list[int]:
     """In a fresh namespace: for each (offset, bit) the socket (0/1) a packet reached when the
     group's program returned that bit of the byte at `offset`. Each packet from its own port."""
-    from tracekit.capture import netns
+    from tracekit.recorder import netns
 
     netns.enter_private_netns()
     fam = socket.AF_INET if family == 4 else socket.AF_INET6
@@ -186,7 +186,7 @@ def _model_bits(proto: int, family: int, loads):
 def test_every_bit_the_model_knows_is_the_kernels(proto, family):
     if os.geteuid() != 0:
         pytest.skip("needs root (a network namespace) to attach programs on the real kernel")
-    from tracekit.capture.runner import run_in_namespace
+    from tracekit.recorder.runner import run_in_namespace
 
     net_len = (20 if family == 4 else 40) + (8 + len(PAYLOAD) if proto == IPPROTO_UDP else 4)
     offsets = [SKF_LL_OFF + p for p in range(ETH_HLEN + net_len + 1)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 from against_recorder import migrations, pair
-from tracekit.capture.policies import OBSERVER_KERNEL_NAME, observer_passes
+from tracekit.recorder.policies import OBSERVER_KERNEL_NAME, observer_passes
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 

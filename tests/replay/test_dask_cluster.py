@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import tracekit
-from tracekit.capture.simulate import simulate
+from tracekit.simulator.api import simulate
 from tracekit.errors import TracekitError
 from tracekit.replay.api import replay
 from tracekit.replay.distributed import replay_on_dask

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pytest
 
-from tracekit.capture.simulate import simulate
+from tracekit.simulator.api import simulate
 from tracekit.replay.api import replay
-from tracekit.replay.distributed import merge_replays, replay_on_dask
+from tracekit.replay.distributed import local_cluster, merge_replays, replay_on_dask
 from tracekit.report.json import summary_json
 from tracekit.trace import iter_batches, read_metadata, trace_hosts, write_trace
 
@@ -17,10 +17,8 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def cluster_client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
-            yield client
+    with local_cluster(2) as cluster, distributed.Client(cluster) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +49,27 @@ def test_dask_replay_is_byte_identical_to_the_single_process_replay(fleet, clust
     assert spread.decisions.equals(local.decisions)
     assert [b.num_rows for b in spread.results] and sum(b.num_rows for b in spread.results) == \
         local.summary["decisions"]
+
+
+def test_local_replays_on_workers_forked_from_this_process_without_the_profiler(fleet, cluster_client):
+    # builtins travel by name, so asking a worker imports nothing there: a spawned worker that
+    # never ran a task would not hold tracekit yet; a forked one has this process's modules
+    asked = "('tracekit.replay.api' in __import__('sys').modules, " \
+            "__import__('dask').config.get('distributed.worker.profile.enabled'))"
+    assert set(cluster_client.run(eval, asked).values()) == {(True, False)}
+    single, _ = fleet
+    local = replay(single, results=True)
+    spread = replay_on_dask(single, "local", results=True)
+    assert summary_json(spread.summary) == summary_json(local.summary)
+    assert spread.decisions.equals(local.decisions)
+
+
+def test_profile_fit_is_fitted_once_over_all_hosts(fleet, cluster_client):
+    single, _ = fleet
+    local = replay(single, profile="fit")
+    spread = replay_on_dask(single, cluster_client, profile="fit", tasks=3)
+    assert local.summary["profile"]["chosen_by"].startswith("best fit (mismatches per profile")
+    assert summary_json(spread.summary) == summary_json(local.summary)
 
 
 def test_each_task_replays_only_its_host(fleet):

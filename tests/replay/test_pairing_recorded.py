@@ -26,7 +26,7 @@ def recording(request, tmp_path_factory) -> Path:
         return FIXTURE
     if os.geteuid() != 0:
         pytest.skip("recording needs root (network namespaces, BPF)")
-    from tracekit.capture.api import record
+    from tracekit.recorder.api import record
 
     try:
         return record(SCENARIO, output=tmp_path_factory.mktemp("rec") / "fresh.parquet", strict=True)

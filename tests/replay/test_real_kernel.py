@@ -8,7 +8,7 @@ import os
 import pyarrow as pa
 import pytest
 
-from tracekit.capture.policies import SCENARIO_POLICIES
+from tracekit.recorder.policies import SCENARIO_POLICIES
 from tracekit.replay import replay
 from tracekit.trace import read_metadata, write_trace
 from tracekit.trace.read import read_trace
@@ -16,7 +16,7 @@ from tracekit.trace.read import read_trace
 pytestmark = pytest.mark.kernel
 
 # groups running a cBPF program (or whose program was detached) have no observer; their hashes
-# are re-probed after the scenario (tracekit.capture.reprobe), so these replay fully too
+# are re-probed after the scenario (tracekit.recorder.reprobe), so these replay fully too
 PROGRAM_GROUPS = {"story-cbpf-steering", "selftest-select_reuseport-detach", "story-cbpf-source-port",
                   "story-one-flow-two-sockets"}
 SCENARIOS = ["selftest-migrate_reuseport-close-v4", "selftest-migrate_reuseport-shutdown-v6",
@@ -30,7 +30,7 @@ SCENARIOS = ["selftest-migrate_reuseport-close-v4", "selftest-migrate_reuseport-
 def _record(tmp_path, name=None, seed=None):
     if os.geteuid() != 0:
         pytest.skip("recording needs root (network namespaces, BPF)")
-    record = pytest.importorskip("tracekit.capture.api").record
+    record = pytest.importorskip("tracekit.recorder.api").record
     out = tmp_path / f"{name or seed}.parquet"
     try:
         if seed is not None:

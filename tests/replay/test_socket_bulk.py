@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tracekit.capture.simulate import injected_faults, simulate
+from tracekit.simulator.api import injected_faults, simulate
 from tracekit.replay import engine, stretch
 from tracekit.replay.api import replay, write_results
 from tracekit.report.json import summary_json

@@ -127,7 +127,7 @@ def test_cli_prints_the_what_if_section(tmp_path):
 def test_kernel_layer_trace_without_migration_resets_every_migration(tmp_path):
     """A simulated probe trace (kernel-layer calls): with tcp_migrate_req=0 each observed
     `reuseport_migrate_sock` that found a listener would have found none."""
-    from tracekit.capture.simulate import simulate
+    from tracekit.simulator.api import simulate
     from tracekit.trace.read import read_trace
 
     trace = simulate("rolling-restart", events=3000, seed=2, output=tmp_path / "rr.parquet")

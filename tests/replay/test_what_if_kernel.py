@@ -24,7 +24,7 @@ MIGRATE = ["net.ipv4.tcp_migrate_req=1"]
 def _record(tmp_path, scenario, name):
     if os.geteuid() != 0:
         pytest.skip("recording needs root (network namespaces, BPF)")
-    record = pytest.importorskip("tracekit.capture.api").record
+    record = pytest.importorskip("tracekit.recorder.api").record
     out = tmp_path / f"{name}.parquet"
     try:
         return record(str(scenario), output=out, strict=False)

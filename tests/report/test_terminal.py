@@ -149,7 +149,7 @@ def test_rendering_is_deterministic(replay):
 def test_departed_sockets_beyond_the_ten_busiest_are_summed_in_one_row(tmp_path):
     """A long replay sees thousands of sockets come and go: the load table keeps the live and
     closed ones, the ten busiest departed ones, and one row for the rest, with their total."""
-    from tracekit.capture.simulate import simulate
+    from tracekit.simulator.api import simulate
     from tracekit.replay.api import replay as run_replay
 
     result = run_replay(simulate("mutation-heavy", events=20_000, seed=2,

@@ -1,5 +1,5 @@
 """``tracekit record``: run a scenario (or a random walk) against this machine's kernel in a private
-network namespace and write the trace (`tracekit.capture.record`)."""
+network namespace and write the trace (`tracekit.recorder.record`)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def command(scenario: str | None, output: str | None, random_seed: int | None, s
     Exit status 1 when the kernel broke one of the scenario's [[expect]] tables (the trace is
     still written), 2 when the machine cannot record (no root, namespaces or BPF; with --vm: no
     QEMU or no such kernel, or the guest failed)."""
-    from tracekit.capture import list_scenarios, record
-    from tracekit.capture.api import ExpectationFailed
+    from tracekit.recorder import list_scenarios, record
+    from tracekit.recorder.api import ExpectationFailed
 
     if list_only:
         for name, description in list_scenarios().items():

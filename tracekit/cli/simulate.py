@@ -1,4 +1,4 @@
-"""``tracekit simulate``: write a synthetic trace (`tracekit.capture.simulate.simulate`)."""
+"""``tracekit simulate``: write a synthetic trace (`tracekit.simulator.api.simulate`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import click
 from tracekit.cli import cli_errors
 from tracekit.cli.progress import progress_bar
 
-# Kept in step with tracekit.capture.workloads.WORKLOADS (a test checks); listed here so that
+# Kept in step with tracekit.simulator.workloads.WORKLOADS (a test checks); listed here so that
 # `tracekit --help` does not import NumPy.
 WORKLOAD_NAMES = ("steady", "rolling-restart", "scale", "udp-connected", "cbpf", "mutation-heavy")
 
@@ -58,7 +58,7 @@ def command(workload: str, events: int, seed: int, output: str, hosts: int, inje
     The kernel model decides every observation, so the trace replays with no mismatch (except
     those --inject-faults puts in).
     """
-    from tracekit.capture.simulate import simulate
+    from tracekit.simulator.api import simulate
 
     with progress_bar("simulating", sys.stderr.isatty()) as progress:
         path = simulate(workload, events=events, seed=seed, output=output,

@@ -1,7 +1,7 @@
 """Probe records to kernel-layer trace rows: one host per network namespace, small socket ids.
 
 Pure: `Translator.rows(record)` returns the rows a record stands for, in order, with `host` and
-`seq` filled in. The vocabulary is the simulator's (`tracekit.capture.workloads.host`), so a
+`seq` filled in. The vocabulary is the simulator's (`tracekit.simulator.workloads.host`), so a
 probe trace replays the way a simulated one does:
 
 - `reuseport_alloc` / `reuseport_add_sock` (sk, sk2, value = bind_inany, ret) carry the joining

@@ -11,6 +11,14 @@ boundaries where it can, so each task reads only its own row groups (or ``host=`
     >>> r = replay_on_dask("fleet/", "local")      # a LocalCluster on this machine
 
 Policies travel to the workers by pickle: register module-level functions, not lambdas.
+
+What a worker costs beyond its rows (measured on the 600-host fleet trace, issue 11): a row costs
+the same CPU in a worker as in one process; the overheads are the cluster's. ``"local"`` therefore
+forks its workers from this process (`local_cluster`), which has tracekit, pandas and pyarrow
+imported already, instead of spawning fresh interpreters that import them again (seconds per
+worker on a loaded machine), and turns off the workers' statistical profiler, which otherwise
+walks the replay's stack every 10 ms from the worker's event loop (about 10% more CPU and a GIL
+handoff each time).
 """
 
 from __future__ import annotations
@@ -29,12 +37,14 @@ import pandas as pd
 from tracekit.errors import TracekitError
 from tracekit.kernel.bpf import Policy
 from tracekit.replay.api import Replay, replay
+from tracekit.replay.fit import ProfileFit, ProfileScore, best_fit
 from tracekit.replay.timeline import Timeline
 from tracekit.replay.sink import MAX_MISMATCHES
 from tracekit.replay.summary import overall_verdict
 from tracekit.trace.layout import HostRows, host_rows
 
-__all__ = ["replay_on_dask", "merge_replays", "plan_tasks", "task_count"]
+__all__ = ["replay_on_dask", "merge_replays", "plan_tasks", "task_count", "local_cluster",
+           "LOCAL_WORKER_CONFIG"]
 
 _COUNTS = ("decisions", "matched", "mismatched", "unknown")
 
@@ -47,6 +57,33 @@ def _replay_hosts(path: str, hosts: list[str], profile: str, policies: dict[str,
                   results: bool, explain_all: bool) -> Replay:
     return replay(path, profile=profile, policies=policies, results=results,
                   explain_all=explain_all, hosts=hosts)
+
+
+def _score_hosts(path: str, hosts: list[str], profile: str,
+                 policies: dict[str, Policy] | None) -> tuple[int, int, int]:
+    summary = replay(path, profile=profile, policies=policies, hosts=hosts).summary
+    return summary["decisions"], summary["mismatched"], summary["unknown"]
+
+
+LOCAL_WORKER_CONFIG = {
+    "distributed.worker.multiprocessing-method": "fork",
+    "distributed.worker.profile.enabled": False,
+}
+"""The Dask configuration `local_cluster` starts its workers with (see the module docstring). For
+workers started otherwise, ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False`` in their
+environment turns the profiler off."""
+
+
+def local_cluster(workers: int | None = None) -> Any:
+    """A LocalCluster for replays on this machine: `workers` (default one per CPU) single-threaded
+    worker processes forked from this one, without the statistical profiler
+    (`LOCAL_WORKER_CONFIG`), no dashboard. Use it as a context manager."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set(LOCAL_WORKER_CONFIG):
+        return LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                            processes=True, dashboard_address=None)
 
 
 def plan_tasks(hosts: Sequence[HostRows], tasks: int) -> list[list[str]]:
@@ -159,40 +196,68 @@ def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
     nothing is merged: there is no partial result.
     """
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise TracekitError("replay on Dask needs the dask extra: pip install 'tracekit[dask]'") from None
 
     path = os.fspath(trace_path)
     hosts = host_rows(path)
+    chosen_by = None
     with ExitStack() as stack:
         if isinstance(client, str):
             if client == "local":
-                cluster = stack.enter_context(LocalCluster(n_workers=min(len(hosts), os.cpu_count() or 1),
-                                                           threads_per_worker=1, processes=True,
-                                                           dashboard_address=None))
+                cluster = stack.enter_context(local_cluster(min(len(hosts), os.cpu_count() or 1)))
                 client = stack.enter_context(Client(cluster))
             else:
                 client = stack.enter_context(Client(client))
         if tasks is None:
             workers = sum(client.nthreads().values()) or 1
             tasks = task_count(workers, sum(h.rows for h in hosts), len(hosts))
-        # a key of this call alone: a key a previous call used may still hold that call's result
-        call = uuid.uuid4().hex
-        futures = {client.submit(_replay_hosts, path, run, profile, policies, results, explain_all,
-                                 key=f"tracekit-replay-{i}-{run[0]}-{call}", pure=False): run
-                   for i, run in enumerate(plan_tasks(hosts, tasks))}
-        try:
-            parts = _gather(client, futures, progress, no_workers_timeout)
-        except BaseException:
-            client.cancel(list(futures))
-            raise
-    return merge_replays(parts)
+        runs = plan_tasks(hosts, tasks)
+        if profile == "fit":
+            fit = _fit_on_dask(client, path, runs, policies, no_workers_timeout)
+            profile, chosen_by = fit.best.name, fit.describe()
+        parts = _run_tasks(client, "replay", _replay_hosts,
+                           [(path, run, profile, policies, results, explain_all) for run in runs],
+                           progress, no_workers_timeout)
+    merged = merge_replays(parts)
+    if chosen_by is not None:  # what replay(profile="fit") says, from the same scores
+        merged.summary["profile"] = {**merged.summary["profile"], "chosen_by": chosen_by}
+    return merged
+
+
+def _fit_on_dask(client: Any, path: str, runs: list[list[str]], policies: dict[str, Policy] | None,
+                 no_workers_timeout: float) -> ProfileFit:
+    """`tracekit.replay.fit.fit_profile` in tasks: every profile's counts summed over the runs of
+    hosts (hosts share nothing, so the sums are the whole trace's), judged by `best_fit`."""
+    from tracekit.kernel.profiles import PROFILES
+
+    calls = [(path, run, p.name, policies) for p in PROFILES for run in runs]
+    counts = _run_tasks(client, "fit", _score_hosts, calls, None, no_workers_timeout)
+    totals: dict[str, list[int]] = {p.name: [0, 0, 0] for p in PROFILES}
+    for (_, _, name, _), count in zip(calls, counts):
+        totals[name] = [a + b for a, b in zip(totals[name], count)]
+    return best_fit([ProfileScore(p.name, *totals[p.name]) for p in PROFILES])
+
+
+def _run_tasks(client: Any, kind: str, function: Callable[..., Any], calls: list[tuple],
+               progress: Callable[[int, int], None] | None, no_workers_timeout: float) -> list[Any]:
+    """``function(path, run, ...)`` for every argument tuple of `calls`, as tasks; their results in
+    the order of `calls`."""
+    call_id = uuid.uuid4().hex  # a key of this call alone: a previous call's key may still hold its result
+    futures = {client.submit(function, *arguments, key=f"tracekit-{kind}-{i}-{arguments[1][0]}-{call_id}",
+                             pure=False): arguments[1]
+               for i, arguments in enumerate(calls)}
+    try:
+        return _gather(client, futures, progress, no_workers_timeout)
+    except BaseException:
+        client.cancel(list(futures))
+        raise
 
 
 def _gather(client: Any, futures: dict[Any, list[str]], progress: Callable[[int, int], None] | None,
-            no_workers_timeout: float) -> list[Replay]:
-    """Every task's Replay in host order, or `TracekitError` when the cluster cannot finish."""
+            no_workers_timeout: float) -> list[Any]:
+    """Every task's result in submission order, or `TracekitError` when the cluster cannot finish."""
     from distributed import wait
     from distributed.client import FutureCancelledError
     from distributed.comm.core import CommClosedError

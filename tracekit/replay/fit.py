@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from tracekit.kernel.bpf import Policy
 from tracekit.kernel.profiles import PROFILES, Profile, profile_by_name
 
-__all__ = ["ProfileFit", "ProfileScore", "fit_profile"]
+__all__ = ["ProfileFit", "ProfileScore", "best_fit", "fit_profile"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,13 @@ def fit_profile(path: str | os.PathLike[str], *, policies: dict[str, Policy] | N
     for profile in PROFILES:
         summary = replay(path, profile=profile, policies=policies).summary
         scores.append(ProfileScore(profile.name, summary["decisions"], summary["mismatched"], summary["unknown"]))
+    return best_fit(scores)
+
+
+def best_fit(scores: list[ProfileScore]) -> ProfileFit:
+    """The fit from every profile's score (oldest profile first): fewest mismatches, then fewest
+    unknown decisions, the newest of a tie. Pure, so a fleet's scores can be summed over tasks
+    (`tracekit.replay.distributed`) and judged the same way."""
     fewest = min((s.mismatched, s.unknown) for s in scores)
     tied = tuple(s.profile for s in scores if (s.mismatched, s.unknown) == fewest)
     return ProfileFit(profile_by_name(tied[-1]), tuple(scores), tied)
