@@ -4,6 +4,7 @@ observations were moved to other sockets or drained in socket order, and on simu
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from tracekit.simulator.api import injected_faults, simulate
 from tracekit.replay import engine, stretch
 from tracekit.replay.api import replay, write_results
 from tracekit.report.json import summary_json
+from tracekit.trace import read as trace_read
 
 RECORDED = sorted((Path(__file__).parents[2] / "fixtures" / "recorded").glob("*.parquet"))
 FLEET = sorted((Path(__file__).parents[2] / "fixtures" / "recorded" / "fleet").glob("*.parquet"))
@@ -210,3 +212,46 @@ def test_socket_layer_simulation_is_the_same_bytes_in_bulk_and_one_by_one(tmp_pa
         c = simulate(workload, layer="socket", events=5_000, seed=9, hosts=2,
                      output=tmp_path / "c.parquet")
         assert a.read_bytes() == b.read_bytes() == c.read_bytes()
+
+
+def small_batches(monkeypatch, rows: int) -> list[int]:
+    """Replays read `rows` rows a batch; returns the sizes of the rows a bulk walk held back
+    for the next batch, as a witness that the test reached that route."""
+    import tracekit.trace
+
+    monkeypatch.setattr(tracekit.trace, "iter_batches",
+                        partial(trace_read.iter_batches, batch_size=rows))
+    held: list[int] = []
+    original = engine._joined
+
+    def joined(first, second):
+        held.append(first.num_rows)
+        return original(first, second)
+
+    monkeypatch.setattr(engine, "_joined", joined)
+    return held
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(workload=st.sampled_from(["steady", "mutation-heavy"]), seed=st.integers(0, 10_000),
+       rate=st.sampled_from([0.0, 0.02]), rows=st.integers(150, 1_400))
+def test_flows_held_back_across_batches_give_the_same_bytes(tmp_path_factory, monkeypatch,
+                                                           workload, seed, rate, rows):
+    """Batches cut anywhere: the flows still open at a batch's end replayed with the next
+    batch (`SocketWalk._cut`), against the per-row path on the same batches."""
+    tmp_path = tmp_path_factory.mktemp("held")
+    path = simulate(workload, layer="socket", events=6_000, seed=seed, hosts=2,
+                    inject_faults=rate, output=tmp_path / "t.parquet")
+    held = small_batches(monkeypatch, rows)
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
+    if workload == "steady":
+        assert held and max(held) <= stretch.HOLD
+
+
+@pytest.mark.parametrize("rows", [97, 1_000])
+def test_a_recording_in_small_batches_gives_the_same_bytes(tmp_path, monkeypatch, rows):
+    small_batches(monkeypatch, rows)
+    bulk, faithful = both_paths(WALK, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
