@@ -4,6 +4,7 @@ observations were moved to other sockets or drained in socket order, and on simu
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from tracekit.simulator.api import injected_faults, simulate
 from tracekit.replay import engine, stretch
 from tracekit.replay.api import replay, write_results
 from tracekit.report.json import summary_json
+from tracekit.trace import read as trace_read
 
 RECORDED = sorted((Path(__file__).parents[2] / "fixtures" / "recorded").glob("*.parquet"))
 FLEET = sorted((Path(__file__).parents[2] / "fixtures" / "recorded" / "fleet").glob("*.parquet"))
@@ -86,10 +88,40 @@ def test_fleet_recordings_take_the_bulk_routes(path, tmp_path, monkeypatch):
     with the same bytes as the per-row path."""
     classic = calls_of(monkeypatch, "classic_pick", stretch.Route)
     observed = calls_of(monkeypatch, "_observe")
+    delivered = calls_of(monkeypatch, "_deliver")
     bulk, faithful = both_paths(path, tmp_path, monkeypatch)
     assert_same(bulk, faithful)
     assert sum(pick is not None for pick in classic) >= 10
     assert len(observed) >= 100
+    assert sum(delivered) >= 20  # datagrams to ports with connected sockets, memoized
+
+
+CONNECTED_AND_CLASSIC = FLEET[3]  # random-3: a connected UDP socket and a classic program
+
+
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), moved=st.floats(0.0, 0.3),
+       payloads=st.booleans())
+def test_fleet_recording_with_moved_observations_and_payloads_agrees(
+        tmp_path_factory, monkeypatch, seed, moved, payloads):
+    """Observations moved to other sockets (mismatches, replayed late) and datagram payloads
+    rewritten (a classic program reading them answers otherwise) on a recording whose UDP port
+    has a connected socket: the memoized lookups give the per-row path's bytes."""
+    tmp_path = tmp_path_factory.mktemp("fleet")
+    rng = np.random.default_rng(seed)
+
+    def change(frame):
+        _move_observations(frame, rng, moved)
+        if payloads:
+            datagrams = frame.index[frame.event == "datagram"]
+            frame.loc[datagrams, "payload"] = [bytes(rng.integers(0, 256, 8, dtype=np.uint8))
+                                               for _ in datagrams]
+        return frame
+
+    path = _rewrite(CONNECTED_AND_CLASSIC, tmp_path / "t.parquet", change)
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
 
 
 def test_the_bulk_path_decides_closed_flows_of_a_recording(tmp_path, monkeypatch):
@@ -97,6 +129,14 @@ def test_the_bulk_path_decides_closed_flows_of_a_recording(tmp_path, monkeypatch
     bulk, faithful = both_paths(WALK, tmp_path, monkeypatch)
     assert sum(seen) >= 10
     assert_same(bulk, faithful)
+
+
+def _move_observations(frame, rng, moved: float) -> None:
+    """Each `accept` and `recv` names another socket of the trace with probability `moved`."""
+    observed = frame.index[frame.event.isin(["accept", "recv"])]
+    sockets = sorted(frame.sk.dropna().unique())
+    hit = observed[rng.random(len(observed)) < moved]
+    frame.loc[hit, "sk"] = rng.choice(sockets, size=len(hit))
 
 
 def _rewrite(path: Path, out: Path, change) -> Path:
@@ -120,10 +160,7 @@ def test_recordings_with_moved_or_reordered_observations_agree(tmp_path_factory,
     rng = np.random.default_rng(seed)
 
     def change(frame):
-        observed = frame.index[frame.event.isin(["accept", "recv"])]
-        sockets = sorted(frame.sk.dropna().unique())
-        hit = observed[rng.random(len(observed)) < moved]
-        frame.loc[hit, "sk"] = rng.choice(sockets, size=len(hit))
+        _move_observations(frame, rng, moved)
         if socket_order:
             recv = (frame.event == "recv").to_numpy()
             run = np.cumsum(~recv)
@@ -175,3 +212,46 @@ def test_socket_layer_simulation_is_the_same_bytes_in_bulk_and_one_by_one(tmp_pa
         c = simulate(workload, layer="socket", events=5_000, seed=9, hosts=2,
                      output=tmp_path / "c.parquet")
         assert a.read_bytes() == b.read_bytes() == c.read_bytes()
+
+
+def small_batches(monkeypatch, rows: int) -> list[int]:
+    """Replays read `rows` rows a batch; returns the sizes of the rows a bulk walk held back
+    for the next batch, as a witness that the test reached that route."""
+    import tracekit.trace
+
+    monkeypatch.setattr(tracekit.trace, "iter_batches",
+                        partial(trace_read.iter_batches, batch_size=rows))
+    held: list[int] = []
+    original = engine._joined
+
+    def joined(first, second):
+        held.append(first.num_rows)
+        return original(first, second)
+
+    monkeypatch.setattr(engine, "_joined", joined)
+    return held
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(workload=st.sampled_from(["steady", "mutation-heavy"]), seed=st.integers(0, 10_000),
+       rate=st.sampled_from([0.0, 0.02]), rows=st.integers(150, 1_400))
+def test_flows_held_back_across_batches_give_the_same_bytes(tmp_path_factory, monkeypatch,
+                                                           workload, seed, rate, rows):
+    """Batches cut anywhere: the flows still open at a batch's end replayed with the next
+    batch (`SocketWalk._cut`), against the per-row path on the same batches."""
+    tmp_path = tmp_path_factory.mktemp("held")
+    path = simulate(workload, layer="socket", events=6_000, seed=seed, hosts=2,
+                    inject_faults=rate, output=tmp_path / "t.parquet")
+    held = small_batches(monkeypatch, rows)
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
+    if workload == "steady":
+        assert held and max(held) <= stretch.HOLD
+
+
+@pytest.mark.parametrize("rows", [97, 1_000])
+def test_a_recording_in_small_batches_gives_the_same_bytes(tmp_path, monkeypatch, rows):
+    small_batches(monkeypatch, rows)
+    bulk, faithful = both_paths(WALK, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)

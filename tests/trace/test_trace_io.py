@@ -146,3 +146,26 @@ def test_any_order_of_unique_seqs_round_trips(tmp_path, seqs_by_host, random, ev
     got = [(r["host"], r["seq"], r["sk"]) for b in iter_batches(out, columns=["host", "seq", "sk"])
            for r in b.to_pylist()]
     assert got == expected
+
+
+@pytest.mark.parametrize("layout", ["written", "out-of-order", "absent"])
+def test_dictionaries_come_back_dictionary_encoded_with_the_same_values(tmp_path, layout):
+    laddr = ["10.0.0.1", None, "::1", "10.0.0.1"]
+    columns = {"host": ["h", "h", "g", "g"], "seq": [1, 2, 4, 3], "event": ["close"] * 4,
+               "sk": [1, 2, 3, 4]}
+    if layout != "absent":
+        columns["laddr"] = laddr
+    path = tmp_path / "t.parquet"
+    if layout == "written":
+        path = write_trace(path, pa.table(columns), source="test")
+    else:
+        pq.write_table(pa.table(columns).replace_schema_metadata(
+            {"tracekit.format": TRACE_FORMAT}), path)
+    plain = list(iter_batches(path, columns=["seq", "laddr"], batch_size=3))
+    encoded = list(iter_batches(path, columns=["seq", "laddr"], batch_size=3,
+                                dictionaries=("laddr", "raddr")))
+    assert [b.num_rows for b in plain] == [b.num_rows for b in encoded]
+    for a, b in zip(plain, encoded):
+        assert b.schema.field("laddr").type == pa.dictionary(pa.int32(), pa.string())
+        assert b.column("laddr").to_pylist() == a.column("laddr").to_pylist()
+        assert b.column("seq").equals(a.column("seq"))

@@ -27,7 +27,7 @@ from tracekit.replay.engine import Engine
 from tracekit.replay.sink import DecisionSink
 from tracekit.replay.summary import build_summary
 from tracekit.replay.timeline import Timeline, timeline_frame
-from tracekit.replay.walk import COLUMNS
+from tracekit.replay.walk import COLUMNS, DICTIONARIES
 
 __all__ = ["Replay", "replay", "gate", "write_results", "choose_profile", "COMPLETE_KEY"]
 
@@ -162,22 +162,29 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
     elif results:
         writer = _ResultsWriter(Path(results))
         consumer = writer.write
-    sink = DecisionSink(results=consumer)
+    chunks = _Chunks(consumer) if consumer is not None else None
+    sink = DecisionSink(results=chunks)
     membership = Timeline()
     engine = Engine(chosen, policies, sink=sink, explain_all=explain_all, timeline=membership)
     total = _total_rows(path) if progress is not None else 0
     done = 0
     try:
         with _heap_frozen():
-            for batch in iter_batches(path, columns=COLUMNS, hosts=hosts):
+            for batch in iter_batches(path, columns=COLUMNS, hosts=hosts,
+                                      dictionaries=DICTIONARIES):
                 engine.feed(batch)
                 membership.seen_batch(batch)
                 done += batch.num_rows
                 if progress is not None:
                     progress(done, total)
+            engine.drain()
+            if chunks is not None:
+                chunks.flush()
         settled_from = (sum(b.num_rows for b in kept) if kept is not None else len(sink.kept),
                         len(kept) if kept is not None else 0, len(sink.first_mismatches))
         engine.finish(complete=metadata.get(COMPLETE_KEY) == "complete")
+        if chunks is not None:
+            chunks.flush()
     except BaseException as error:
         if writer is not None:
             writer.abort()
@@ -224,6 +231,42 @@ def gate(result: Replay, *, baseline: str | os.PathLike[str] | None = None,
     if fail_on:
         ci.apply_gates(result, fail_on)
     return result
+
+
+RESULT_ROWS = 65_536
+"""Decisions per results batch (the last before the end-settled decisions, and the last, fewer)."""
+
+
+class _Chunks:
+    """Decision batches passed on re-cut to `RESULT_ROWS` rows each, so that results (and the
+    bytes of a results file) do not depend on how the engine cut its input into batches."""
+
+    def __init__(self, consumer: Callable[[pa.RecordBatch], None]) -> None:
+        self.consumer = consumer
+        self.parts: list[pa.RecordBatch] = []
+        self.rows = 0
+
+    def __call__(self, batch: pa.RecordBatch) -> None:
+        self.parts.append(batch)
+        self.rows += batch.num_rows
+        if self.rows >= RESULT_ROWS:
+            self._emit(whole=True)
+
+    def flush(self) -> None:
+        """Pass on what is kept, as one batch."""
+        self._emit(whole=False)
+
+    def _emit(self, whole: bool) -> None:
+        if not self.rows:
+            return
+        table = pa.Table.from_batches(self.parts, schema=DECISION_SCHEMA).combine_chunks()
+        done = self.rows - self.rows % RESULT_ROWS if whole else self.rows
+        for start in range(0, done, RESULT_ROWS):
+            part = table.slice(start, min(RESULT_ROWS, done - start))
+            self.consumer(part.combine_chunks().to_batches()[0])
+        rest = table.slice(done)
+        self.parts = rest.to_batches() if rest.num_rows else []
+        self.rows = rest.num_rows
 
 
 class _ResultsWriter:

@@ -91,9 +91,24 @@ class Engine:
         self.explain_all = explain_all
         self.hosts: dict[str, HostState] = {}
         self.walks = 0
+        self.held: pa.RecordBatch | None = None  # rows `feed` left to the next batch
 
     # -- batches ----------------------------------------------------------------------------------
     def feed(self, batch: pa.RecordBatch) -> None:
+        """Replay the rows of `batch`, which continue those fed before. A bulk socket-layer walk
+        may hold back the last rows (flows still waiting for their observations) and replay
+        them with the next batch; `drain` replays what is held (`finish` does too)."""
+        if self.held is not None:
+            batch, self.held = _joined(self.held, batch), None
+        self._feed(batch, open_end=True)
+
+    def drain(self) -> None:
+        """Replay the rows `feed` held back: call it when no batch follows."""
+        held, self.held = self.held, None
+        if held is not None:
+            self._feed(held, open_end=False)
+
+    def _feed(self, batch: pa.RecordBatch, open_end: bool) -> None:
         n = batch.num_rows
         if not n:
             return
@@ -107,7 +122,9 @@ class Engine:
         for a, b in zip(starts, ends):
             hs = self._state(names[host_idx[a]])
             self.walks += 1
-            Walk(self, hs, columns, a, b, self.walks).run()
+            done = Walk(self, hs, columns, a, b, self.walks).run(open_end and b == n)
+            if done < b - a:
+                self.held = batch.slice(a + done)
             hs.host.park()
         self.sink.flush()
 
@@ -301,6 +318,7 @@ class Engine:
         datagram sent is either received or was dropped), each datagram nobody received: the
         kernel dropped it (observed -1), where the model expected a socket or a drop. Both in
         `seq` order, host by host."""
+        self.drain()
         index = 0
         for name in sorted(self.hosts):
             hs = self.hosts[name]
@@ -366,6 +384,11 @@ def _deferred_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def replace_reason(pick: Pick, reason: str) -> Pick:
     return pick if pick.unknown is not None else replace_pick(pick, reason=reason)
+
+
+def _joined(first: pa.RecordBatch, second: pa.RecordBatch) -> pa.RecordBatch:
+    """One batch of the rows of `first`, then those of `second` (dictionaries unified)."""
+    return pa.concat_batches([first, second])
 
 
 def _dictionary(column: pa.Array) -> pa.DictionaryArray:

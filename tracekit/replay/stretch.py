@@ -25,7 +25,8 @@ that moment. Routes are resolved when the walk enters the stretch after a route 
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ from tracekit.kernel.socket_layer.addresses import normal_ip, parse_ip
 from tracekit.kernel.socket_layer.host import Flow, Socket
 from tracekit.kernel.socket_layer.selection import Pick, prog_label, replace_pick
 from tracekit.kernel.sock_reuseport import SockReuseport
-from tracekit.replay import fast
+from tracekit.replay import fast, ports
 from tracekit.replay.decision import DECISION_SCHEMA, decoded, repeated
 from tracekit.replay.history import HistoryView
 from tracekit.replay.state import Faithful, HostState
@@ -58,6 +59,13 @@ an unbound socket, change only what migration reads, or move connections and dat
 REASONS = ("hash", "established-skip", "incoming-cpu")
 FEW = 32
 """Closed arrivals of an epoch tagged one by one rather than with NumPy."""
+PORTS = 65536
+WIDE = 1 << 15
+"""Addresses in a batch past which flow keys number the (protocol, laddr, lport) first."""
+DENSE = 1 << 18
+"""Destination keys spanning at most this are numbered by counting rather than hashing."""
+HOLD = 8192
+"""Rows at most that a walk with an open end leaves to the next batch (`SocketWalk._cut`)."""
 ROUTE_CACHE = 1024
 """Routes a host keeps for reuse across stretches (`HostState.routes`)."""
 
@@ -82,7 +90,8 @@ class SocketColumns:
         self.raddr = self._addresses(batch.column("raddr"), "raddr")
         self.lport = _ints(batch.column("lport"))
         self.rport = _ints(batch.column("rport"))
-        has_flow = (self.laddr >= 0) & (self.raddr >= 0) & (self.lport >= 0) & (self.rport >= 0)
+        has_flow = (self.laddr >= 0) & (self.raddr >= 0) & (self.lport >= 0) & (self.rport >= 0) \
+            & (self.lport < PORTS) & (self.rport < PORTS)
         # a row without a column its event requires goes to the per-row path, which refuses it
         arrival = (kind == SYN) | (kind == DATAGRAM)
         # (a `reset` names no socket)
@@ -90,9 +99,13 @@ class SocketColumns:
                              _valid(batch.column("sk")) | (kind == RESET))
         self.kind = np.where(has_flow, kind, 0).astype(np.int8)
         decidable = cpu_valid if hash_valid is None else hash_valid & cpu_valid
+        self.hash_valid = np.ones(n, dtype=bool) if hash_valid is None else hash_valid
+        self.cpu_known = cpu_valid & (cpu >= 0) & (cpu < fast.CPU_LIMIT)
         self.decidable = decidable & (cpu >= 0) & (cpu < fast.CPU_LIMIT)
         self.batch = batch
         self._sk_hash: list | None = None
+        self._payload: list | None = None
+        self._locals: np.ndarray | None = None
 
     def sk_hash(self, i: int) -> int | None:
         if self._sk_hash is None:
@@ -100,15 +113,17 @@ class SocketColumns:
         return self._sk_hash[i]
 
     def payload(self, i: int) -> bytes | None:
-        return self.batch.column("payload")[i].as_py()
+        if self._payload is None:
+            self._payload = self.batch.column("payload").to_pylist()
+        return self._payload[i]
 
-    def text(self, name: str, i: int) -> str | None:
-        """Row `i`'s `laddr` or `raddr` as the trace spells it."""
+    def texts(self, name: str, a: int, b: int) -> list[str | None]:
+        """Rows `a:b` of `laddr` or `raddr` as the trace spells them."""
         spelled = self.spelled.get(name)
         if spelled is None:
-            return None
+            return [None] * (b - a)
         names, indices = spelled
-        return names[indices[i]]
+        return [names[j] for j in indices[a:b].tolist()]
 
     def _addresses(self, column: pa.Array, name: str) -> np.ndarray:
         """Codes of the column's addresses (-1: null), equal for two spellings of one address."""
@@ -117,33 +132,80 @@ class SocketColumns:
         if not pa.types.is_dictionary(column.type):
             column = pc.dictionary_encode(column)
         indices = column.indices.fill_null(len(column.dictionary)).to_numpy(zero_copy_only=False)
-        self.spelled[name] = (column.dictionary.to_pylist() + [None], indices)
-        remap = []
-        for text in column.dictionary.to_pylist():
-            if not is_ip_text(text):  # the faithful path refuses it
-                remap.append(-1)
-                continue
-            spelled = normal_ip(text)
-            remap.append(self.address_code.setdefault(spelled, len(self.address_code)))
-            if len(self.addresses) < len(self.address_code):
-                self.addresses.append(spelled)
+        texts, spellings = _spellings(name, column.dictionary)
+        self.spelled[name] = (texts, indices)
+        codes = self.address_code  # an address's code: its position in `addresses`
+        remap = [-1 if spelled is None else codes.setdefault(spelled, len(codes))
+                 for spelled in spellings]
+        self.addresses = list(codes)
         lookup = np.array(remap + [-1], dtype=np.int64)
         return lookup[indices]
 
-    def flow_keys(self, rows: np.ndarray) -> np.ndarray:
-        """One int64 per row naming (TCP or UDP, laddr, lport, raddr, rport)."""
+    def flow_keys(self, a: int, b: int) -> np.ndarray:
+        """One int64 per row of `a:b` naming (TCP or UDP, laddr, lport, raddr, rport) (rows
+        without a flow: any value)."""
+        udp = (self.kind[a:b] >= DATAGRAM).astype(np.int64)
         width = max(1, len(self.addresses))
-        udp = (self.kind[rows] >= DATAGRAM).astype(np.int64)
-        key = (udp * width + self.laddr[rows]) * 65536 + self.lport[rows]
-        return ((key * width + self.raddr[rows]) * 65536) + self.rport[rows]
+        if width > WIDE:
+            return self._key(udp, self.laddr[a:b], self.lport[a:b], self.raddr[a:b],
+                             self.rport[a:b])
+        key = udp  # as `_key`, in place
+        key *= width
+        key += self.laddr[a:b]
+        key *= PORTS
+        key += self.lport[a:b]
+        key *= width * PORTS
+        remote = self.raddr[a:b] * PORTS
+        remote += self.rport[a:b]
+        key += remote
+        return key
 
     def key_of(self, udp: bool, flow: Flow) -> int | None:
         laddr, lport, raddr, rport = flow
         a, b = self.address_code.get(laddr), self.address_code.get(raddr)
-        if a is None or b is None:
+        if a is None or b is None or not (0 <= lport < PORTS and 0 <= rport < PORTS):
             return None
+        key = int(self._key(np.array([int(udp)]), np.array([a]), np.array([lport]),
+                            np.array([b]), np.array([rport]))[0])
+        return key if key >= 0 else None
+
+    def _key(self, udp: np.ndarray, laddr: np.ndarray, lport: np.ndarray, raddr: np.ndarray,
+             rport: np.ndarray) -> np.ndarray:
         width = max(1, len(self.addresses))
-        return (((int(udp) * width + a) * 65536 + lport) * width + b) * 65536 + rport
+        local = (udp * width + laddr) * PORTS + lport
+        remote = raddr * PORTS + rport
+        if width > WIDE:  # local * width * PORTS might not fit in 64 bits: number the locals
+            if self._locals is None:
+                rows = np.flatnonzero(self.kind > 0)
+                self._locals = np.unique((((self.kind[rows] >= DATAGRAM) * width
+                                           + self.laddr[rows]) * PORTS + self.lport[rows]))
+            at = np.minimum(np.searchsorted(self._locals, local), len(self._locals) - 1)
+            local = np.where(self._locals[at] == local, at, -1)
+            return np.where(local >= 0, local * (width * PORTS) + remote, -1)
+        return local * (width * PORTS) + remote
+
+
+class RowValues:
+    """Rows `a:b` of a batch as Python values, by row relative to `a`: what the walk reads of
+    the rows it takes one at a time."""
+
+    def __init__(self, sc: SocketColumns, cols: Any, a: int, b: int) -> None:
+        self.addresses = sc.addresses
+        self.seq = cols.seq[a:b].tolist()
+        self.sk = cols.sk[a:b].tolist()
+        self.sk_valid = cols.sk_valid[a:b].tolist()
+        self.cpu = cols.cpu[a:b].tolist()
+        self.cpu_known = sc.cpu_known[a:b].tolist()
+        self.hash = cols.hash[a:b].tolist()
+        self.hash_valid = sc.hash_valid[a:b].tolist()
+        self.laddr, self.raddr = sc.laddr[a:b].tolist(), sc.raddr[a:b].tolist()
+        self.lport, self.rport = sc.lport[a:b].tolist(), sc.rport[a:b].tolist()
+        self.laddr_text, self.raddr_text = sc.texts("laddr", a, b), sc.texts("raddr", a, b)
+
+    def flow(self, r: int) -> Flow:
+        """Row `r`'s 4-tuple, addresses in the one spelling flows are keyed by."""
+        return (self.addresses[self.laddr[r]], self.lport[r], self.addresses[self.raddr[r]],
+                self.rport[r])
 
 
 class Route:
@@ -177,6 +239,11 @@ class Route:
         self.protocol = IPPROTO_UDP if head.proto == "udp" else IPPROTO_TCP
         self.reach = cbpf.payload_reach(reuse.prog.insns) if reuse.prog is not None else None
         self.classic: dict[Any, int | None] = {}
+
+    def chosen(self, hash: int, cpu: int) -> int:
+        """The socket `pick` chooses (`fast.NO_SOCKET` for none)."""
+        table = self.tables[self.cpu_row.get(cpu, 0)] if self.by_cpu else self.tables[0]
+        return table[(hash * self.n) >> 32]
 
     def pick(self, hash: int, cpu: int, seq: int) -> Pick:
         """What `select_traced` and `Host._label_pick` give an arrival with this hash and CPU."""
@@ -222,81 +289,165 @@ class Route:
         return index
 
 
-class SocketWalk:
-    """Rows `a:b` of a batch, all of one host, with socket-layer arrivals or observations."""
+@dataclass
+class Flows:
+    """The flows of a walk's socket-layer rows, numbered in order of first row: for each row
+    (relative, ascending) its flow, kind and whether it is an arrival; for each flow the
+    position of its first row, its first and last row, its arrivals and observations."""
 
-    def __init__(self, engine: Faithful, hs: HostState, columns: Any, a: int, b: int) -> None:
+    rows: np.ndarray
+    flow: np.ndarray
+    count: int
+    kind: np.ndarray
+    arrival: np.ndarray
+    first_at: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    arrivals: np.ndarray
+    observations: np.ndarray
+
+    @classmethod
+    def of(cls, rows: np.ndarray, flow: np.ndarray, count: int, kind: np.ndarray) -> Flows:
+        arrival = (kind == SYN) | (kind == DATAGRAM)
+        arrivals = np.bincount(flow[arrival], minlength=count)
+        first_at = _first_at(flow, count)
+        last = np.zeros(count, dtype=np.int64)
+        np.maximum.at(last, flow, rows)
+        return cls(rows, flow, count, kind, arrival, first_at, rows[first_at], last, arrivals,
+                   np.bincount(flow, minlength=count) - arrivals)
+
+    def before(self, cut: int) -> Flows:
+        """The rows before `cut`, which no flow spans: the flows keep their numbers."""
+        kept = int(np.searchsorted(self.rows, cut))
+        count = int(self.flow[:kept].max()) + 1 if kept else 0
+        return Flows(self.rows[:kept], self.flow[:kept], count, self.kind[:kept],
+                     self.arrival[:kept], self.first_at[:count], self.first[:count],
+                     self.last[:count], self.arrivals[:count], self.observations[:count])
+
+
+class SocketWalk:
+    """Rows `a:b` of a batch, all of one host, with socket-layer arrivals or observations.
+
+    `open_end`: the host's rows go on in the next batch. The walk then stops before the last
+    rows when they belong to flows still waiting for an observation (`_cut`), and `run` says
+    how far it went: the engine prepends the rest to the next batch, so flows that straddle the
+    batch boundary are closed flows there instead of rows replayed one by one."""
+
+    def __init__(self, engine: Faithful, hs: HostState, columns: Any, a: int, b: int,
+                 open_end: bool = False) -> None:
         self.engine, self.hs, self.cols, self.a, self.b = engine, hs, columns, a, b
+        self.open_end = open_end
         self.sc: SocketColumns = columns.socket()
         self.routes: list[Route] = []  # the routes this walk used
         self.index_of: dict[int, int] = {}  # id(route) -> its index in `routes`
         self.done = -1  # the last row (relative) replayed or queued in order
-        self._cpu_rows: list[int] | None = None
+        self.ports: dict[tuple[int, int], ports.PortMemo | None] = {}  # since the last `_one`
+        self.values = RowValues(self.sc, columns, a, b)
+        self._cpu_rows: np.ndarray | None = None
+        self._dest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # -- the plan ---------------------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self) -> int:
+        """Replay the rows; returns how many (from `a`) it replayed."""
         a, b, sc, cols = self.a, self.b, self.sc, self.cols
-        n = b - a
         kind = sc.kind[a:b]
-        rows = np.flatnonzero(kind > 0)
+        flows = self._flows(np.flatnonzero(kind > 0), kind)
+        if self.open_end:
+            cut = self._cut(flows, b - a)
+            if cut < b - a:
+                self.b = b = a + cut
+                kind = kind[:cut]
+                flows = flows.before(cut)
+                self.flow_keys = self.flow_keys.slice(0, flows.count)
+        n = b - a
+        if not n:
+            return 0
         events = cols.event_names(a, b)
         changes = np.array([name not in ROUTE_KEEPING for name in events[0]], dtype=bool)
         changes = changes[events[1]]
         epoch = np.cumsum(changes)  # route changes at or before each row
-        closed = self._closed_flows(rows, kind, epoch)
-        flow_of_row, is_closed = closed
+        is_closed = self._closed_flows(flows, epoch)
         in_closed = np.zeros(n, dtype=bool)
-        in_closed[rows] = is_closed[flow_of_row]
+        in_closed[flows.rows] = is_closed[flows.flow]
         ordered = np.flatnonzero(~in_closed)
         arrivals = np.flatnonzero(in_closed & ((kind == SYN) | (kind == DATAGRAM)))
-        self._walk(ordered, arrivals, in_closed, epoch, flow_of_row, rows, kind)
+        self._walk(ordered, arrivals, in_closed, epoch, flows.flow, flows.rows, kind)
+        return n
 
-    def _closed_flows(self, rows: np.ndarray, kind: np.ndarray,
-                      epoch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(flow of each socket-layer row, whether each flow can be closed): see the module."""
-        sc, a = self.sc, self.a
+    def _flows(self, rows: np.ndarray, kind: np.ndarray) -> Flows:
+        """The flows of the socket-layer rows `rows` (relative)."""
         if not len(rows):
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
-        keys = sc.flow_keys(rows + a)
-        uniq, flow = np.unique(keys, return_inverse=True)
-        self.flow_keys = uniq
-        count = len(uniq)
-        k = kind[rows]
-        arrival = (k == SYN) | (k == DATAGRAM)
-        n_arr = np.bincount(flow, weights=arrival, minlength=count)
-        n_obs = np.bincount(flow, weights=~arrival, minlength=count)
-        udp = np.zeros(count, dtype=bool)
-        udp[flow] = k >= DATAGRAM
-        ok = (n_arr == n_obs) & (n_arr >= 1) & (udp | (n_arr == 1))  # TCP: one syn per 4-tuple
-        ep = epoch[rows]
-        low = np.full(count, np.iinfo(np.int64).max)
-        high = np.full(count, -1)
-        np.minimum.at(low, flow, ep)
-        np.maximum.at(high, flow, ep)
-        ok &= low == high
+            self.flow_keys = pa.array([], pa.int64())
+            return Flows.of(rows, np.zeros(0, dtype=np.int64), 0, kind[rows])
+        keys = self.sc.flow_keys(self.a, self.b)
+        encoded = pc.dictionary_encode(pa.array(keys if len(rows) == len(keys) else keys[rows]))
+        self.flow_keys = encoded.dictionary
+        return Flows.of(rows, encoded.indices.to_numpy().astype(np.int64),
+                        len(encoded.dictionary), kind[rows])
+
+    def _cut(self, flows: Flows, n: int) -> int:
+        """Where to stop (relative): the last point at most `HOLD` rows from the end that no
+        flow spans and after which every flow starts that still waits for an observation (more
+        arrivals than observations: its `accept`s or `recv`s come later); `n` if none."""
+        if not flows.count:
+            return n
+        first, last = flows.first, flows.last
+        waiting = flows.arrivals > flows.observations
+        limit = int(first[waiting].min()) if waiting.any() else n
+        low = max(0, n - HOLD)
+        if limit < low:
+            return n
+        spans = np.cumsum(np.bincount(first + 1, minlength=n + 2)
+                          - np.bincount(last + 1, minlength=n + 2))  # spans[c]: first < c <= last
+        free = np.flatnonzero(spans[low:limit + 1] == 0)
+        return low + int(free[-1]) if len(free) else n
+
+    def _closed_flows(self, flows: Flows, epoch: np.ndarray) -> np.ndarray:
+        """Whether each flow can be closed: see the module."""
+        sc, a = self.sc, self.a
+        self.first_row = first = flows.first
+        self.several = False
+        if not flows.count:
+            return np.zeros(0, dtype=bool)
+        rows, flow, k, arrival = flows.rows, flows.flow, flows.kind, flows.arrival
+        n_arr = flows.arrivals
+        udp = k[flows.first_at] >= DATAGRAM  # (a flow's key says TCP or UDP)
+        ok = (n_arr == flows.observations) & (n_arr >= 1) & (udp | (n_arr == 1))  # TCP: one syn
+        ok &= epoch[first] == epoch[flows.last]
+        ok &= arrival[flows.first_at]  # no observation before its arrival (all for one arrival)
         ok[flow[k == RESET]] = False
         ok[flow[arrival & ~sc.decidable[rows + a]]] = False
-        order = np.argsort(flow, kind="stable")  # by flow, then row (`rows` ascend)
-        delta = np.where(arrival, 1, -1)[order]
-        running = np.cumsum(delta)
-        starts = np.searchsorted(flow[order], np.arange(count))
-        before = running[starts] - delta[starts]
-        ok &= np.minimum.reduceat(running, starts) - before >= 0  # no observation before its arrival
-        self._not_pending(ok, uniq)
-        self._payloads_agree(ok, rows, flow, order, arrival)
-        return flow, ok
+        several = ok & (n_arr > 1)
+        if several.any():
+            self.several = True
+            self._in_order(ok, several, flow, arrival)
+        self._not_pending(ok)
+        self._payloads_agree(ok, rows, flow, arrival)
+        return ok
 
-    def _not_pending(self, ok: np.ndarray, uniq: np.ndarray) -> None:
+    def _in_order(self, ok: np.ndarray, several: np.ndarray, flow: np.ndarray,
+                  arrival: np.ndarray) -> None:
+        """Flows `several` (more than one arrival): no observation before its arrival."""
+        mine = np.flatnonzero(several[flow])
+        order = mine[np.argsort(flow[mine], kind="stable")]  # by flow, then row
+        delta = np.where(arrival[order], 1, -1)
+        running = np.cumsum(delta)
+        sorted_flow = flow[order]
+        starts = np.flatnonzero(np.r_[True, sorted_flow[1:] != sorted_flow[:-1]])
+        before = running[starts] - delta[starts]
+        early = np.minimum.reduceat(running, starts) - before < 0
+        ok[sorted_flow[starts][early]] = False
+
+    def _not_pending(self, ok: np.ndarray) -> None:
         conns, datagrams = self.hs.host.pending()
         keys = [key for udp, flows in ((False, conns), (True, datagrams)) for flow in flows
                 if (key := self.sc.key_of(udp, flow)) is not None]
         if keys:
-            held = np.array(keys, dtype=np.int64)
-            at = np.minimum(np.searchsorted(uniq, held), len(uniq) - 1)
-            ok[at[uniq[at] == held]] = False
+            at = pc.index_in(pa.array(keys, pa.int64()), value_set=self.flow_keys)
+            ok[at.drop_null().to_numpy(zero_copy_only=False)] = False
 
     def _payloads_agree(self, ok: np.ndarray, rows: np.ndarray, flow: np.ndarray,
-                        order: np.ndarray, arrival: np.ndarray) -> None:
+                        arrival: np.ndarray) -> None:
         """A `recv` that carries its payload must carry its datagram's (in arrival order)."""
         payload = self.sc.batch.column("payload")
         k = self.sc.kind[rows + self.a]
@@ -305,6 +456,7 @@ class SocketWalk:
             return
         if not payload.is_valid().to_numpy(zero_copy_only=False)[recv_rows].any():
             return
+        order = np.argsort(flow, kind="stable")  # by flow, then row (`rows` ascend)
         sorted_rows = rows[order]
         sorted_flow = flow[order]
         inside = ok[sorted_flow]
@@ -341,7 +493,6 @@ class SocketWalk:
         flows = np.full(len(kind), -1, dtype=np.int64)
         flows[rows] = flow_of_row
         routes: dict[tuple[int, int], int | None] = {}
-        kinds = kind.tolist()
         for e in range(epochs):
             todo = ordered_list[ordered_bounds[e]:ordered_bounds[e + 1]]
             if e > 0:  # the route change that opens the epoch
@@ -354,7 +505,7 @@ class SocketWalk:
                 if fallback:
                     todo = self._fall_back(todo, fallback, flows, in_closed, e, epoch)
             for r in todo:
-                k = kinds[r]
+                k = int(kind[r])
                 if k == ACCEPT or k == RECV or k == RESET:
                     self._observe(r, k)
                     continue
@@ -365,6 +516,8 @@ class SocketWalk:
                     if route is not None and self._queue(r, k, self.routes[route], hash, cpu,
                                                          seq):
                         continue
+                if k == DATAGRAM and self._deliver(r):
+                    continue
                 self._one(r, dicts[r])
         self._sync_cpu(b - a)
         self._decide_closed(arrivals, flows, in_closed, kind)
@@ -383,17 +536,45 @@ class SocketWalk:
                 else:
                     self.route_of[j] = route
             return fallback
-        keys, first, inverse = np.unique(key[lo:hi], return_index=True, return_inverse=True)
-        found = np.empty(len(keys), dtype=np.int64)
-        for u, j in enumerate(first.tolist()):
-            r = int(arrivals[lo + j])
+        code, values, first = self._destinations(arrivals, key)
+        mine = code[lo:hi]
+        if len(values) <= hi - lo:
+            present = np.flatnonzero(np.bincount(mine, minlength=len(values)))
+        else:
+            present = np.unique(mine)
+        present = present[np.argsort(values[present])]  # resolved in the order of their keys
+        found = np.full(len(values), -1, dtype=np.int64)
+        for u in present.tolist():
+            r = int(arrivals[first[u]])
             route = self._hash_route(routes, int(kind[r]), int(dest[r]), r)
             found[u] = -1 if route is None else route
-        tagged = found[inverse.reshape(-1)]
+        tagged = found[mine]
         self.route_of[lo:hi] = tagged
         if (tagged < 0).any():
             fallback.update(flows[arrivals[lo:hi][tagged < 0]].tolist())
         return fallback
+
+    def _destinations(self, arrivals: np.ndarray,
+                      key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The destinations (event kind, laddr, lport) of the closed arrivals, numbered: the
+        number of each arrival, each number's key and an arrival (index) to it."""
+        if self._dest is None:
+            low = int(key.min())
+            span = int(key.max()) - low + 1
+            if span <= DENSE:  # a few ports: numbered in key order without hashing
+                present = np.zeros(span, dtype=bool)
+                present[key - low] = True
+                values = np.flatnonzero(present) + low
+                code = (np.cumsum(present) - 1)[key - low]
+                first = np.empty(len(values), dtype=np.int64)
+                first[code] = np.arange(len(code))  # any arrival of each: they go to one place
+            else:
+                encoded = pc.dictionary_encode(pa.array(key))
+                code = encoded.indices.to_numpy().astype(np.int64)
+                values = encoded.dictionary.to_numpy()
+                first = _first_at(code, len(values))
+            self._dest = code, values, first
+        return self._dest
 
     def _hash_route(self, routes: dict, k: int, dest: int, r: int) -> int | None:
         """`_route` where the hash alone decides (no program): what closed flows need."""
@@ -436,36 +617,58 @@ class SocketWalk:
     def _fall_back(self, todo: list[int], out: set[int], flows: np.ndarray,
                    in_closed: np.ndarray, e: int, epoch: np.ndarray) -> list[int]:
         """Flows whose destination no hash decides in epoch `e`: their rows join `todo`."""
-        lo, hi = np.searchsorted(epoch, [e, e + 1])
-        span = np.arange(lo, hi)
-        mine = span[np.isin(flows[lo:hi], list(out)) & in_closed[lo:hi]]
+        lo, hi = np.searchsorted(epoch, [e, e + 1]).tolist()
+        mine = [r for r, flow, closed in zip(range(lo, hi), flows[lo:hi].tolist(),
+                                              in_closed[lo:hi].tolist())
+                if closed and flow in out]
         in_closed[mine] = False
-        return sorted(todo + mine.tolist())
+        return sorted(todo + mine)
 
     def _one(self, r: int, row: dict) -> None:
         """Row `r` through the faithful path, the namespace's CPU as the per-row path leaves it."""
+        self.ports.clear()  # a row replayed one by one may change any port
         self._sync_cpu(r)
         self.engine.row(self.hs, row, r + self.a)
         self.done = r
+
+    def _deliver(self, r: int) -> bool:
+        """A datagram no hash route decides, delivered by its port's memoized lookup
+        (`tracekit.replay.ports`); False (nothing done) where the port has none."""
+        v, hs = self.values, self.hs
+        if not v.cpu_known[r]:
+            return False
+        dest = (v.laddr[r], v.lport[r])
+        memo = self.ports.get(dest, ports.NO_MEMO)
+        if memo is ports.NO_MEMO:
+            memo = self.ports[dest] = ports.memo_of(hs.ports, hs.host, self.sc.addresses[dest[0]],
+                                                    dest[1], self._known_route)
+        if memo is None:
+            return False
+        host, seq, cpu = hs.host, v.seq[r], v.cpu[r]
+        host.seq = seq
+        host.net.cpu = cpu
+        self.done = r
+        memo.deliver(host, v.flow(r), v.hash[r] if v.hash_valid[r] else None, cpu, seq,
+                     self.sc.payload(r + self.a))
+        return True
 
     def _observe(self, r: int, k: int) -> None:
         """Observation row `r` (relative) as the per-row path takes it: paired by the host's
         pairing; a match is counted without a decision record unless results are kept."""
         self._sync_cpu(r)
         self.done = r
-        hs, sc, cols, i = self.hs, self.sc, self.cols, r + self.a
+        hs, v, i = self.hs, self.values, r + self.a
         host = hs.host
-        seq = int(cols.seq[i])
+        seq = v.seq[r]
         host.seq = seq
-        flow = (sc.addresses[int(sc.laddr[i])], int(sc.lport[i]), sc.addresses[int(sc.raddr[i])],
-                int(sc.rport[i]))
-        sk = int(cols.sk[i]) if cols.sk_valid[i] else None
-        row = {"seq": seq, "event": OBSERVATION_EVENT[k], "laddr": sc.text("laddr", i),
-               "lport": flow[1], "raddr": sc.text("raddr", i), "rport": flow[3], "sk": sk}
+        flow = v.flow(r)
+        sk = v.sk[r] if v.sk_valid[r] else None
+        row = {"seq": seq, "event": OBSERVATION_EVENT[k], "laddr": v.laddr_text[r],
+               "lport": flow[1], "raddr": v.raddr_text[r], "rport": flow[3], "sk": sk}
         if k == ACCEPT:
             exp, observed = host.accept(sk, *flow), sk
         elif k == RECV:
-            exp, observed = host.recv(sk, *flow, sc.payload(i), token=row), sk
+            exp, observed = host.recv(sk, *flow, self.sc.payload(i), token=row), sk
             if exp.deferred:
                 return
         else:
@@ -485,17 +688,16 @@ class SocketWalk:
         if self._cpu_rows is None:
             kind = self.sc.kind[self.a:self.b]
             sets = ((kind == SYN) | (kind == DATAGRAM)) & self.cols.cpu_valid[self.a:self.b]
-            self._cpu_rows = np.flatnonzero(sets).tolist()
-        at = bisect_left(self._cpu_rows, r) - 1
+            self._cpu_rows = np.flatnonzero(sets)
+        at = int(np.searchsorted(self._cpu_rows, r)) - 1
         if at >= 0 and self._cpu_rows[at] > self.done:
-            self.hs.host.net.cpu = int(self.cols.cpu[self.a + self._cpu_rows[at]])
+            self.hs.host.net.cpu = int(self.cols.cpu[self.a + int(self._cpu_rows[at])])
 
     def _queue(self, r: int, k: int, route: Route, hash: int, cpu: int, seq: int) -> bool:
         """An arrival its group decides: queued as `syn` / `datagram` would after their lookup.
         False (nothing done) where the group's classic program's answer is unknown."""
         host, sc, i = self.hs.host, self.sc, r + self.a
-        flow = (sc.addresses[int(sc.laddr[i])], int(sc.lport[i]), sc.addresses[int(sc.raddr[i])],
-                int(sc.rport[i]))
+        flow = self.values.flow(r)
         payload = sc.payload(i) if route.prog is not None or k == DATAGRAM else None
         if route.prog is None:
             pick = route.pick(hash, cpu, seq)
@@ -521,7 +723,7 @@ class SocketWalk:
             return
         arrivals, route = arrivals[keep], self.route_of[keep]
         a, cols = self.a, self.cols
-        tables = fast.tabulate([r.state for r in self.routes], int(cols.cpu[arrivals + a].max()))
+        tables = _tabulate(tuple(r.state for r in self.routes), int(cols.cpu[arrivals + a].max()))
         expected, answer, start = tables.lookup(route, cols.hash[arrivals + a],
                                                 cols.cpu[arrivals + a])
         stride = tables.width + 1
@@ -529,50 +731,61 @@ class SocketWalk:
         reason = np.where(tables.by_cpu[route], 2, np.where(slot != start, 1, 0))
         # every arrival of a flow: one socket, one reason, one route
         flow = flows[arrivals]
-        uniq_flow, inverse = np.unique(flow, return_inverse=True)
-        first = np.zeros(len(uniq_flow), dtype=np.int64)
-        first[inverse[::-1]] = np.arange(len(flow))[::-1]
-        same = (expected == expected[first][inverse]) & (reason == reason[first][inverse]) \
-            & (route == route[first][inverse])
-        good = np.ones(len(uniq_flow), dtype=bool)
-        good[inverse[~same]] = False
+        packed = answer * 4 + reason  # (`answer` says the route and the slot)
+        of_flow = np.full(len(self.first_row), -1, dtype=np.int64)
+        of_flow[flow] = packed  # any arrival's: they all agree, or the flow is not good
+        good = np.ones(len(self.first_row), dtype=bool)
+        if self.several:
+            good[flow[packed != of_flow[flow]]] = False
         # every observation names that socket
         observations = np.flatnonzero(in_closed & ((kind == ACCEPT) | (kind == RECV)))
-        obs_flow = np.searchsorted(uniq_flow, flows[observations])
-        flow_expected = expected[first]
-        named = cols.sk[observations + a] == flow_expected[obs_flow]
-        good[obs_flow[~named]] = False
-        bad_flows = set(uniq_flow[~good].tolist())
-        if bad_flows:
-            self._late(arrivals, route, flows, in_closed, kind, bad_flows)
-        fine = good[obs_flow]
-        observations, obs_flow = observations[fine], obs_flow[fine]
+        obs_flow = flows[observations]
+        obs_packed = of_flow[obs_flow]
+        named = cols.sk[observations + a] == tables.ids[obs_packed >> 2]
+        if not named.all():
+            good[obs_flow[~named]] = False
+        if not good.all():
+            self._late(arrivals, route, flows, in_closed, kind,
+                       set(np.flatnonzero(~good).tolist()))
+            fine = good[obs_flow]
+            observations, obs_packed = observations[fine], obs_packed[fine]
         if not len(observations):
             return
-        obs_route = route[first][obs_flow]
-        self._matches(observations, obs_route, flow_expected[obs_flow],
-                      reason[first][obs_flow], kind)
+        answer = obs_packed >> 2
+        self._matches(observations, answer // stride, tables.ids[answer], obs_packed & 3, kind,
+                      answer, tables)
 
     def _matches(self, rows: np.ndarray, route: np.ndarray, expected: np.ndarray,
-                 reason: np.ndarray, kind: np.ndarray) -> None:
-        """Observations `rows` (relative) that matched, each on `route` expecting `expected`."""
+                 reason: np.ndarray, kind: np.ndarray, answer: np.ndarray,
+                 tables: fast.BatchTables) -> None:
+        """Observations `rows` (relative, ascending) that matched, each on `route` expecting
+        `expected` (`answer`: its index in `tables.ids`)."""
         sink, host, routes, a = self.engine.sink, self.hs.name, self.routes, self.a
         labels: dict[str, int] = {}
         label_of = np.array([labels.setdefault(r.label, len(labels)) for r in routes],
                             dtype=np.int64)
         names = list(labels)
-        lab = label_of[route]
-        for li in np.unique(lab).tolist():
-            mine = lab == li
-            last = int(rows[mine].max())
-            last_route = int(route[mine][np.argmax(rows[mine])])
-            sink.add_matches(host, names[li], routes[last_route].reuseport_id, None,
-                             int(mine.sum()), last + a)
-            socks, counts = np.unique(expected[mine], return_counts=True)
-            for sk, count in zip(socks.tolist(), counts.tolist()):
-                sink.add_load(host, names[li], sk, count)
+        stride = tables.width + 1
+        per_route = np.bincount(route, minlength=len(routes))
+        last = np.full(len(routes), -1, dtype=np.int64)
+        np.maximum.at(last, route, rows)
+        per_answer = np.bincount(answer, minlength=len(routes) * stride).reshape(-1, stride)
+        used = np.flatnonzero(per_route)
+        for li in np.unique(label_of[used]).tolist():
+            mine = used[label_of[used] == li]
+            latest = int(mine[np.argmax(last[mine])])
+            sink.add_matches(host, names[li], routes[latest].reuseport_id, None,
+                             int(per_route[mine].sum()), int(last[latest]) + a)
+            load: dict[int, int] = {}
+            for g in mine.tolist():
+                for s in np.flatnonzero(per_answer[g]).tolist():
+                    sk = int(tables.ids[g * stride + s])
+                    load[sk] = load.get(sk, 0) + int(per_answer[g, s])
+            for sk in sorted(load):
+                sink.add_load(host, names[li], sk, load[sk])
         if sink.results is None:
             return
+        lab = label_of[route]
         i = rows + a
         batch, nrows = self.cols.batch, len(rows)
         take = pa.array(i)
@@ -617,6 +830,46 @@ class SocketWalk:
                 continue
             self.engine.observe(hs, row, i, history_of[int(flows[r])])
         host.seq, host.net.cpu = saved_seq, saved_cpu
+
+
+def _first_at(flow: np.ndarray, count: int) -> np.ndarray:
+    """The position of each flow's first row, for flows numbered in order of first row."""
+    new = np.empty(len(flow), dtype=bool)
+    if not len(flow):
+        return np.zeros(0, dtype=np.int64)
+    new[0] = True
+    np.greater(flow[1:], np.maximum.accumulate(flow)[:-1], out=new[1:])
+    at = np.flatnonzero(new)
+    assert len(at) == count
+    return at
+
+
+@lru_cache(maxsize=64)
+def _tabulate(states: tuple[fast.GroupState, ...], max_cpu: int) -> fast.BatchTables:
+    """`fast.tabulate`, kept for the next batches: in steady traffic they use the same routes."""
+    return fast.tabulate(states, max_cpu)
+
+
+_LAST: dict[str, tuple[pa.Array, list, list]] = {}
+
+
+def _spellings(name: str, dictionary: pa.Array) -> tuple[list, list]:
+    """The texts of a column's dictionary (and None, for nulls) and their spellings; the
+    batches of one row group share theirs, so the last one is kept, per column."""
+    last = _LAST.get(name)
+    if last is not None and len(last[0]) == len(dictionary) and last[0].equals(dictionary):
+        return last[1], last[2]
+    texts = dictionary.to_pylist()
+    spellings = [_spelled(text) for text in texts]
+    _LAST[name] = (dictionary, texts + [None], spellings)
+    return texts + [None], spellings
+
+
+@lru_cache(maxsize=1 << 16)
+def _spelled(text: str | None) -> str | None:
+    """The one spelling of an address (`normal_ip`), None for what is not one (the faithful
+    path refuses it); kept across batches, which name the same addresses again and again."""
+    return normal_ip(text) if text is not None and is_ip_text(text) else None
 
 
 def _valid(column: pa.Array) -> np.ndarray:

@@ -25,6 +25,9 @@ SELECT = "reuseport_select_sock"
 COLUMNS = ("host", "seq", "event", "sk", "sk2", "proto", "family", "laddr", "raddr", "lport",
            "rport", "hash", "sk_hash", "cpu", "payload", "name", "value", "prog", "ret",
            "observed")
+DICTIONARIES = ("laddr", "raddr")
+"""Columns the replay reads dictionary-encoded (`iter_batches`): it compares addresses, and
+spells out only those of the rows it replays one by one."""
 REASONS = pa.array(["hash", "established-skip", "incoming-cpu"])
 _DENSE = 1 << 22  # largest key space counted with bincount rather than sorted
 
@@ -45,9 +48,21 @@ class Columns:
         self._hash_valid = hash_valid
         self._socket: SocketColumns | None = None
         self.bulk_enabled = bulk
-        if not bulk:
-            self.bulk = np.zeros(n, dtype=bool)
-            return
+        self._valid = (sk_valid, hash_valid, observed_valid)
+        self._bulk: np.ndarray | None = None
+
+    @property
+    def bulk(self) -> np.ndarray:
+        """Which rows are bulk selections (computed on first use: a socket-layer batch's walk
+        never asks)."""
+        if self._bulk is None:
+            self._bulk = self._bulk_rows()
+        return self._bulk
+
+    def _bulk_rows(self) -> np.ndarray:
+        batch, n = self.batch, self.batch.num_rows
+        if not self.bulk_enabled:
+            return np.zeros(n, dtype=bool)
         events = batch.column("event")
         if pa.types.is_dictionary(events.type):
             names = events.dictionary.to_pylist()
@@ -55,7 +70,7 @@ class Columns:
             bulk = events.indices.to_numpy(zero_copy_only=False) == code
         else:
             bulk = pc.equal(events, SELECT).fill_null(False).to_numpy(zero_copy_only=False)
-        for valid in (sk_valid, hash_valid, observed_valid):
+        for valid in self._valid:
             if valid is not None:
                 bulk &= valid
         for name in ("payload", "laddr", "lport", "raddr", "rport"):
@@ -65,7 +80,7 @@ class Columns:
         cpu = self.cpu
         if len(cpu) and (cpu.min() < 0 or cpu.max() >= fast.CPU_LIMIT):
             bulk &= ((cpu >= 0) & (cpu < fast.CPU_LIMIT)) | ~self.cpu_valid
-        self.bulk = bulk
+        return bulk
 
     def socket(self) -> SocketColumns:
         """The socket-layer view of the batch (`tracekit.replay.stretch`), built on first use."""
@@ -147,11 +162,18 @@ class Walk:
         self.number = number  # distinct per walk: marks the snapshots this walk tagged
         self.last_cpu: np.ndarray | None = None
 
-    def run(self) -> None:
+    def run(self, open_end: bool = False) -> int:
+        """Replay the rows; returns how many (from `a`) it replayed: all of them, but with
+        `open_end` (the host's rows go on in the next batch) a socket-layer walk may leave the
+        flows still open at the end to the next batch (`SocketWalk`)."""
         a, b, cols = self.a, self.b, self.cols
         if cols.bulk_enabled and cols.socket().kind[a:b].any():
-            SocketWalk(self.engine, self.hs, cols, a, b).run()
-            return
+            return SocketWalk(self.engine, self.hs, cols, a, b, open_end).run()
+        self._selections()
+        return b - a
+
+    def _selections(self) -> None:
+        a, b, cols = self.a, self.b, self.cols
         bulk = cols.bulk[a:b]
         specials = np.flatnonzero(~bulk)
         if len(specials) == b - a:

@@ -142,6 +142,7 @@ class WhatIfEngine(Engine):
             index, change, host = cut
             if index:
                 super().feed(batch.slice(0, index))
+            self.drain()  # every row before the change replayed before it
             self._inject(change, host)
             batch = batch.slice(index)
         super().feed(batch)
@@ -149,6 +150,7 @@ class WhatIfEngine(Engine):
     def finish(self, complete: bool) -> None:
         """Changes whose seq lies after their host's last row happen at the end, then what
         only the end settles (`Engine.finish`)."""
+        self.drain()
         for change in self.pending:
             for name in [change.host] if change.host else sorted(self.hosts):
                 if name in self.hosts and name not in self.done[change]:

@@ -59,8 +59,9 @@ def trace_parts(path: str | os.PathLike[str]) -> list[Part]:
     return sorted(parts, key=lambda part: (part.host or "", str(part.path)))
 
 
-def open_part(part: Part) -> pq.ParquetFile:
-    """Open one file of a trace, refusing what is not a Parquet file of this format version."""
+def open_part(part: Part, read_dictionary: Sequence[str] = ()) -> pq.ParquetFile:
+    """Open one file of a trace, refusing what is not a Parquet file of this format version;
+    the columns ``read_dictionary`` names are read dictionary-encoded."""
     file = str(part.path)
     with open(part.path, "rb") as handle:
         head = handle.read(4)
@@ -70,7 +71,8 @@ def open_part(part: Part) -> pq.ParquetFile:
     try:
         # pre_buffer=True keeps every pre-buffered column chunk of the file until it is closed:
         # streaming a 100M-row trace would grow to gigabytes (and it is slower on local files)
-        parquet = pq.ParquetFile(part.path, pre_buffer=False)
+        parquet = pq.ParquetFile(part.path, pre_buffer=False,
+                                 read_dictionary=list(read_dictionary) or None)
     except (pa.ArrowException, OSError) as error:
         raise TraceFormatError(f"not a readable Parquet file (truncated or corrupt?): {str(error).strip()}", file=file) from None
     found = file_metadata_of(parquet).get("tracekit.format")
@@ -100,22 +102,25 @@ def iter_batches(
     columns: Sequence[str] | None = None,
     batch_size: int = 65_536,
     hosts: Collection[str] | None = None,
+    dictionaries: Collection[str] = (),
 ) -> Iterator[pa.RecordBatch]:
     """Stream the trace's rows in (host, seq) order as batches of the format's Arrow types.
 
     ``columns`` picks columns (default: every column of `SCHEMA`); a column the file lacks comes
     back all null. ``hosts`` keeps only those hosts' rows (a ``host=`` directory of another host
-    is not even opened). Files the tracekit writer produced stream with bounded memory; a file
-    stored in another order is sorted in memory first.
+    is not even opened). ``dictionaries`` names string columns to return dictionary-encoded, as
+    Parquet stores them (for a reader that compares their values rather than reading them: it
+    saves decoding every string). Files the tracekit writer produced stream with bounded memory;
+    a file stored in another order is sorted in memory first.
     """
     parts = trace_parts(path)
     partitioned = all(part.host is not None for part in parts)
     if hosts is not None and not partitioned:
-        yield from _rows_of_hosts(path, columns, batch_size, hosts)
+        yield from _rows_of_hosts(path, columns, batch_size, hosts, dictionaries)
         return
     if hosts is not None:
         parts = [part for part in parts if part.host in hosts]
-    fields = _fields(columns)
+    fields = _encoded(_fields(columns), dictionaries)
     by_host: dict[str | None, list[Part]] = {}
     for part in parts:
         by_host.setdefault(part.host, []).append(part)
@@ -130,7 +135,8 @@ def iter_batches(
 
 
 def _rows_of_hosts(path: str | os.PathLike[str], columns: Sequence[str] | None, batch_size: int,
-                   hosts: Collection[str]) -> Iterator[pa.RecordBatch]:
+                   hosts: Collection[str],
+                   dictionaries: Collection[str] = ()) -> Iterator[pa.RecordBatch]:
     """The rows of ``hosts`` from a trace whose files hold several hosts each: from a single
     file, only the row groups whose host statistics can hold one of them are read."""
     wanted = sorted(hosts)
@@ -138,10 +144,10 @@ def _rows_of_hosts(path: str | os.PathLike[str], columns: Sequence[str] | None, 
     parts = trace_parts(path)
     if len(parts) == 1:
         part = parts[0]
-        batches = _part_batches(part, _fields(names), batch_size,
+        batches = _part_batches(part, _encoded(_fields(names), dictionaries), batch_size,
                                 row_groups=host_row_groups(open_part(part), wanted))
     else:
-        batches = iter_batches(path, names, batch_size)
+        batches = iter_batches(path, names, batch_size, dictionaries=dictionaries)
     value_set = pa.array(wanted, pa.string())
     for batch in batches:
         kept = batch.filter(pc.is_in(pc.cast(batch.column("host"), pa.string()), value_set=value_set))
@@ -212,11 +218,21 @@ def _fields(columns: Sequence[str] | None) -> list[pa.Field]:
     return [SCHEMA.field(name) for name in columns]
 
 
+def _encoded(fields: list[pa.Field], dictionaries: Collection[str]) -> list[pa.Field]:
+    """``fields`` with the string columns named in ``dictionaries`` dictionary-encoded."""
+    return [f.with_type(pa.dictionary(pa.int32(), f.type))
+            if f.name in dictionaries and f.type == pa.string() else f for f in fields]
+
+
 def _part_batches(part: Part, fields: list[pa.Field], batch_size: int,
                   row_groups: Sequence[int] | None = None) -> Iterator[pa.RecordBatch]:
     """The rows of one file in (host, seq) order; a sorted file streams, reading only
     ``row_groups`` when given (another file is read whole and sorted)."""
     parquet = open_part(part)
+    encoded = [f.name for f in fields if f.name in parquet.schema_arrow.names
+               and pa.types.is_dictionary(f.type) and SCHEMA.field(f.name).type == pa.string()]
+    if encoded:
+        parquet = open_part(part, read_dictionary=encoded)
     if file_metadata_of(parquet).get(SORTED_KEY) == "host,seq" or _stored_in_order(parquet, part):
         present = [f.name for f in fields if f.name in parquet.schema_arrow.names]
         if row_groups is not None and not row_groups:
