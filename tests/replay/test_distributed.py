@@ -51,9 +51,9 @@ def test_dask_replay_is_byte_identical_to_the_single_process_replay(fleet, clust
         local.summary["decisions"]
 
 
-def test_local_replays_on_workers_forked_from_this_process_without_the_profiler(fleet, cluster_client):
+def test_local_workers_start_with_tracekit_imported_and_without_the_profiler(fleet, cluster_client):
     # builtins travel by name, so asking a worker imports nothing there: a spawned worker that
-    # never ran a task would not hold tracekit yet; a forked one has this process's modules
+    # never ran a task would not hold tracekit yet; one from the fork server has it preloaded
     asked = "('tracekit.replay.api' in __import__('sys').modules, " \
             "__import__('dask').config.get('distributed.worker.profile.enabled'))"
     assert set(cluster_client.run(eval, asked).values()) == {(True, False)}

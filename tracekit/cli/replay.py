@@ -108,7 +108,8 @@ def _usage(param: click.Parameter, check: Callable[[], object], specs: tuple[str
               callback=_policies,
               help="Register a Python function as the eBPF program NAME (repeatable).")
 @click.option("--dask", "dask_address", metavar="ADDRESS|local",
-              help="Replay one task per host on a Dask cluster (a scheduler address, or 'local').")
+              help="Replay in tasks of whole hosts on a Dask cluster (a scheduler address, or 'local': "
+                   "one worker per CPU, forked from this process).")
 @click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False), metavar="KNOWN.json",
               help="Accepted divergences (tracekit-baseline/1): only mismatches not in it fail.")
 @click.option("--write-baseline", "write_baseline_path", type=click.Path(dir_okay=False),

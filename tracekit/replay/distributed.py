@@ -14,11 +14,12 @@ Policies travel to the workers by pickle: register module-level functions, not l
 
 What a worker costs beyond its rows (measured on the 600-host fleet trace, issue 11): a row costs
 the same CPU in a worker as in one process; the overheads are the cluster's. ``"local"`` therefore
-forks its workers from this process (`local_cluster`), which has tracekit, pandas and pyarrow
-imported already, instead of spawning fresh interpreters that import them again (seconds per
-worker on a loaded machine), and turns off the workers' statistical profiler, which otherwise
-walks the replay's stack every 10 ms from the worker's event loop (about 10% more CPU and a GIL
-handoff each time).
+starts its workers from a fork server that imported tracekit (and with it pandas, pyarrow and
+distributed) once (`local_cluster`), instead of spawning fresh interpreters that each import them
+again, and turns off the workers' statistical profiler, which otherwise walks the replay's stack
+every 10 ms from the worker's event loop (about 10% more CPU and a GIL handoff each time). Not a
+plain fork of this process: a fork while other threads hold locks (a running cluster's event
+loop, Arrow's pools) left a worker hanging on one.
 """
 
 from __future__ import annotations
@@ -66,22 +67,30 @@ def _score_hosts(path: str, hosts: list[str], profile: str,
 
 
 LOCAL_WORKER_CONFIG = {
-    "distributed.worker.multiprocessing-method": "fork",
+    "distributed.worker.multiprocessing-method": "forkserver",
     "distributed.worker.profile.enabled": False,
 }
 """The Dask configuration `local_cluster` starts its workers with (see the module docstring). For
 workers started otherwise, ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False`` in their
-environment turns the profiler off."""
+environment turns the profiler off, and ``--preload tracekit.replay.distributed`` imports
+tracekit before the first task."""
+
+_FORK_SERVER_PRELOAD = ["distributed", "tracekit.replay.distributed"]
 
 
 def local_cluster(workers: int | None = None) -> Any:
     """A LocalCluster for replays on this machine: `workers` (default one per CPU) single-threaded
-    worker processes forked from this one, without the statistical profiler
-    (`LOCAL_WORKER_CONFIG`), no dashboard. Use it as a context manager."""
+    worker processes forked from a fork server that imported tracekit, without the statistical
+    profiler (`LOCAL_WORKER_CONFIG`), no dashboard. Use it as a context manager."""
+    import multiprocessing
+
     import dask
     from distributed import LocalCluster
+    from distributed.utils import get_mp_context
 
     with dask.config.set(LOCAL_WORKER_CONFIG):
+        get_mp_context()  # distributed names its fork server's imports once; ours replace them
+        multiprocessing.get_context("forkserver").set_forkserver_preload(_FORK_SERVER_PRELOAD)
         return LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
                             processes=True, dashboard_address=None)
 
