@@ -665,12 +665,15 @@ class SocketWalk:
             return
         arrivals, route = arrivals[keep], self.route_of[keep]
         a, cols = self.a, self.cols
-        tables = _tabulate(tuple(r.state for r in self.routes), int(cols.cpu[arrivals + a].max()))
-        expected, answer, start = tables.lookup(route, cols.hash[arrivals + a],
-                                                cols.cpu[arrivals + a])
+        at = arrivals + a
+        cpu = cols.cpu[at]
+        tables = _tabulate(tuple(r.state for r in self.routes), int(cpu.max()))
+        expected, answer, start = tables.lookup(route, cols.hash[at], cpu)
         stride = tables.width + 1
         slot = answer - route * stride
-        reason = np.where(tables.by_cpu[route], 2, np.where(slot != start, 1, 0))
+        reason = (slot != start).astype(np.int64)  # REASONS: hash, established-skip
+        if tables.by_cpu.any():
+            reason[tables.by_cpu[route]] = 2  # incoming-cpu
         # every arrival of a flow: one socket, one reason, one route
         flow = flows[arrivals]
         packed = answer * 4 + reason  # (`answer` says the route and the slot)
