@@ -21,6 +21,11 @@ A closed flow whose verdicts are not all matches is replayed after the walk, row
 the host's pairing, with the picks of its arrivals as they were then and the group history of
 that moment. Routes are resolved when the walk enters the stretch after a route change
 (`ROUTE_KEEPING` lists the events that cannot change one).
+
+Flows are numbered by hashing their 5-tuple keys (`Flows`), and a walk whose host goes on in the
+next batch stops where no flow is left open (`SocketWalk._cut`): the engine replays the rest
+with the next batch, so traffic that drains its sockets every few hundred arrivals does not
+leave a flow at each batch boundary to the per-row path.
 """
 
 from __future__ import annotations
