@@ -88,10 +88,40 @@ def test_fleet_recordings_take_the_bulk_routes(path, tmp_path, monkeypatch):
     with the same bytes as the per-row path."""
     classic = calls_of(monkeypatch, "classic_pick", stretch.Route)
     observed = calls_of(monkeypatch, "_observe")
+    delivered = calls_of(monkeypatch, "_deliver")
     bulk, faithful = both_paths(path, tmp_path, monkeypatch)
     assert_same(bulk, faithful)
     assert sum(pick is not None for pick in classic) >= 10
     assert len(observed) >= 100
+    assert sum(delivered) >= 20  # datagrams to ports with connected sockets, memoized
+
+
+CONNECTED_AND_CLASSIC = FLEET[3]  # random-3: a connected UDP socket and a classic program
+
+
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), moved=st.floats(0.0, 0.3),
+       payloads=st.booleans())
+def test_fleet_recording_with_moved_observations_and_payloads_agrees(
+        tmp_path_factory, monkeypatch, seed, moved, payloads):
+    """Observations moved to other sockets (mismatches, replayed late) and datagram payloads
+    rewritten (a classic program reading them answers otherwise) on a recording whose UDP port
+    has a connected socket: the memoized lookups give the per-row path's bytes."""
+    tmp_path = tmp_path_factory.mktemp("fleet")
+    rng = np.random.default_rng(seed)
+
+    def change(frame):
+        _move_observations(frame, rng, moved)
+        if payloads:
+            datagrams = frame.index[frame.event == "datagram"]
+            frame.loc[datagrams, "payload"] = [bytes(rng.integers(0, 256, 8, dtype=np.uint8))
+                                               for _ in datagrams]
+        return frame
+
+    path = _rewrite(CONNECTED_AND_CLASSIC, tmp_path / "t.parquet", change)
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
 
 
 def test_the_bulk_path_decides_closed_flows_of_a_recording(tmp_path, monkeypatch):
@@ -99,6 +129,14 @@ def test_the_bulk_path_decides_closed_flows_of_a_recording(tmp_path, monkeypatch
     bulk, faithful = both_paths(WALK, tmp_path, monkeypatch)
     assert sum(seen) >= 10
     assert_same(bulk, faithful)
+
+
+def _move_observations(frame, rng, moved: float) -> None:
+    """Each `accept` and `recv` names another socket of the trace with probability `moved`."""
+    observed = frame.index[frame.event.isin(["accept", "recv"])]
+    sockets = sorted(frame.sk.dropna().unique())
+    hit = observed[rng.random(len(observed)) < moved]
+    frame.loc[hit, "sk"] = rng.choice(sockets, size=len(hit))
 
 
 def _rewrite(path: Path, out: Path, change) -> Path:
@@ -122,10 +160,7 @@ def test_recordings_with_moved_or_reordered_observations_agree(tmp_path_factory,
     rng = np.random.default_rng(seed)
 
     def change(frame):
-        observed = frame.index[frame.event.isin(["accept", "recv"])]
-        sockets = sorted(frame.sk.dropna().unique())
-        hit = observed[rng.random(len(observed)) < moved]
-        frame.loc[hit, "sk"] = rng.choice(sockets, size=len(hit))
+        _move_observations(frame, rng, moved)
         if socket_order:
             recv = (frame.event == "recv").to_numpy()
             run = np.cumsum(~recv)

@@ -43,6 +43,7 @@ class HostState:
     history: GroupHistory = field(default_factory=GroupHistory)
     snapshots: dict[Any, Snapshot] = field(default_factory=dict)  # id(reuse) or ("sk", id)
     routes: dict[Any, Any] = field(default_factory=dict)  # socket-layer routes (replay.stretch)
+    ports: dict[Any, Any] = field(default_factory=dict)  # UDP lookups memoized (replay.ports)
 
 
 class Faithful(Protocol):

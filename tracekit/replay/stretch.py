@@ -45,7 +45,7 @@ from tracekit.kernel.socket_layer.addresses import normal_ip, parse_ip
 from tracekit.kernel.socket_layer.host import Flow, Socket
 from tracekit.kernel.socket_layer.selection import Pick, prog_label, replace_pick
 from tracekit.kernel.sock_reuseport import SockReuseport
-from tracekit.replay import fast
+from tracekit.replay import fast, ports
 from tracekit.replay.decision import DECISION_SCHEMA, decoded, repeated
 from tracekit.replay.history import HistoryView
 from tracekit.replay.state import Faithful, HostState
@@ -104,9 +104,12 @@ class SocketColumns:
                              _valid(batch.column("sk")) | (kind == RESET))
         self.kind = np.where(has_flow, kind, 0).astype(np.int8)
         decidable = cpu_valid if hash_valid is None else hash_valid & cpu_valid
+        self.hash_valid = np.ones(n, dtype=bool) if hash_valid is None else hash_valid
+        self.cpu_known = cpu_valid & (cpu >= 0) & (cpu < fast.CPU_LIMIT)
         self.decidable = decidable & (cpu >= 0) & (cpu < fast.CPU_LIMIT)
         self.batch = batch
         self._sk_hash: list | None = None
+        self._payload: list | None = None
         self._locals: np.ndarray | None = None
 
     def sk_hash(self, i: int) -> int | None:
@@ -115,15 +118,17 @@ class SocketColumns:
         return self._sk_hash[i]
 
     def payload(self, i: int) -> bytes | None:
-        return self.batch.column("payload")[i].as_py()
+        if self._payload is None:
+            self._payload = self.batch.column("payload").to_pylist()
+        return self._payload[i]
 
-    def text(self, name: str, i: int) -> str | None:
-        """Row `i`'s `laddr` or `raddr` as the trace spells it."""
+    def texts(self, name: str, a: int, b: int) -> list[str | None]:
+        """Rows `a:b` of `laddr` or `raddr` as the trace spells them."""
         spelled = self.spelled.get(name)
         if spelled is None:
-            return None
+            return [None] * (b - a)
         names, indices = spelled
-        return names[indices[i]]
+        return [names[j] for j in indices[a:b].tolist()]
 
     def _addresses(self, column: pa.Array, name: str) -> np.ndarray:
         """Codes of the column's addresses (-1: null), equal for two spellings of one address."""
@@ -185,6 +190,29 @@ class SocketColumns:
         return local * (width * PORTS) + remote
 
 
+class RowValues:
+    """Rows `a:b` of a batch as Python values, by row relative to `a`: what the walk reads of
+    the rows it takes one at a time."""
+
+    def __init__(self, sc: SocketColumns, cols: Any, a: int, b: int) -> None:
+        self.addresses = sc.addresses
+        self.seq = cols.seq[a:b].tolist()
+        self.sk = cols.sk[a:b].tolist()
+        self.sk_valid = cols.sk_valid[a:b].tolist()
+        self.cpu = cols.cpu[a:b].tolist()
+        self.cpu_known = sc.cpu_known[a:b].tolist()
+        self.hash = cols.hash[a:b].tolist()
+        self.hash_valid = sc.hash_valid[a:b].tolist()
+        self.laddr, self.raddr = sc.laddr[a:b].tolist(), sc.raddr[a:b].tolist()
+        self.lport, self.rport = sc.lport[a:b].tolist(), sc.rport[a:b].tolist()
+        self.laddr_text, self.raddr_text = sc.texts("laddr", a, b), sc.texts("raddr", a, b)
+
+    def flow(self, r: int) -> Flow:
+        """Row `r`'s 4-tuple, addresses in the one spelling flows are keyed by."""
+        return (self.addresses[self.laddr[r]], self.lport[r], self.addresses[self.raddr[r]],
+                self.rport[r])
+
+
 class Route:
     """A destination whose arrivals one group decides by hash, as the group is in one stretch:
     the listener the lookup selects on, and what a `Pick` of that selection records."""
@@ -216,6 +244,11 @@ class Route:
         self.protocol = IPPROTO_UDP if head.proto == "udp" else IPPROTO_TCP
         self.reach = cbpf.payload_reach(reuse.prog.insns) if reuse.prog is not None else None
         self.classic: dict[Any, int | None] = {}
+
+    def chosen(self, hash: int, cpu: int) -> int:
+        """The socket `pick` chooses (`fast.NO_SOCKET` for none)."""
+        table = self.tables[self.cpu_row.get(cpu, 0)] if self.by_cpu else self.tables[0]
+        return table[(hash * self.n) >> 32]
 
     def pick(self, hash: int, cpu: int, seq: int) -> Pick:
         """What `select_traced` and `Host._label_pick` give an arrival with this hash and CPU."""
@@ -313,6 +346,8 @@ class SocketWalk:
         self.routes: list[Route] = []  # the routes this walk used
         self.index_of: dict[int, int] = {}  # id(route) -> its index in `routes`
         self.done = -1  # the last row (relative) replayed or queued in order
+        self.ports: dict[tuple[int, int], ports.PortMemo | None] = {}  # since the last `_one`
+        self.values = RowValues(self.sc, columns, a, b)
         self._cpu_rows: np.ndarray | None = None
         self._dest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -486,6 +521,8 @@ class SocketWalk:
                     if route is not None and self._queue(r, k, self.routes[route], hash, cpu,
                                                          seq):
                         continue
+                if k == DATAGRAM and self._deliver(r):
+                    continue
                 self._one(r, dicts[r])
         self._sync_cpu(b - a)
         self._decide_closed(arrivals, flows, in_closed, kind)
@@ -585,36 +622,58 @@ class SocketWalk:
     def _fall_back(self, todo: list[int], out: set[int], flows: np.ndarray,
                    in_closed: np.ndarray, e: int, epoch: np.ndarray) -> list[int]:
         """Flows whose destination no hash decides in epoch `e`: their rows join `todo`."""
-        lo, hi = np.searchsorted(epoch, [e, e + 1])
-        span = np.arange(lo, hi)
-        mine = span[np.isin(flows[lo:hi], list(out)) & in_closed[lo:hi]]
+        lo, hi = np.searchsorted(epoch, [e, e + 1]).tolist()
+        mine = [r for r, flow, closed in zip(range(lo, hi), flows[lo:hi].tolist(),
+                                              in_closed[lo:hi].tolist())
+                if closed and flow in out]
         in_closed[mine] = False
-        return sorted(todo + mine.tolist())
+        return sorted(todo + mine)
 
     def _one(self, r: int, row: dict) -> None:
         """Row `r` through the faithful path, the namespace's CPU as the per-row path leaves it."""
+        self.ports.clear()  # a row replayed one by one may change any port
         self._sync_cpu(r)
         self.engine.row(self.hs, row, r + self.a)
         self.done = r
+
+    def _deliver(self, r: int) -> bool:
+        """A datagram no hash route decides, delivered by its port's memoized lookup
+        (`tracekit.replay.ports`); False (nothing done) where the port has none."""
+        v, hs = self.values, self.hs
+        if not v.cpu_known[r]:
+            return False
+        dest = (v.laddr[r], v.lport[r])
+        memo = self.ports.get(dest, ports.NO_MEMO)
+        if memo is ports.NO_MEMO:
+            memo = self.ports[dest] = ports.memo_of(hs.ports, hs.host, self.sc.addresses[dest[0]],
+                                                    dest[1], self._known_route)
+        if memo is None:
+            return False
+        host, seq, cpu = hs.host, v.seq[r], v.cpu[r]
+        host.seq = seq
+        host.net.cpu = cpu
+        self.done = r
+        memo.deliver(host, v.flow(r), v.hash[r] if v.hash_valid[r] else None, cpu, seq,
+                     self.sc.payload(r + self.a))
+        return True
 
     def _observe(self, r: int, k: int) -> None:
         """Observation row `r` (relative) as the per-row path takes it: paired by the host's
         pairing; a match is counted without a decision record unless results are kept."""
         self._sync_cpu(r)
         self.done = r
-        hs, sc, cols, i = self.hs, self.sc, self.cols, r + self.a
+        hs, v, i = self.hs, self.values, r + self.a
         host = hs.host
-        seq = int(cols.seq[i])
+        seq = v.seq[r]
         host.seq = seq
-        flow = (sc.addresses[int(sc.laddr[i])], int(sc.lport[i]), sc.addresses[int(sc.raddr[i])],
-                int(sc.rport[i]))
-        sk = int(cols.sk[i]) if cols.sk_valid[i] else None
-        row = {"seq": seq, "event": OBSERVATION_EVENT[k], "laddr": sc.text("laddr", i),
-               "lport": flow[1], "raddr": sc.text("raddr", i), "rport": flow[3], "sk": sk}
+        flow = v.flow(r)
+        sk = v.sk[r] if v.sk_valid[r] else None
+        row = {"seq": seq, "event": OBSERVATION_EVENT[k], "laddr": v.laddr_text[r],
+               "lport": flow[1], "raddr": v.raddr_text[r], "rport": flow[3], "sk": sk}
         if k == ACCEPT:
             exp, observed = host.accept(sk, *flow), sk
         elif k == RECV:
-            exp, observed = host.recv(sk, *flow, sc.payload(i), token=row), sk
+            exp, observed = host.recv(sk, *flow, self.sc.payload(i), token=row), sk
             if exp.deferred:
                 return
         else:
@@ -643,8 +702,7 @@ class SocketWalk:
         """An arrival its group decides: queued as `syn` / `datagram` would after their lookup.
         False (nothing done) where the group's classic program's answer is unknown."""
         host, sc, i = self.hs.host, self.sc, r + self.a
-        flow = (sc.addresses[int(sc.laddr[i])], int(sc.lport[i]), sc.addresses[int(sc.raddr[i])],
-                int(sc.rport[i]))
+        flow = self.values.flow(r)
         payload = sc.payload(i) if route.prog is not None or k == DATAGRAM else None
         if route.prog is None:
             pick = route.pick(hash, cpu, seq)

@@ -164,6 +164,8 @@ class Timeline:
     def _flush(self, pending: _Pending, final: bool) -> None:
         for rid, (reuse, label, old) in list(pending.groups.items()):
             new = _members(reuse)
+            if not final and new == old:
+                continue  # between two migrations of one close: nothing moved, nothing renamed
             freed = reuse.num_socks + reuse.num_closed_socks == 0
             now_label = label if freed else (pending.label_of(reuse) or label)
             if new != old:
@@ -182,9 +184,19 @@ class Timeline:
              to_slot: int | None, to_sk: int | None, flow: str | None) -> None:
         if group is None:
             return  # a group no bind has named yet (and never will): nothing to show
-        for name, value in zip(COLUMNS, (host, group, rid, seq, event, cause, sk, change,
-                                         from_slot, to_slot, to_sk, flow)):
-            self.rows[name].append(value)
+        rows = self.rows
+        rows["host"].append(host)
+        rows["group"].append(group)
+        rows["reuseport_id"].append(rid)
+        rows["seq"].append(seq)
+        rows["event"].append(event)
+        rows["cause"].append(cause)
+        rows["sk"].append(sk)
+        rows["change"].append(change)
+        rows["from_slot"].append(from_slot)
+        rows["to_slot"].append(to_slot)
+        rows["to_sk"].append(to_sk)
+        rows["flow"].append(flow)
 
     # -- results ----------------------------------------------------------------------------------
     def table(self) -> pa.Table:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from typing import Callable
 
 from tracekit.errors import StoryError
@@ -19,6 +20,7 @@ from tracekit.kernel.bpf import (
     BPF_SK_REUSEPORT_SELECT,
     BPF_SK_REUSEPORT_SELECT_OR_MIGRATE,
     BpfProg,
+    ErrPtr,
     _Unknown,
 )
 from tracekit.kernel.net import Net
@@ -88,12 +90,18 @@ class Socket:
     @property
     def label(self) -> str:
         """The group label of this socket's bind: `tcp 127.0.0.1:8080`, `udp [::]:53`."""
-        text = f"{self.proto} {format_endpoint(self.laddr, self.lport)}"
-        if self.bound_dev_if:
-            text += f" dev {self.bound_dev_if}"
-        if self.v6only:
-            text += " v6only"
-        return text
+        return _label(self.proto, self.laddr, self.lport, self.bound_dev_if, self.v6only)
+
+
+@lru_cache(maxsize=1 << 12)
+def _label(proto: str, laddr: IP | None, lport: int | None, bound_dev_if: int,
+           v6only: bool) -> str:
+    text = f"{proto} {format_endpoint(laddr, lport)}"
+    if bound_dev_if:
+        text += f" dev {bound_dev_if}"
+    if v6only:
+        text += " v6only"
+    return text
 
 
 @dataclass(eq=False)
@@ -517,11 +525,22 @@ class Host:
         group's `incoming_cpu` count, which it puts back when it leaves a group it joins later."""
         self._set_cpu(cpu)
         flow = flow_of(laddr, lport, raddr, rport)
+        chosen, pick = self.udp_lookup(flow, hash, cpu, payload)
+        return self.place_datagram(flow, chosen, pick, cpu, payload)
+
+    def udp_lookup(self, flow: Flow, hash: int | None, cpu: int | None,
+                   payload: bytes | None) -> tuple[Sock | ErrPtr | _Unknown | None, Pick | None]:
+        """`__udp4_lib_lookup()` / `__udp6_lib_lookup()` for a datagram of `flow`, on the CPU
+        the namespace holds (`datagram` sets it): the socket and the unlabelled pick."""
         daddr, saddr = parse_ip(flow[0]), parse_ip(flow[2])
         skb = loopback_skb(IPPROTO_UDP, saddr, flow[3], daddr, flow[1], payload, cpu)
-        owners = self.socks
-        chosen, pick = udp_lookup(owners, self.udp_buckets, self.udp_primary.get(flow[1], []),
-                                  saddr, flow[3], daddr, flow[1], LOOPBACK_IFINDEX, cpu, hash, skb)
+        return udp_lookup(self.socks, self.udp_buckets, self.udp_primary.get(flow[1], []),
+                          saddr, flow[3], daddr, flow[1], LOOPBACK_IFINDEX, cpu, hash, skb)
+
+    def place_datagram(self, flow: Flow, chosen: Sock | ErrPtr | _Unknown | None,
+                       pick: Pick | None, cpu: int | None, payload: bytes | None) -> Pick:
+        """Where `udp_lookup` put the datagram: queued on the socket it chose (the pick
+        labelled with its group), or waiting as dropped or unplaced for its `recv`."""
         if isinstance(chosen, Sock):
             pick = self.queue_datagram(flow, self.socks[chosen.sk_id],
                                        self._label_pick(pick, chosen), cpu, payload)

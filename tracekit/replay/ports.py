@@ -1,0 +1,190 @@
+"""Datagrams to a UDP port that no single group decides (a connected socket on it, a group with
+connections), without running the lookup for each: its answer, memoized on what it reads.
+
+`Host.udp_lookup` for a datagram reads the port's sockets and groups (`port_state`), the CPU,
+the hash and the packet (through each group's selection: only the socket it picks matters to
+the rest of the walk, `udp_rescore` included; a classic program's answer is part of the key, an
+eBPF program's port is never memoized), and the datagram's source only where a connected socket
+compares it with its peer (`source_matches`). So the answer for one datagram is the answer for
+every other with the same state, CPU, picks and matching peers: the socket and the pick, which
+is either the group's selection pick for this datagram (its `Route` gives it) or a pick without
+a hash (`connected`, `lookup`) that only its `seq` tells apart.
+
+The first datagram of each key runs the lookup itself, and its answer is memoized only if
+rebuilding it from the memo gives the same socket and the same pick; every other answer (a drop,
+an unknown) is never memoized.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from typing import Any, Callable
+
+from tracekit.kernel.bpf import BPF_PROG_TYPE_SK_REUSEPORT
+from tracekit.kernel.sock import Sock
+from tracekit.kernel.socket_layer.addresses import ANY, ip_text, parse_ip, v4_view, v6_view
+from tracekit.kernel.socket_layer.host import Flow, Host, Socket
+from tracekit.kernel.socket_layer.selection import Pick, replace_pick
+
+__all__ = ["PortMemo", "port_state", "source_matches"]
+
+HASH_REASONS = frozenset({"hash", "established-skip", "incoming-cpu", "cbpf"})
+FIXED_REASONS = frozenset({"connected", "lookup"})
+NO_MEMO = ("no-memo",)
+
+
+def _scanned(host: Host, daddr: Any, lport: int) -> list[Socket]:
+    """The sockets `udp_lookup` scores for a datagram to daddr:lport, in its order."""
+    return [*host.udp_buckets.get((lport, ip_text(daddr)), ()),
+            *host.udp_buckets.get((lport, ANY), ()), *host.udp_primary.get(lport, ())]
+
+
+def _socket_state(s: Socket, with_cpu: bool) -> tuple:
+    sk = s.sk
+    return (id(s), sk.sk_id, s.family, s.laddr, s.lport, s.raddr, s.rport, s.v6only,
+            s.bound_dev_if, sk.sk_state, sk.sk_incoming_cpu if with_cpu else None,
+            sk.sk_reuseport, id(sk.sk_reuseport_cb), sk.hashed)
+
+
+def _connected(s: Socket) -> bool:
+    """A socket with a peer: a datagram delivered to it sets its `sk_incoming_cpu`."""
+    return s.raddr is not None or bool(s.rport)
+
+
+def port_state(host: Host, laddr: str, lport: int) -> tuple[tuple, list[Socket], list] | None:
+    """What `udp_lookup` reads of the host for a datagram to laddr:lport, but the
+    `sk_incoming_cpu` of connected sockets (a datagram delivered to one changes it): a key,
+    the connected sockets, and one member of each group. None where a program makes the
+    datagram matter beyond its bytes (an eBPF program)."""
+    daddr = parse_ip(laddr)
+    scanned = _scanned(host, daddr, lport)
+    heads: dict[int, Socket] = {}
+    for s in scanned:
+        reuse = s.sk.sk_reuseport_cb
+        if reuse is not None:
+            if reuse.prog is not None and reuse.prog.type == BPF_PROG_TYPE_SK_REUSEPORT:
+                return None
+            heads.setdefault(id(reuse), s)
+    sockets = {id(s): s for s in scanned}
+    groups = []
+    for head in heads.values():
+        reuse = head.sk.sk_reuseport_cb
+        members = reuse.live()
+        peers = []
+        for m in members:  # the rescore reads the chosen member's own socket
+            owner = host.socks.get(m.sk_id)
+            if owner is None:
+                return None
+            sockets.setdefault(id(owner), owner)
+            peers.append(_connected(owner))
+        groups.append((id(reuse), reuse.reuseport_id, reuse.num_socks, reuse.num_closed_socks,
+                       tuple([(m.sk_id, m.sk_state, None if peer else m.sk_incoming_cpu)
+                              for m, peer in zip(members, peers)]),
+                       tuple([m.sk_id for m in reuse.closed()]), reuse.incoming_cpu,
+                       reuse.has_conns, host.label_of(reuse), id(reuse.prog)))
+    owners = tuple([(sk_id, id(host.socks.get(sk_id)))
+                    for sk_id in sorted({s.sk.sk_id for s in sockets.values()})])
+    key = (laddr, lport, host.bound, host.labelled, tuple(id(s) for s in scanned),
+           tuple(_socket_state(s, not _connected(s)) for s in sockets.values()), tuple(groups),
+           owners)
+    connected = [s for s in sockets.values() if _connected(s)]
+    return key, connected, list(heads.values())
+
+
+def source_matches(s: Socket, saddr: Any, sport: int, v4: bool) -> bool:
+    """The clauses of `udp_compute_score()` that read the datagram's source: a connected socket
+    scores only the datagrams of its peer."""
+    if s.raddr is not None:
+        if v4:
+            if v4_view(4, s.raddr) != saddr:
+                return False
+        elif v6_view(6, s.raddr) != v6_view(6, saddr):
+            return False
+    return not s.rport or s.rport == sport
+
+
+class PortMemo:
+    """The memoized answers of one port in one state (`port_state`)."""
+
+    def __init__(self, laddr: str, connected: list[Socket], routes: list[Any]) -> None:
+        self.v4 = isinstance(parse_ip(laddr), IPv4Address)
+        self.connected = connected
+        self.routes = routes  # a `Route` per group (None: an empty group)
+        self.answers: dict[tuple, tuple] = {}
+
+    def key(self, flow: Flow, hash: int | None, cpu: int, payload: bytes | None) -> tuple:
+        saddr = parse_ip(flow[2])
+        matches = tuple([source_matches(s, saddr, flow[3], self.v4) for s in self.connected])
+        cpus = tuple([s.sk.sk_incoming_cpu for s in self.connected])
+        picked = tuple([_picked(route, flow, hash, cpu, payload) for route in self.routes])
+        return matches, cpus, picked, cpu
+
+    def deliver(self, host: Host, flow: Flow, hash: int | None, cpu: int, seq: int,
+                payload: bytes | None) -> None:
+        """`Host.datagram` for this datagram, with `host.seq` and `host.net.cpu` set."""
+        key = self.key(flow, hash, cpu, payload)
+        answer = self.answers.get(key)
+        if answer is not None and answer is not NO_MEMO:
+            kind, value = answer
+            pick = (_rebuilt(self.routes[value], flow, hash, cpu, seq, payload)
+                    if kind == "group" else replace_pick(value, seq=seq))
+            host.queue_datagram(flow, host.socks[pick.sk], pick, cpu, payload)
+            return
+        chosen, pick = host.udp_lookup(flow, hash, cpu, payload)
+        placed = host.place_datagram(flow, chosen, pick, cpu, payload)
+        if answer is None:
+            self.answers[key] = self._answer(chosen, placed, flow, hash, cpu, seq, payload)
+
+    def _answer(self, chosen: Any, placed: Pick, flow: Flow, hash: int | None, cpu: int,
+                seq: int, payload: bytes | None) -> tuple:
+        """How to rebuild `placed` for another datagram of the same key, if it can be."""
+        if not isinstance(chosen, Sock) or placed.sk != chosen.sk_id:
+            return NO_MEMO
+        if placed.reason in FIXED_REASONS and placed.hash is None:
+            return ("fixed", placed)
+        if placed.reason in HASH_REASONS and (hash is not None or placed.reason == "cbpf"):
+            for g, route in enumerate(self.routes):
+                if route is not None and route.reuseport_id == placed.reuseport_id \
+                        and route.slot_of.get(placed.sk) is not None \
+                        and _rebuilt(route, flow, hash, cpu, seq, payload) == placed:
+                    return ("group", g)
+        return NO_MEMO
+
+
+def _picked(route: Any, flow: Flow, hash: int | None, cpu: int,
+            payload: bytes | None) -> Any:
+    """What of one group's selection the lookup's answer depends on: the index a classic
+    program returns, where it names a socket, else the socket the hash picks."""
+    if route is None:
+        return -2  # an empty group selects nothing
+    if route.prog is not None:
+        index = route.cbpf_index(flow, payload, cpu)
+        if index is None or index < route.n:
+            return ("cbpf", index)
+    return -3 if hash is None else route.chosen(hash, cpu)
+
+
+def _rebuilt(route: Any, flow: Flow, hash: int | None, cpu: int, seq: int,
+             payload: bytes | None) -> Pick:
+    """The group's selection pick for this datagram, as `select_traced` and `_label_pick`
+    give it."""
+    if route.prog is not None:
+        return route.classic_pick(hash, cpu, seq, flow, payload)
+    return route.pick(hash, cpu, seq)
+
+
+def memo_of(cache: dict, host: Host, laddr: str, lport: int,
+            route_of: Callable[[Socket], Any]) -> PortMemo | None:
+    """The port's memo in its current state (`cache`: the host's, kept across stretches)."""
+    state = port_state(host, laddr, lport)
+    if state is None:
+        return None
+    key, connected, heads = state
+    memo = cache.get(key)
+    if memo is None:
+        if len(cache) >= 1024:
+            cache.clear()
+        routes = [route_of(h) if h.sk.sk_reuseport_cb.num_socks else None  # type: ignore[union-attr]
+                  for h in heads]
+        memo = cache[key] = PortMemo(laddr, connected, routes)
+    return memo
