@@ -347,9 +347,17 @@ class SocketWalk:
         self.index_of: dict[int, int] = {}  # id(route) -> its index in `routes`
         self.done = -1  # the last row (relative) replayed or queued in order
         self.ports: dict[tuple[int, int], ports.PortMemo | None] = {}  # since the last `_one`
-        self.values = RowValues(self.sc, columns, a, b)
+        self._values: RowValues | None = None
         self._cpu_rows: np.ndarray | None = None
         self._dest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def values(self) -> RowValues:
+        """The rows as Python values (`RowValues`), made when a row is first taken one at a
+        time: a walk that decides all in bulk never pays for them."""
+        if self._values is None:
+            self._values = RowValues(self.sc, self.cols, self.a, self.b)
+        return self._values
 
     # -- the plan ---------------------------------------------------------------------------------
     def run(self) -> int:
