@@ -30,6 +30,7 @@ leave a flow at each batch boundary to the per-row path.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -667,9 +668,8 @@ class SocketWalk:
 
     def _observe(self, r: int, k: int) -> None:
         """Observation row `r` (relative) as the per-row path takes it: paired by the host's
-        pairing; a match is counted without a decision record unless results are kept."""
-        self._sync_cpu(r)
-        self.done = r
+        pairing; a match is counted without a decision record unless results are kept. (Nothing
+        here reads or sets the namespace's CPU, so the CPU is left for the next row that does.)"""
         hs, v, i = self.hs, self.values, r + self.a
         host = hs.host
         seq = v.seq[r]
@@ -702,7 +702,7 @@ class SocketWalk:
             kind = self.sc.kind[self.a:self.b]
             sets = ((kind == SYN) | (kind == DATAGRAM)) & self.cols.cpu_valid[self.a:self.b]
             self._cpu_rows = np.flatnonzero(sets)
-        at = int(np.searchsorted(self._cpu_rows, r)) - 1
+        at = bisect_left(self._cpu_rows, r) - 1  # type: ignore[arg-type]
         if at >= 0 and self._cpu_rows[at] > self.done:
             self.hs.host.net.cpu = int(self.cols.cpu[self.a + int(self._cpu_rows[at])])
 
