@@ -132,8 +132,8 @@ def test_profile_choice_and_invalid_profile(tmp_path, builder):
     path = builder.tcp_listeners([1]).write(tmp_path / "t.parquet", kernel="5.15.0-91")
     assert replay(path).summary["profile"] == {
         "name": "5.14",
-        "chosen_by": "tracekit.kernel=5.15.0-91 (no tracekit.kernel.version: a distribution's backports "
-                     "are unknown; --profile fit checks)",
+        "chosen_by": "tracekit.kernel=5.15.0-91 (no tracekit.kernel.version: the sublevel is hidden, "
+                     "taken to carry no backport (none known for 5.15); --profile fit checks)",
         "switches": ["listener migration and the closed section (5.14)"],
     }
     assert replay(path, profile="5.14").summary["profile"]["chosen_by"] == "--profile"

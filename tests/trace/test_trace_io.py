@@ -169,3 +169,17 @@ def test_dictionaries_come_back_dictionary_encoded_with_the_same_values(tmp_path
         assert b.schema.field("laddr").type == pa.dictionary(pa.int32(), pa.string())
         assert b.column("laddr").to_pylist() == a.column("laddr").to_pylist()
         assert b.column("seq").equals(a.column("seq"))
+
+
+def test_columns_null_in_every_row_group_read_are_typed_nulls(tmp_path):
+    """A column the statistics say is all null is not decoded (`_null_columns`)."""
+    table = pa.table({"host": ["h"] * 4, "seq": [1, 2, 3, 4], "event": ["close"] * 4,
+                      "sk": [1, 2, 3, 4], "sk2": pa.array([None] * 4, pa.int64()),
+                      "payload": pa.array([None, None, None, b"x"], pa.binary())})
+    path = write_trace(tmp_path / "t.parquet", table, source="test")
+    for batch_size in (1, 3, 10):
+        rows = [r for b in iter_batches(path, batch_size=batch_size) for r in b.to_pylist()]
+        assert [(r["sk"], r["sk2"], r["payload"]) for r in rows] == \
+            [(1, None, None), (2, None, None), (3, None, None), (4, None, b"x")]
+        [only] = {b.schema for b in iter_batches(path, batch_size=batch_size)}
+        assert only.equals(SCHEMA)

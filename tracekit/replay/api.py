@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from tracekit.errors import StoryError, TracekitError
 from tracekit.kernel.bpf import Policy
 from tracekit.kernel.profiles import Profile, profile_by_name, profile_for_kernel, why_profile
+from tracekit.replay.balance import import_ahead
 from tracekit.replay.decision import DECISION_SCHEMA
 from tracekit.replay.engine import Engine
 from tracekit.replay.sink import DecisionSink
@@ -166,7 +167,9 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
     sink = DecisionSink(results=chunks)
     membership = Timeline()
     engine = Engine(chosen, policies, sink=sink, explain_all=explain_all, timeline=membership)
-    total = _total_rows(path) if progress is not None else 0
+    total = _total_rows(path) if progress is not None or path.is_file() else 0
+    if total >= IMPORT_AHEAD_ROWS:
+        import_ahead()
     done = 0
     try:
         with _heap_frozen():
@@ -232,6 +235,9 @@ def gate(result: Replay, *, baseline: str | os.PathLike[str] | None = None,
         ci.apply_gates(result, fail_on)
     return result
 
+
+IMPORT_AHEAD_ROWS = 1_000_000
+"""Traces from this many rows on replay long enough to import the summary's needs meanwhile."""
 
 RESULT_ROWS = 65_536
 """Decisions per results batch (the last before the end-settled decisions, and the last, fewer)."""

@@ -15,11 +15,15 @@ was not one uniform distribution, so its statistic only says that the load moved
 
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["balance_of", "chisquare_uniform", "mismatches_by_group", "observed_load", "SIGNIFICANT"]
+__all__ = ["balance_of", "chisquare_uniform", "mismatches_by_group", "observed_load", "SIGNIFICANT",
+           "import_ahead"]
 
 SIGNIFICANT = 6
 """Significant digits kept of each float, so the JSON stays short and byte-stable."""
@@ -73,6 +77,15 @@ def balance_of(load: Mapping[str, int], live: Iterable[int]) -> dict[str, Any]:
         figures["chi2"] = _round(statistic)
         figures["p_value"] = _round(p_value)
     return figures
+
+
+def import_ahead() -> None:
+    """Start importing what `chisquare_uniform` needs (`scipy.special`, about a second of
+    start-up) in a thread, so that a long replay's summary finds it loaded: the replay keeps
+    the main thread busy meanwhile."""
+    if "scipy.special" not in sys.modules:
+        threading.Thread(target=importlib.import_module, args=("scipy.special",),
+                         name="import scipy.special").start()
 
 
 def chisquare_uniform(values: list[int]) -> tuple[float, float]:

@@ -21,10 +21,16 @@ A closed flow whose verdicts are not all matches is replayed after the walk, row
 the host's pairing, with the picks of its arrivals as they were then and the group history of
 that moment. Routes are resolved when the walk enters the stretch after a route change
 (`ROUTE_KEEPING` lists the events that cannot change one).
+
+Flows are numbered by hashing their 5-tuple keys (`Flows`), and a walk whose host goes on in the
+next batch stops where no flow is left open (`SocketWalk._cut`): the engine replays the rest
+with the next batch, so traffic that drains its sockets every few hundred arrivals does not
+leave a flow at each batch boundary to the per-row path.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -342,9 +348,17 @@ class SocketWalk:
         self.index_of: dict[int, int] = {}  # id(route) -> its index in `routes`
         self.done = -1  # the last row (relative) replayed or queued in order
         self.ports: dict[tuple[int, int], ports.PortMemo | None] = {}  # since the last `_one`
-        self.values = RowValues(self.sc, columns, a, b)
+        self._values: RowValues | None = None
         self._cpu_rows: np.ndarray | None = None
         self._dest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def values(self) -> RowValues:
+        """The rows as Python values (`RowValues`), made when a row is first taken one at a
+        time: a walk that decides all in bulk never pays for them."""
+        if self._values is None:
+            self._values = RowValues(self.sc, self.cols, self.a, self.b)
+        return self._values
 
     # -- the plan ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -654,9 +668,8 @@ class SocketWalk:
 
     def _observe(self, r: int, k: int) -> None:
         """Observation row `r` (relative) as the per-row path takes it: paired by the host's
-        pairing; a match is counted without a decision record unless results are kept."""
-        self._sync_cpu(r)
-        self.done = r
+        pairing; a match is counted without a decision record unless results are kept. (Nothing
+        here reads or sets the namespace's CPU, so the CPU is left for the next row that does.)"""
         hs, v, i = self.hs, self.values, r + self.a
         host = hs.host
         seq = v.seq[r]
@@ -689,7 +702,7 @@ class SocketWalk:
             kind = self.sc.kind[self.a:self.b]
             sets = ((kind == SYN) | (kind == DATAGRAM)) & self.cols.cpu_valid[self.a:self.b]
             self._cpu_rows = np.flatnonzero(sets)
-        at = int(np.searchsorted(self._cpu_rows, r)) - 1
+        at = bisect_left(self._cpu_rows, r) - 1  # type: ignore[arg-type]
         if at >= 0 and self._cpu_rows[at] > self.done:
             self.hs.host.net.cpu = int(self.cols.cpu[self.a + int(self._cpu_rows[at])])
 
@@ -723,12 +736,15 @@ class SocketWalk:
             return
         arrivals, route = arrivals[keep], self.route_of[keep]
         a, cols = self.a, self.cols
-        tables = _tabulate(tuple(r.state for r in self.routes), int(cols.cpu[arrivals + a].max()))
-        expected, answer, start = tables.lookup(route, cols.hash[arrivals + a],
-                                                cols.cpu[arrivals + a])
+        at = arrivals + a
+        cpu = cols.cpu[at]
+        tables = _tabulate(tuple(r.state for r in self.routes), int(cpu.max()))
+        expected, answer, start = tables.lookup(route, cols.hash[at], cpu)
         stride = tables.width + 1
         slot = answer - route * stride
-        reason = np.where(tables.by_cpu[route], 2, np.where(slot != start, 1, 0))
+        reason = (slot != start).astype(np.int64)  # REASONS: hash, established-skip
+        if tables.by_cpu.any():
+            reason[tables.by_cpu[route]] = 2  # incoming-cpu
         # every arrival of a flow: one socket, one reason, one route
         flow = flows[arrivals]
         packed = answer * 4 + reason  # (`answer` says the route and the slot)

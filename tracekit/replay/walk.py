@@ -41,15 +41,22 @@ class Columns:
         self.sk, sk_valid = _values(batch.column("sk"), -1, np.int64)
         self.sk_valid = sk_valid if sk_valid is not None else np.ones(n, dtype=bool)
         self.hash, hash_valid = _values(batch.column("hash"), 0, np.uint32)
-        self.observed, observed_valid = _values(batch.column("observed"), -1, np.int64)
         self.cpu, cpu_valid = _values(batch.column("cpu"), 0, np.int64)
         self.cpu_valid = cpu_valid if cpu_valid is not None else np.ones(n, dtype=bool)
         self._seq: np.ndarray | None = None
         self._hash_valid = hash_valid
         self._socket: SocketColumns | None = None
         self.bulk_enabled = bulk
-        self._valid = (sk_valid, hash_valid, observed_valid)
+        self._valid = (sk_valid, hash_valid)
         self._bulk: np.ndarray | None = None
+        self._observed: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    @property
+    def observed(self) -> np.ndarray:
+        """Each row's `observed` (-1 where null), read on first use (kernel-layer rows only)."""
+        if self._observed is None:
+            self._observed = _values(self.batch.column("observed"), -1, np.int64)
+        return self._observed[0]
 
     @property
     def bulk(self) -> np.ndarray:
@@ -70,7 +77,8 @@ class Columns:
             bulk = events.indices.to_numpy(zero_copy_only=False) == code
         else:
             bulk = pc.equal(events, SELECT).fill_null(False).to_numpy(zero_copy_only=False)
-        for valid in self._valid:
+        self.observed  # (reads the column and its validity)
+        for valid in (*self._valid, self._observed[1]):  # type: ignore[index]
             if valid is not None:
                 bulk &= valid
         for name in ("payload", "laddr", "lport", "raddr", "rport"):

@@ -237,6 +237,8 @@ def _part_batches(part: Part, fields: list[pa.Field], batch_size: int,
         present = [f.name for f in fields if f.name in parquet.schema_arrow.names]
         if row_groups is not None and not row_groups:
             return
+        empty = _null_columns(parquet, present, row_groups)
+        present = [name for name in present if name not in empty] or present[:1]
         batches = (_complete(batch, fields, part.host)
                    for batch in parquet.iter_batches(batch_size=batch_size, columns=present,
                                                      row_groups=row_groups))
@@ -246,6 +248,27 @@ def _part_batches(part: Part, fields: list[pa.Field], batch_size: int,
             raise TraceFormatError(f"cannot read (truncated or corrupt?): {str(error).strip()}", file=str(part.path)) from None
         return
     yield from _sorted(_read_whole(part, fields), fields).to_batches(max_chunksize=batch_size)
+
+
+def _null_columns(parquet: pq.ParquetFile, names: list[str],
+                  row_groups: Sequence[int] | None) -> set[str]:
+    """The columns among ``names`` whose statistics say every value of the row groups read is
+    null: not decoded at all (`_complete` makes their nulls)."""
+    metadata = parquet.metadata
+    index = {metadata.schema.column(i).path: i for i in range(metadata.num_columns)}
+    groups = range(metadata.num_row_groups) if row_groups is None else row_groups
+    empty = set()
+    for name in names:
+        if name not in index:
+            continue
+        for g in groups:
+            group = metadata.row_group(g)
+            stats = group.column(index[name]).statistics
+            if stats is None or not stats.has_null_count or stats.null_count != group.num_rows:
+                break
+        else:
+            empty.add(name)
+    return empty
 
 
 _PREFETCH = 2
