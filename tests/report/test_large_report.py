@@ -10,6 +10,7 @@ from rich.console import Console
 
 import tracekit
 from tracekit.report import render_html, render_replay
+from tracekit.report.terminal import TABLE_ROWS
 from tracekit.report.view import GROUPS_DETAILED
 
 
@@ -46,7 +47,23 @@ def test_hundred_groups_ten_million_decisions_stay_small():
     console.print(render_replay(summary))
     lines = console.export_text().splitlines()
     assert len(lines) < 1500
-    assert sum(1 for line in lines if re.match(r"\s+sim-\d\d\s+group \d", line)) == 75
+    # the 75 groups past the detailed ones: a table of TABLE_ROWS lines, and what was left out
+    assert sum(1 for line in lines if re.match(r"\s+sim-\d\d\s+group \d", line)) == TABLE_ROWS
+    assert f"{TABLE_ROWS} of 75 groups shown (the most mismatches, then unknowns)" in "\n".join(lines)
+
+
+def test_a_fleet_of_hosts_shows_its_worst_hosts_in_a_terminal():
+    summary = _fleet_summary(groups=4)
+    summary["hosts"] = {f"host-{h:03d}": {"decisions": 10, "matched": 10} for h in range(600)}
+    summary["hosts"]["host-500"] = {"decisions": 10, "matched": 7, "mismatched": 3}
+    summary["hosts"]["host-300"] = {"decisions": 10, "matched": 9, "unknown": 1}
+    console = Console(width=100, record=True, color_system=None)
+    console.print(render_replay(summary))
+    text = console.export_text()
+    shown = re.findall(r"^\s+(host-\d+)\s", text, re.M)
+    # the two that diverged, then the first in name order, all in name order
+    assert shown == sorted(["host-300", "host-500"] + [f"host-{h:03d}" for h in range(TABLE_ROWS - 2)])
+    assert f"{TABLE_ROWS} of 600 hosts shown" in text
 
 
 @pytest.mark.slow

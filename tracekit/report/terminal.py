@@ -35,6 +35,10 @@ VERDICT_STYLES = {"match": "green", "mismatch": "red"}
 _OTHER_VERDICT_STYLE = "yellow"
 _BAR_WIDTH = 24
 _COUNT_COLUMNS = ("decisions", "matched", "mismatched", "unknown")
+TABLE_ROWS = 40
+"""Rows of the hosts table and of the more-groups table a terminal shows: past that, the rows with
+the most mismatches, then unknowns (a fleet's 600 hosts stay readable, and laying out thousands
+of rows cost a fleet replay seconds); every row is in `--json` and `--html`."""
 
 
 def render_replay(replay: Any, *, max_mismatches: int = 10, explain: bool = True) -> RenderableType:
@@ -120,17 +124,36 @@ def _hosts(summary: Mapping[str, Any]) -> list[RenderableType]:
     hosts = summary.get("hosts") or {}
     if not hosts:
         return []
+    shown = _worst([dict(hosts[host], host=host) for host in sorted(hosts)])
     table = Table(title="\nHosts", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD)
     table.add_column("host")
     for column in _COUNT_COLUMNS:
         table.add_column(column, justify="right")
-    for host in sorted(hosts):
-        table.add_row(Text(host), *_counts_row(hosts[host]))
-    return [table]
+    for host in shown:
+        table.add_row(Text(host["host"]), *_counts_row(host))
+    return [table, *_left_out(len(hosts), len(shown), "hosts")]
 
 
-def _more_groups(groups: list[Mapping[str, Any]]) -> Table:
-    """One line per group past the detailed ones."""
+def _worst(rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """`rows` when there are at most `TABLE_ROWS`; else the `TABLE_ROWS` with the most mismatches,
+    then unknowns (ties in the given order), in the given order."""
+    if len(rows) <= TABLE_ROWS:
+        return rows
+    ranked = sorted(range(len(rows)), key=lambda i: (-int(rows[i].get("mismatched", 0)),
+                                                     -int(rows[i].get("unknown", 0)), i))
+    return [rows[i] for i in sorted(ranked[:TABLE_ROWS])]
+
+
+def _left_out(total: int, shown: int, what: str) -> list[Text]:
+    if total == shown:
+        return []
+    return [Text(f"{shown} of {total} {what} shown (the most mismatches, then unknowns); "
+                 "every one is in --json and --html", style="dim")]
+
+
+def _more_groups(groups: list[Mapping[str, Any]]) -> RenderableType:
+    """One line per group past the detailed ones (at most `TABLE_ROWS`)."""
+    shown = _worst(groups)
     table = Table(title=f"{len(groups)} more groups", title_justify="left", title_style="bold",
                   box=box.SIMPLE_HEAD)
     table.add_column("host")
@@ -138,10 +161,10 @@ def _more_groups(groups: list[Mapping[str, Any]]) -> Table:
     for column in _COUNT_COLUMNS:
         table.add_column(column, justify="right")
     table.add_column("live", justify="right")
-    for group in groups:
+    for group in shown:
         table.add_row(str(group.get("host")), str(group.get("group")), *_counts_row(group),
                       str(len(group.get("socks") or [])))
-    return table
+    return Group(table, *_left_out(len(groups), len(shown), "groups"))
 
 
 def _group(group: Mapping[str, Any], timeline: Any = None) -> RenderableType:
