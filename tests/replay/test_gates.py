@@ -7,6 +7,8 @@ import json
 import random
 
 import jsonschema
+from hypothesis import given
+from hypothesis import strategies as st
 import pytest
 from click.testing import CliRunner
 from tracebuilder import TraceBuilder
@@ -111,3 +113,31 @@ def test_chi_square_is_scipy_stats(values):
     statistic, p_value = chisquare_uniform(values)
     assert statistic == pytest.approx(float(expected.statistic), rel=1e-12)
     assert p_value == pytest.approx(float(expected.pvalue), rel=1e-9, abs=1e-300)
+
+
+_gate_results = st.lists(st.builds(lambda n, ok: {"gate": f"resets>{n}", "passed": ok, "value": n,
+                                                  "failures": [] if ok else ["over"]},
+                                   st.integers(0, 9), st.booleans()), max_size=3)
+_baselines = st.none() | st.builds(lambda new, known, fixed: {"new": new, "known": known, "fixed": fixed},
+                                   st.integers(0, 3), st.integers(0, 3), st.integers(0, 3))
+
+
+@given(mismatched=st.integers(0, 5), baseline=_baselines, gates=_gate_results)
+def test_exit_code_and_ci_headline_decide_alike(mismatched, baseline, gates):
+    from tracekit.replay.api import Replay
+    from tracekit.replay.gates import ci_outcome
+    from tracekit.report.gating import gate_headline
+
+    summary = {"mismatched": mismatched, "gates": gates}
+    if baseline is not None:
+        summary["baseline"] = baseline
+    outcome = ci_outcome(summary)
+    counted = baseline["new"] if baseline is not None else mismatched
+    assert outcome.passed == (not counted and all(g["passed"] for g in gates))
+    assert Replay(summary, None).exit_code == (0 if outcome.passed else 1)
+    headline = gate_headline(summary)
+    if baseline is None and not gates:
+        assert headline is None
+    else:
+        assert headline[0] == outcome.passed
+        assert headline[1].startswith("CI PASS" if outcome.passed else "CI FAIL")

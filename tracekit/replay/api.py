@@ -25,6 +25,7 @@ from tracekit.kernel.profiles import Profile, profile_by_name, profile_for_kerne
 from tracekit.replay.balance import import_ahead
 from tracekit.replay.decision import DECISION_SCHEMA
 from tracekit.replay.engine import Engine
+from tracekit.replay.gates import ci_outcome
 from tracekit.replay.sink import DecisionSink
 from tracekit.replay.summary import build_summary
 from tracekit.replay.timeline import Timeline, timeline_frame
@@ -61,10 +62,7 @@ class Replay:
 
     @property
     def exit_code(self) -> int:
-        baseline = self.summary.get("baseline")
-        diverged = baseline["new"] if baseline is not None else self.summary["mismatched"]
-        failed = any(not gate["passed"] for gate in self.summary.get("gates", ()))
-        return 1 if diverged or failed else 0
+        return 0 if ci_outcome(self.summary).passed else 1
 
     @property
     def groups(self) -> list[dict[str, Any]]:
