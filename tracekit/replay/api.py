@@ -174,8 +174,7 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
     membership = Timeline()
     engine = Engine(chosen, policies, sink=sink, explain_all=explain_all, timeline=membership)
     total = _total_rows(path) if progress is not None or path.is_file() else 0
-    if total >= IMPORT_AHEAD_ROWS:
-        import_ahead()
+    ahead = total >= IMPORT_AHEAD_ROWS * 2
     done = 0
     try:
         with _heap_frozen():
@@ -184,6 +183,9 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
                 engine.feed(batch)
                 membership.seen_batch(batch)
                 done += batch.num_rows
+                if ahead and done >= IMPORT_AHEAD_ROWS:
+                    import_ahead(stats.load for stats in sink.groups.values())
+                    ahead = False
                 if progress is not None:
                     progress(done, total)
             engine.drain()
@@ -229,6 +231,8 @@ def gate(result: Replay, *, baseline: str | os.PathLike[str] | None = None,
          results: str | os.PathLike[str] | None = None) -> Replay:
     """The CI additions to a finished replay (`tracekit.replay.ci`): baseline, what-if, gates;
     `results` names a results file written by it, to mark with the baseline column."""
+    if baseline is None and not what_if and not fail_on:
+        return result
     from tracekit.replay import ci
 
     if baseline is not None:
@@ -243,7 +247,8 @@ def gate(result: Replay, *, baseline: str | os.PathLike[str] | None = None,
 
 
 IMPORT_AHEAD_ROWS = 1_000_000
-"""Traces from this many rows on replay long enough to import the summary's needs meanwhile."""
+"""After this many rows of a trace twice as long, the summary's needs are imported meanwhile
+(`import_ahead`) if the load so far says they will be needed."""
 
 RESULT_ROWS = 65_536
 """Decisions per results batch (the last before the end-settled decisions, and the last, fewer)."""
