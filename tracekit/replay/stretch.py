@@ -676,11 +676,11 @@ class SocketWalk:
         host.seq = seq
         flow = v.flow(r)
         sk = v.sk[r] if v.sk_valid[r] else None
-        row = {"seq": seq, "event": OBSERVATION_EVENT[k], "laddr": v.laddr_text[r],
-               "lport": flow[1], "raddr": v.raddr_text[r], "rport": flow[3], "sk": sk}
+        row = None
         if k == ACCEPT:
             exp, observed = host.accept(sk, *flow), sk
         elif k == RECV:
+            row = self._observation(r, k, seq, flow, sk)  # (the token of a deferred `recv`)
             exp, observed = host.recv(sk, *flow, self.sc.payload(i), token=row), sk
             if exp.deferred:
                 return
@@ -693,7 +693,14 @@ class SocketWalk:
             sink.add_match(i, hs.name, pick.group, pick.reuseport_id, exp.expected,
                            k == RESET)
         else:
-            self.engine.decide(hs, row, i, exp, observed)
+            self.engine.decide(hs, row or self._observation(r, k, seq, flow, sk), i, exp,
+                               observed)
+
+    def _observation(self, r: int, k: int, seq: int, flow: Flow, sk: int | None) -> dict:
+        """Observation row `r` (relative) as the dict the per-row path reads of it."""
+        v = self.values
+        return {"seq": seq, "event": OBSERVATION_EVENT[k], "laddr": v.laddr_text[r],
+                "lport": flow[1], "raddr": v.raddr_text[r], "rport": flow[3], "sk": sk}
 
     def _sync_cpu(self, r: int) -> None:
         """Set the namespace's CPU to that of the last arrival before row `r` (relative) if no
