@@ -349,7 +349,7 @@ class SocketWalk:
         self.done = -1  # the last row (relative) replayed or queued in order
         self.ports: dict[tuple[int, int], ports.PortMemo | None] = {}  # since the last `_one`
         self._values: RowValues | None = None
-        self._cpu_rows: np.ndarray | None = None
+        self._cpu_rows: list[int] | None = None
         self._dest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
@@ -708,10 +708,10 @@ class SocketWalk:
         if self._cpu_rows is None:
             kind = self.sc.kind[self.a:self.b]
             sets = ((kind == SYN) | (kind == DATAGRAM)) & self.cols.cpu_valid[self.a:self.b]
-            self._cpu_rows = np.flatnonzero(sets)
+            self._cpu_rows = np.flatnonzero(sets).tolist()
         at = bisect_left(self._cpu_rows, r) - 1  # type: ignore[arg-type]
         if at >= 0 and self._cpu_rows[at] > self.done:
-            self.hs.host.net.cpu = int(self.cols.cpu[self.a + int(self._cpu_rows[at])])
+            self.hs.host.net.cpu = int(self.cols.cpu[self.a + self._cpu_rows[at]])
 
     def _queue(self, r: int, k: int, route: Route, hash: int, cpu: int, seq: int) -> bool:
         """An arrival its group decides: queued as `syn` / `datagram` would after their lookup.

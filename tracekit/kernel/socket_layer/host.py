@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
+from itertools import islice
 from typing import Callable
 
 from tracekit.errors import StoryError
@@ -236,10 +237,12 @@ class Host:
             return None
         if not (self.bound or self.labelled):  # kernel-layer traces without addresses
             return f"group {reuse.reuseport_id}"
-        for member in reuse.socks[: reuse.num_socks] + reuse.closed():
-            s = self.socks.get(member.sk_id) if member is not None else None
-            if s is not None and s.lport is not None:
-                return s.label
+        socks = self.socks
+        for section in (islice(reuse.socks, reuse.num_socks), reuse.closed()):
+            for member in section:
+                s = socks.get(member.sk_id) if member is not None else None
+                if s is not None and s.lport is not None:
+                    return s.label
         return f"group {reuse.reuseport_id}"
 
     def groups(self) -> list[SockReuseport]:
