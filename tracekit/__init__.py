@@ -15,8 +15,7 @@ Errors a user can act on are `tracekit.errors.TracekitError` subclasses.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tracekit.lazy import lazy_names
 
 __all__ = [
     "normalize",
@@ -41,22 +40,4 @@ _LAZY = {
     "probe": ("tracekit.probe.run", "probe"),
 }
 
-
-def __getattr__(name: str) -> Any:
-    try:
-        module_name, attribute = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'tracekit' has no attribute {name!r}") from None
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        if error.name is not None and module_name.startswith(error.name):
-            raise AttributeError(f"tracekit.{name} is not available: {module_name} is missing") from None
-        raise
-    value = getattr(module, attribute)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -7,6 +7,8 @@ import json
 import random
 
 import jsonschema
+from hypothesis import given
+from hypothesis import strategies as st
 import pytest
 from click.testing import CliRunner
 from tracebuilder import TraceBuilder
@@ -111,3 +113,66 @@ def test_chi_square_is_scipy_stats(values):
     statistic, p_value = chisquare_uniform(values)
     assert statistic == pytest.approx(float(expected.statistic), rel=1e-12)
     assert p_value == pytest.approx(float(expected.pvalue), rel=1e-9, abs=1e-300)
+
+
+def test_p_values_that_underflow_are_zero_without_scipy():
+    """Where Cephes' chdtrc underflows to 0 (a skewed group: a rolling restart), the p-value is
+    0.0 without importing scipy; everywhere else it is scipy's own."""
+    from scipy.special import chdtrc
+
+    from tracekit.replay.balance import _p_value_if_zero
+
+    zeros = 0
+    for df in (1, 2, 3, 7, 15, 39, 40, 41, 45, 99, 399, 400, 401, 1000, 5000):
+        for statistic in (0.5, 2.5, 10.0, 100.0, 1000.0, 1400.0, 1500.0, 1600.0, 2000.0,
+                          5000.0, 1e4, 1.05e4, 1.1e4, 1e5, 1e7, 1e12):
+            shortcut = _p_value_if_zero(df, statistic)
+            if shortcut is not None:
+                zeros += 1
+                assert shortcut == 0.0 and float(chdtrc(df, statistic)) == 0.0, (df, statistic)
+    assert zeros > 50
+
+
+def test_a_skewed_group_needs_no_scipy():
+    """A group whose load moved under a rolling restart has p = 0: its balance is computed
+    without importing scipy; an even one imports it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tracekit.replay.balance import balance_of; "
+            "print(balance_of(dict(zip(sys.argv[1::2], map(int, sys.argv[2::2]))), [1, 2])"
+            "['p_value'], 'scipy' in sys.modules)")
+    for load, zero in (({"1": 100_000, "2": 20_000, "3": 3}, True), ({"1": 1_000, "2": 1_010}, False)):
+        argv = [str(v) for kv in load.items() for v in kv]
+        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                             check=True)
+        p_value, scipy_imported = out.stdout.split()
+        assert (float(p_value) == 0.0) == zero and scipy_imported == str(not zero)
+
+
+_gate_results = st.lists(st.builds(lambda n, ok: {"gate": f"resets>{n}", "passed": ok, "value": n,
+                                                  "failures": [] if ok else ["over"]},
+                                   st.integers(0, 9), st.booleans()), max_size=3)
+_baselines = st.none() | st.builds(lambda new, known, fixed: {"new": new, "known": known, "fixed": fixed},
+                                   st.integers(0, 3), st.integers(0, 3), st.integers(0, 3))
+
+
+@given(mismatched=st.integers(0, 5), baseline=_baselines, gates=_gate_results)
+def test_exit_code_and_ci_headline_decide_alike(mismatched, baseline, gates):
+    from tracekit.replay.api import Replay
+    from tracekit.replay.gates import ci_outcome
+    from tracekit.report.gating import gate_headline
+
+    summary = {"mismatched": mismatched, "gates": gates}
+    if baseline is not None:
+        summary["baseline"] = baseline
+    outcome = ci_outcome(summary)
+    counted = baseline["new"] if baseline is not None else mismatched
+    assert outcome.passed == (not counted and all(g["passed"] for g in gates))
+    assert Replay(summary, None).exit_code == (0 if outcome.passed else 1)
+    headline = gate_headline(summary)
+    if baseline is None and not gates:
+        assert headline is None
+    else:
+        assert headline[0] == outcome.passed
+        assert headline[1].startswith("CI PASS" if outcome.passed else "CI FAIL")

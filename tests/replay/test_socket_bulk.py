@@ -1,4 +1,5 @@
-"""The socket-layer bulk path (`tracekit.replay.stretch`) against the faithful per-row path:
+"""The socket-layer bulk path (`tracekit.replay.stretch`, and a stopping listener's queue
+migrated at once: `host.MIGRATE_IN_BULK`) against the faithful per-row path:
 byte-identical results Parquet and JSON summary on recorded fixtures, on recordings whose
 observations were moved to other sockets or drained in socket order, and on simulated traces."""
 
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tracekit.kernel.socket_layer import host
 from tracekit.simulator.api import injected_faults, simulate
 from tracekit.replay import engine, stretch
 from tracekit.replay.api import replay, write_results
@@ -32,10 +34,12 @@ def both_paths(path: Path, tmp_path: Path, monkeypatch, **options) -> tuple:
     out = []
     for bulk in (True, False):
         monkeypatch.setattr(engine, "BULK", bulk)
+        monkeypatch.setattr(host, "MIGRATE_IN_BULK", bulk)
         result = replay(path, results=True, **options)
         results = write_results(result, tmp_path / f"results-{bulk}.parquet")
         out.append((results.read_bytes(), summary_json(result.summary), result))
     monkeypatch.setattr(engine, "BULK", True)
+    monkeypatch.setattr(host, "MIGRATE_IN_BULK", True)
     assert summary_json(replay(path, **options).summary) == out[1][1]
     return out[0], out[1]
 

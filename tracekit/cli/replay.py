@@ -50,19 +50,21 @@ def _policies(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]
 
 def _rendered(replay: Any, json_path: str | None, html_path: str | None,
               junit_path: str | None) -> list[tuple[Path, bytes]]:
-    """(target, content) for each report file asked for."""
-    from tracekit.report import render_html, render_junit, summary_json
+    """(target, content) for each report file asked for (only its renderer is imported)."""
+    import tracekit.report as report
 
     renderers = (
-        (json_path, lambda: summary_json(replay.summary)),
-        (html_path, lambda: render_html(replay).encode("utf-8")),
-        (junit_path, lambda: render_junit(replay)),
+        (json_path, lambda: report.summary_json(replay.summary)),
+        (html_path, lambda: report.render_html(replay).encode("utf-8")),
+        (junit_path, lambda: report.render_junit(replay)),
     )
     return [(Path(path), render()) for path, render in renderers if path]
 
 
 def _gates(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> tuple[str, ...]:
     """Each --fail-on checked before the replay starts."""
+    if not specs:
+        return specs
     from tracekit.replay.gates import parse_gate
 
     return _usage(param, lambda: [parse_gate(spec) for spec in specs], specs)
@@ -70,6 +72,8 @@ def _gates(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -
 
 def _what_ifs(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> tuple[str, ...]:
     """The --what-if changes checked before the replay starts."""
+    if not specs:
+        return specs
     from tracekit.replay.whatif import parse_what_if
 
     return _usage(param, lambda: parse_what_if(specs), specs)
@@ -134,7 +138,6 @@ def command(trace: str, profile: str, json_path: str | None, results_path: str |
     """
     from rich.console import Console
 
-    from tracekit.replay import ci
     from tracekit.replay.api import gate
     from tracekit.replay.api import replay as run_replay
     from tracekit.report import render_replay
@@ -159,6 +162,8 @@ def command(trace: str, profile: str, json_path: str | None, results_path: str |
              policies=policies or None, results=results or None)
         rendered = _rendered(result, json_path, html_path, junit_path)
         if write_baseline_path:
+            from tracekit.replay import ci
+
             rendered.append((Path(write_baseline_path), ci.baseline_text(result)))
         for target, content in rendered:
             outputs.enter_context(atomic_path(target)).write_bytes(content)

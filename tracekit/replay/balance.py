@@ -16,6 +16,7 @@ was not one uniform distribution, so its statistic only says that the load moved
 from __future__ import annotations
 
 import importlib
+import math
 import sys
 import threading
 from collections import Counter
@@ -79,11 +80,15 @@ def balance_of(load: Mapping[str, int], live: Iterable[int]) -> dict[str, Any]:
     return figures
 
 
-def import_ahead() -> None:
+def import_ahead(loads: Iterable[Mapping[Any, int]]) -> None:
     """Start importing what `chisquare_uniform` needs (`scipy.special`, about a second of
     start-up) in a thread, so that a long replay's summary finds it loaded: the replay keeps
-    the main thread busy meanwhile."""
-    if "scipy.special" not in sys.modules:
+    the main thread busy meanwhile. Only when a group's `loads` so far (counts per socket) give
+    a p-value that is not certainly 0: heavily skewed groups (a rolling restart) need no scipy."""
+    if "scipy.special" in sys.modules:
+        return
+    if any(_p_value_if_zero(len(counts) - 1, _statistic(counts)) is None for counts in
+           ([n for n in load.values() if n > 0] for load in loads) if len(counts) >= 2):
         threading.Thread(target=importlib.import_module, args=("scipy.special",),
                          name="import scipy.special").start()
 
@@ -92,9 +97,35 @@ def chisquare_uniform(values: list[int]) -> tuple[float, float]:
     """Pearson's statistic against equal shares and its p-value: what
     `scipy.stats.chisquare(values)` returns, from the chi-square survival function
     (`scipy.special.chdtrc`, the Cephes routine scipy.stats calls) without importing all of
-    scipy.stats, which costs a replay more than a second of start-up."""
-    from scipy.special import chdtrc
+    scipy.stats, which costs a replay more than a second of start-up. Where Cephes returns 0
+    because the result underflows, so does this, without importing scipy at all."""
+    statistic = _statistic(values)
+    p_value = _p_value_if_zero(len(values) - 1, statistic)
+    if p_value is None:
+        from scipy.special import chdtrc
 
+        p_value = float(chdtrc(len(values) - 1, statistic))
+    return statistic, p_value
+
+
+MAXLOG = 7.09782712893383996843e2
+"""Cephes' log(DBL_MAX): `igam_fac` returns 0 where its logarithm is below -MAXLOG."""
+
+
+def _statistic(values: list[int]) -> float:
     mean = sum(values) / len(values)
-    statistic = sum((v - mean) ** 2 for v in values) / mean
-    return statistic, float(chdtrc(len(values) - 1, statistic))
+    return sum((v - mean) ** 2 for v in values) / mean
+
+
+def _p_value_if_zero(df: int, statistic: float) -> float | None:
+    """0.0 where `chdtrc(df, statistic)` is certainly 0, else None (ask scipy).
+
+    chdtrc(df, x) is Cephes' igamc(a = df/2, x/2). For x > 1.1, x >= a and |x - a| > 0.4 a it
+    takes the continued fraction (neither the series nor the asymptotic regime, which need x
+    within 0.3 a of a), whose prefactor `igam_fac` is exactly 0 when a log(x) - x - lgam(a) <
+    -MAXLOG. A margin of 1 keeps ulp differences of `math.lgamma` from Cephes' `lgam` out."""
+    a, x = df / 2, statistic / 2
+    if x > 1.1 and x >= a and abs(x - a) > 0.4 * a \
+            and a * math.log(x) - x - math.lgamma(a) < -MAXLOG - 1:
+        return 0.0
+    return None

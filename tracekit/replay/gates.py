@@ -19,7 +19,7 @@ from typing import Any
 
 from tracekit.errors import TracekitError
 
-__all__ = ["ALPHA", "GATE_KINDS", "Gate", "parse_gate", "evaluate_gates"]
+__all__ = ["ALPHA", "GATE_KINDS", "Gate", "CiOutcome", "ci_outcome", "parse_gate", "evaluate_gates"]
 
 ALPHA = 0.01
 GATE_KINDS = ("imbalance", "resets", "unknown")
@@ -37,6 +37,26 @@ class Gate:
         check = {"imbalance": _imbalance, "resets": _resets, "unknown": _unknown}[self.kind]
         value, failures = check(self.limit, summary)
         return {"gate": self.spec, "passed": not failures, "value": value, "failures": failures}
+
+
+@dataclass(frozen=True)
+class CiOutcome:
+    """What CI decides from a summary: the mismatches that count and the gates that failed."""
+    counted: int             # with a baseline its new mismatches, else every mismatch
+    failed: tuple[str, ...]  # specs of the failed gates, in order
+
+    @property
+    def passed(self) -> bool:
+        return not self.counted and not self.failed
+
+
+def ci_outcome(summary: Mapping[str, Any]) -> CiOutcome:
+    """With a baseline only new mismatches count; any failed gate fails. `Replay.exit_code` and
+    the reports' CI headline both read this, so they cannot disagree."""
+    baseline = summary.get("baseline")
+    counted = int(baseline["new"] if baseline is not None else summary.get("mismatched", 0))
+    failed = tuple(gate["gate"] for gate in summary.get("gates") or () if not gate["passed"])
+    return CiOutcome(counted, failed)
 
 
 def parse_gate(spec: str) -> Gate:

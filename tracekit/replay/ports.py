@@ -11,8 +11,9 @@ is either the group's selection pick for this datagram (its `Route` gives it) or
 a hash (`connected`, `lookup`) that only its `seq` tells apart.
 
 The first datagram of each key runs the lookup itself, and its answer is memoized only if
-rebuilding it from the memo gives the same socket and the same pick; every other answer (a drop,
-an unknown) is never memoized.
+rebuilding it from the memo gives the same socket and the same pick, or if no socket took the
+datagram and no selection ran (a drop with nothing to say but its `seq`); every other answer (a
+drop a group decided, an unknown) is never memoized.
 """
 
 from __future__ import annotations
@@ -126,6 +127,9 @@ class PortMemo:
         answer = self.answers.get(key)
         if answer is not None and answer is not NO_MEMO:
             kind, value = answer
+            if kind == "dropped":
+                host.place_datagram(flow, None, None, cpu, payload)
+                return
             pick = (_rebuilt(self.routes[value], flow, hash, cpu, seq, payload)
                     if kind == "group" else replace_pick(value, seq=seq))
             host.queue_datagram(flow, host.socks[pick.sk], pick, cpu, payload)
@@ -133,11 +137,14 @@ class PortMemo:
         chosen, pick = host.udp_lookup(flow, hash, cpu, payload)
         placed = host.place_datagram(flow, chosen, pick, cpu, payload)
         if answer is None:
-            self.answers[key] = self._answer(chosen, placed, flow, hash, cpu, seq, payload)
+            self.answers[key] = self._answer(chosen, pick, placed, flow, hash, cpu, seq, payload)
 
-    def _answer(self, chosen: Any, placed: Pick, flow: Flow, hash: int | None, cpu: int,
-                seq: int, payload: bytes | None) -> tuple:
-        """How to rebuild `placed` for another datagram of the same key, if it can be."""
+    def _answer(self, chosen: Any, found: Pick | None, placed: Pick, flow: Flow,
+                hash: int | None, cpu: int, seq: int, payload: bytes | None) -> tuple:
+        """How to rebuild `placed` for another datagram of the same key, if it can be (`found`:
+        the lookup's own pick)."""
+        if chosen is None and found is None:  # no socket scored: dropped, by nobody's choice
+            return ("dropped", None)
         if not isinstance(chosen, Sock) or placed.sk != chosen.sk_id:
             return NO_MEMO
         if placed.reason in FIXED_REASONS and placed.hash is None:

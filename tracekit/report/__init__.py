@@ -6,9 +6,15 @@ returns a value; none writes files or prints. The CLI decides where output goes.
 
 from __future__ import annotations
 
-from tracekit.report.html import render_html
-from tracekit.report.json import RESULT_FORMAT, result_schema, summary_json
-from tracekit.report.junit import render_junit
-from tracekit.report.terminal import render_replay
+from tracekit.lazy import lazy_names
 
 __all__ = ["RESULT_FORMAT", "render_html", "render_junit", "render_replay", "result_schema", "summary_json"]
+
+# Imported on first use: the terminal report alone does not need the HTML and JUnit renderers.
+__getattr__, __dir__ = lazy_names(__name__, {
+    "render_html": ("tracekit.report.html", "render_html"),
+    **{name: ("tracekit.report.json", name)
+       for name in ("RESULT_FORMAT", "result_schema", "summary_json")},
+    "render_junit": ("tracekit.report.junit", "render_junit"),
+    "render_replay": ("tracekit.report.terminal", "render_replay"),
+})

@@ -17,6 +17,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from tracekit.replay.gates import ci_outcome
 from tracekit.report.view import describe_decision, format_flow, format_sk
 
 __all__ = ["balance_line", "baseline_line", "gate_headline", "terminal_sections", "html_sections",
@@ -47,13 +48,13 @@ def baseline_line(summary: Mapping[str, Any]) -> str | None:
 
 def gate_headline(summary: Mapping[str, Any]) -> tuple[bool, str] | None:
     """What CI decides, for the headline under the verdict: (passed, words), or None when the
-    replay had no baseline and no gate (its verdict is then the whole story). Mirrors
-    `Replay.exit_code`: with a baseline only new mismatches fail; a failed gate fails."""
+    replay had no baseline and no gate (its verdict is then the whole story). Decided by
+    `ci_outcome`, as `Replay.exit_code` is."""
     b, gates = summary.get("baseline"), summary.get("gates") or []
     if b is None and not gates:
         return None
-    failed = [g["gate"] for g in gates if not g["passed"]]
-    new = int(b["new"]) if b is not None else int(summary.get("mismatched", 0))
+    outcome = ci_outcome(summary)
+    new, failed = outcome.counted, outcome.failed
     words = []
     if b is not None:
         words.append(f"{new} new mismatch{'es' * (new != 1)} ({b['known']} known, {b['fixed']} fixed)")
@@ -62,7 +63,7 @@ def gate_headline(summary: Mapping[str, Any]) -> tuple[bool, str] | None:
     if gates:
         words.append(f"gate{'s' * (len(failed) != 1)} {', '.join(failed)} failed" if failed
                      else f"{len(gates)} gate{'s' * (len(gates) != 1)} passed")
-    passed = not new and not failed
+    passed = outcome.passed
     return passed, ("CI PASS: " if passed else "CI FAIL: ") + "; ".join(words)
 
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tracekit.trace.read import file_metadata_of, open_part, trace_parts
-from tracekit.trace.write import SORTED_KEY
+from tracekit.trace.schema import SORTED_KEY
 
 __all__ = ["HostRows", "host_rows"]
 

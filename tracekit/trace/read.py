@@ -23,8 +23,7 @@ import pyarrow.parquet as pq
 
 from tracekit.errors import TraceFormatError, TracekitError
 from tracekit.trace.convert import cast_array
-from tracekit.trace.schema import SCHEMA, TRACE_FORMAT
-from tracekit.trace.write import SORTED_KEY
+from tracekit.trace.schema import SCHEMA, SORTED_KEY, TRACE_FORMAT
 
 __all__ = ["Part", "trace_parts", "trace_hosts", "open_part", "iter_batches", "read_metadata", "read_trace",
            "file_metadata_of", "host_row_groups"]

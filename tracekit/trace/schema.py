@@ -18,6 +18,7 @@ import pyarrow as pa
 __all__ = [
     "SCHEMA",
     "SCHEMA_FILE",
+    "SORTED_KEY",
     "TRACE_FORMAT",
     "Column",
     "Event",
@@ -26,6 +27,8 @@ __all__ = [
 ]
 
 SCHEMA_FILE = "tracekit-trace-1.json"
+SORTED_KEY = "tracekit.sorted_by"
+"""File metadata key: `host,seq` when the writer stored the rows in that order."""
 
 _ARROW_TYPES = {
     "int8": pa.int8(),

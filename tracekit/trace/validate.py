@@ -14,8 +14,7 @@ from tracekit.errors import TraceFormatError
 from tracekit.trace.convert import conform_batch
 from tracekit.trace.ordering import SeqTracker, check_sorted_seq
 from tracekit.trace.read import Part, file_metadata_of, open_part, trace_parts
-from tracekit.trace.schema import SCHEMA, load_spec
-from tracekit.trace.write import SORTED_KEY
+from tracekit.trace.schema import SCHEMA, SORTED_KEY, load_spec
 
 __all__ = ["HostSummary", "TraceSummary", "validate_trace"]
 

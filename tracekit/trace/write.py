@@ -29,11 +29,10 @@ from tracekit.errors import TracekitError
 from tracekit.trace.convert import conform_batch, rows_to_batch
 from tracekit.trace.ordering import SeqTracker, check_sorted_seq
 from tracekit.trace.output import atomic_path, remove_path, scratch_path
-from tracekit.trace.schema import SCHEMA, TRACE_FORMAT
+from tracekit.trace.schema import SCHEMA, SORTED_KEY, TRACE_FORMAT
 
 __all__ = ["write_trace", "write_batches", "file_metadata", "SORTED_KEY", "CHUNK_ROWS"]
 
-SORTED_KEY = "tracekit.sorted_by"
 CHUNK_ROWS = 65_536
 ROW_GROUP_ROWS = 1 << 20
 HOST_GROUP_ROWS = 1 << 16

@@ -60,10 +60,18 @@ from tracekit.kernel.socket_layer.lookup import (
     udp_hash_route,
     udp_lookup,
 )
-from tracekit.kernel.socket_layer.selection import Pick, migrate_traced, replace_pick
+from tracekit.kernel.socket_layer.selection import (
+    Pick,
+    migrate_queue_traced,
+    migrate_traced,
+    replace_pick,
+)
 from tracekit.kernel.socket_layer.pairing import UNPLACED, Pairing
 
 LOOPBACK_IFINDEX = 1
+MIGRATE_IN_BULK = True
+"""Decide a stopping listener's queue at once (`migrate_queue_traced`); False: child by child
+(`migrate_traced`), the faithful path the tests compare against."""
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 
 Flow = tuple[str, int, str, int]
@@ -455,11 +463,15 @@ class Host:
         s.sk.hashed = False
         s.listening = False
         queue, s.accept_queue = s.accept_queue, deque()
-        for conn in queue:
-            child = Sock(-1, self.net, sk_protocol=IPPROTO_TCP, sk_state=TCP_ESTABLISHED)
-            nsk, pick = migrate_traced(s.sk, child, conn.hash)
-            pick = replace_pick(pick, group=group, seq=self.seq,
-                                migrated_from=(s.sk.sk_id, self.seq, self.net.cpu))
+        if not queue:
+            return
+        label = {"group": group, "seq": self.seq,
+                 "migrated_from": (s.sk.sk_id, self.seq, self.net.cpu)}
+        hashes = [conn.hash for conn in queue]
+        migrated = (migrate_queue_traced(s.sk, self._child, hashes, **label) if MIGRATE_IN_BULK
+                    else ((nsk, replace_pick(pick, **label)) for nsk, pick
+                          in (migrate_traced(s.sk, self._child(), hash) for hash in hashes)))
+        for conn, (nsk, pick) in zip(queue, migrated):
             if isinstance(nsk, _Unknown):
                 conn.listener, conn.pick = None, pick
                 to, unknown = -1, pick.unknown or "no-hash"
@@ -476,6 +488,10 @@ class Host:
             self.migrations.append(migration)
             if self.on_migration is not None:
                 self.on_migration(migration)
+
+    def _child(self) -> Sock:
+        """The child socket of a queued request that `reuseport_migrate_sock()` migrates."""
+        return Sock(-1, self.net, sk_protocol=IPPROTO_TCP, sk_state=TCP_ESTABLISHED)
 
     # -- arrivals ---------------------------------------------------------------------------------
     def syn(self, laddr: str, lport: int, raddr: str, rport: int, hash: int | None,
