@@ -96,3 +96,23 @@ def test_describe_a_reset_and_a_reopen():
                                    "sk 4, 1 reset, sk 2 left the group (from slot 1)")
     back = Step(11, "listen", 2, ((2, "reopened", None, 1),), ())
     assert describe_step(back) == "seq 11 listen sk 2: sk 2 came back from the closed section to slot 1"
+
+
+def test_elided_steps_are_those_of_every_step():
+    """The terminal makes only the steps it shows; they, the count and the left-out number are
+    those of all the steps."""
+    import pandas as pd
+
+    from tracekit.report.membership import elide, elided_steps, steps_of
+
+    for n in (0, 1, 5, 8, 9, 10, 40):
+        rows = pd.DataFrame(
+            [{"seq": 3 * i, "event": "close", "cause": i, "sk": sk, "change": "joined",
+              "from_slot": None, "to_slot": sk, "to_sk": None}
+             for i in range(n) for sk in range(1 + i % 3)])
+        if not n:
+            rows = pd.DataFrame(columns=["seq", "event", "cause", "sk", "change", "from_slot",
+                                         "to_slot", "to_sk"])
+        steps = list(steps_of(rows))
+        head, hidden, tail, total = elided_steps(rows, 3, 5)
+        assert (head, hidden, tail, total) == (*elide(steps, 3, 5), len(steps))

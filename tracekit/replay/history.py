@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from itertools import chain, compress
+from operator import attrgetter, ne
 
 from tracekit.kernel.sock import Sock
 from tracekit.kernel.sock_reuseport import SockReuseport
@@ -37,10 +39,13 @@ class Change:
         return any(m[0] == sk and m[2] == slot for m in self.moves)
 
 
+_sk_id = attrgetter("sk_id")
+
+
 def _live(reuse: SockReuseport | None) -> tuple[int, ...]:
     if reuse is None:
         return ()
-    return tuple([s.sk_id for s in reuse.socks[:reuse.num_socks]])
+    return tuple(map(_sk_id, reuse.socks[:reuse.num_socks]))
 
 
 Move = tuple[int, int | None, int | None]  # (sk, from slot, to slot); None = out
@@ -50,14 +55,15 @@ def _moves(old: tuple[int, ...], new: tuple[int, ...]) -> tuple[Move, ...]:
     """What took each slot of `new` that `old` held otherwise (joins and moves, by new slot), then
     who left (by old slot). A change moves one or two sockets, so only the slots that differ are
     looked up."""
+    both = min(len(old), len(new))
+    differ = list(compress(range(both), map(ne, old, new)))
     moves = []
-    n = len(old)
-    for i, x in enumerate(new):
-        if i >= n or old[i] != x:
-            moves.append((x, old.index(x) if x in old else None, i))
-    n = len(new)
-    for i, x in enumerate(old):
-        if (i >= n or new[i] != x) and x not in new:
+    for i in chain(differ, range(both, len(new))):
+        x = new[i]
+        moves.append((x, old.index(x) if x in old else None, i))
+    for i in chain(differ, range(both, len(old))):
+        x = old[i]
+        if x not in new:
             moves.append((x, i, None))
     return tuple(moves)
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain, compress
+from operator import attrgetter, ne
 from typing import Any
 
 import numpy as np
@@ -46,31 +48,41 @@ _SCHEMA = pa.schema([
 ])
 
 _Members = tuple[tuple[int, ...], tuple[int, ...]]  # (live in array order, closed section)
+_CHANGE, _ROW = 0, 1  # kinds of `Timeline` log entries: a group's change, a row as it is
+
+
+_sk_id = attrgetter("sk_id")
 
 
 def _members(reuse: SockReuseport) -> _Members:
-    return (tuple([s.sk_id for s in reuse.live()]), tuple([s.sk_id for s in reuse.closed()]))
+    socks, top = reuse.socks, reuse.max_socks
+    return (tuple(map(_sk_id, socks[:reuse.num_socks])),
+            tuple(map(_sk_id, socks[top - reuse.num_closed_socks:top])))
 
 
 def _diff(old: _Members, new: _Members) -> list[tuple[int, str, int | None, int | None]]:
     """(sk, change, from_slot, to_slot) taking `old` to `new`: moves and joins by new slot, then
-    sockets that went to the closed section, then those that left, by old position."""
+    sockets that went to the closed section, then those that left, by old position. A change
+    touches a slot or two of the array, so only the slots that differ are looked at."""
     (old_live, old_closed), (new_live, new_closed) = old, new
+    both = min(len(old_live), len(new_live))
+    differ = list(compress(range(both), map(ne, old_live, new_live)))
     rows: list[tuple[int, str, int | None, int | None]] = []
-    for slot, sk in enumerate(new_live):
-        if slot < len(old_live) and old_live[slot] == sk:
-            continue
+    for slot in chain(differ, range(both, len(new_live))):
+        sk = new_live[slot]
         if sk in old_live:
             rows.append((sk, "moved", old_live.index(sk), slot))
         else:
             rows.append((sk, "reopened" if sk in old_closed else "joined", None, slot))
-    for slot, sk in enumerate(old_live):
+    for slot in chain(differ, range(both, len(old_live))):
+        sk = old_live[slot]
         if sk in new_live:
             continue
         rows.append((sk, "closed" if sk in new_closed else "left", slot, None))
-    for sk in old_closed:
-        if sk not in new_closed and sk not in new_live:
-            rows.append((sk, "left", None, None))
+    if old_closed:
+        for sk in old_closed:
+            if sk not in new_closed and sk not in new_live:
+                rows.append((sk, "left", None, None))
     return rows
 
 
@@ -88,10 +100,16 @@ class _Pending:
 
 
 class Timeline:
-    """Collects membership changes and migrations of every host while a replay runs."""
+    """Collects membership changes and migrations of every host while a replay runs.
+
+    A replay logs each group's membership before and after each change (a tuple append); the
+    rows (`rows`, `table()`) are worked out from the log when first asked for."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, list] = {name: [] for name in COLUMNS}
+        self._log: list[tuple] = []  # (_CHANGE, host, group, rid, seq, event, cause, old, new)
+        # or (_ROW, *row): in row order
+        self._rows: dict[str, list] = {name: [] for name in COLUMNS}
+        self._done = 0  # log entries already in `_rows`
         self.last: dict[tuple[str, int], tuple[str | None, _Members]] = {}
         self.last_seq: dict[str, int] = {}
         self._pending: _Pending | None = None
@@ -99,14 +117,27 @@ class Timeline:
     def __len__(self) -> int:
         return len(self.rows["seq"])
 
+    @property
+    def rows(self) -> dict[str, list]:
+        """The rows, column by column (`COLUMNS`), in replay order."""
+        if self._done < len(self._log):
+            self._make_rows()
+        return self._rows
+
     # -- the engine's hooks -----------------------------------------------------------------------
     def before(self, host: str, socks: Iterable[Any], label_of: Any, seq: int, event: str,
                cause: int | None) -> None:
         groups = {}
+        last = self.last
         for sk in socks:
             reuse = sk.sk_reuseport_cb
             if reuse is not None:
-                groups[reuse.reuseport_id] = (reuse, label_of(reuse), _members(reuse))
+                rid = reuse.reuseport_id
+                members = _members(reuse)
+                known = last.get((host, rid))
+                if known is not None and known[1] == members:
+                    members = known[1]  # one tuple for both sides of consecutive changes
+                groups[rid] = (reuse, label_of(reuse), members)
         self._pending = _Pending(host, groups, seq, event, cause, label_of)
 
     def after(self, socks: Iterable[Any]) -> None:
@@ -131,13 +162,16 @@ class Timeline:
         if pending is not None:
             self._flush(pending, final=False)
             event = pending.event
+        if group is None:
+            return  # a group no bind has named yet (and never will): nothing to show
         change = "migration-unknown" if unknown is not None else ("migrated" if to >= 0 else "reset")
         rid = next((r for r, (_reuse, label, _m) in (pending.groups.items() if pending else ())
                     if label == group), reuseport_id)
         laddr, lport, raddr, rport = flow
         text = None if laddr is None and raddr is None else f"{raddr}:{rport} -> {laddr}:{lport}"
-        self._add(host, group, rid, seq, event or "close", pending.cause if pending else listener,
-                  listener, change, None, None, to if unknown is None else None, text)
+        self._log.append((_ROW, host, group, rid, seq, event or "close",
+                          pending.cause if pending else listener, listener, change, None, None,
+                          to if unknown is None else None, text))
 
     def seen(self, host: str, seq: int) -> None:
         """The last seq replayed on `host` (charts run to it)."""
@@ -168,10 +202,9 @@ class Timeline:
                 continue  # between two migrations of one close: nothing moved, nothing renamed
             freed = reuse.num_socks + reuse.num_closed_socks == 0
             now_label = label if freed else (pending.label_of(reuse) or label)
-            if new != old:
-                for sk, change, from_slot, to_slot in _diff(old, new):
-                    self._add(pending.host, now_label, rid, pending.seq, pending.event,
-                              pending.cause, sk, change, from_slot, to_slot, None, None)
+            if new != old and now_label is not None:  # (None: a group no bind has named)
+                self._log.append((_CHANGE, pending.host, now_label, rid, pending.seq,
+                                  pending.event, pending.cause, old, new))
             pending.groups[rid] = (reuse, now_label, new)
             if final:
                 if freed:
@@ -179,24 +212,22 @@ class Timeline:
                 else:
                     self.last[(pending.host, rid)] = (now_label, new)
 
-    def _add(self, host: str, group: str | None, rid: int | None, seq: int, event: str,
-             cause: int | None, sk: int, change: str, from_slot: int | None,
-             to_slot: int | None, to_sk: int | None, flow: str | None) -> None:
-        if group is None:
-            return  # a group no bind has named yet (and never will): nothing to show
-        rows = self.rows
-        rows["host"].append(host)
-        rows["group"].append(group)
-        rows["reuseport_id"].append(rid)
-        rows["seq"].append(seq)
-        rows["event"].append(event)
-        rows["cause"].append(cause)
-        rows["sk"].append(sk)
-        rows["change"].append(change)
-        rows["from_slot"].append(from_slot)
-        rows["to_slot"].append(to_slot)
-        rows["to_sk"].append(to_sk)
-        rows["flow"].append(flow)
+    def _make_rows(self) -> None:
+        """The rows of the log entries not yet made into rows."""
+        rows: list[tuple] = []
+        add = rows.append
+        for entry in self._log[self._done:]:
+            if entry[0] == _ROW:
+                add(entry[1:])
+                continue
+            _tag, host, group, rid, seq, event, cause, old, new = entry
+            for sk, change, from_slot, to_slot in _diff(old, new):
+                add((host, group, rid, seq, event, cause, sk, change, from_slot, to_slot, None,
+                     None))
+        self._done = len(self._log)
+        if rows:
+            for name, column in zip(COLUMNS, zip(*rows)):
+                self._rows[name].extend(column)
 
     # -- results ----------------------------------------------------------------------------------
     def table(self) -> pa.Table:
@@ -210,8 +241,7 @@ class Timeline:
             return None
         out = cls()
         for part in parts:
-            for name in COLUMNS:
-                out.rows[name].extend(part.rows[name])  # type: ignore[union-attr]
+            out._log.extend(part._log)  # type: ignore[union-attr]
             out.last_seq.update(part.last_seq)  # type: ignore[union-attr]
         return out
 

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from tracekit.replay import fast
 from tracekit.replay.decision import DECISION_SCHEMA, decoded, repeated
 from tracekit.replay.state import Faithful, HostState, Snapshot
-from tracekit.replay.stretch import SocketColumns, SocketWalk
+from tracekit.replay.stretch import KINDS, SocketColumns, SocketWalk
 
 SELECT = "reuseport_select_sock"
 COLUMNS = ("host", "seq", "event", "sk", "sk2", "proto", "family", "laddr", "raddr", "lport",
@@ -46,6 +46,7 @@ class Columns:
         self._seq: np.ndarray | None = None
         self._hash_valid = hash_valid
         self._socket: SocketColumns | None = None
+        self._socket_events: bool | None = None
         self.bulk_enabled = bulk
         self._valid = (sk_valid, hash_valid)
         self._bulk: np.ndarray | None = None
@@ -89,6 +90,15 @@ class Columns:
         if len(cpu) and (cpu.min() < 0 or cpu.max() >= fast.CPU_LIMIT):
             bulk &= ((cpu >= 0) & (cpu < fast.CPU_LIMIT)) | ~self.cpu_valid
         return bulk
+
+    @property
+    def socket_events(self) -> bool:
+        """Whether the batch holds a socket-layer arrival or observation (`stretch.KINDS`): a
+        kernel-layer batch is told so without making its socket-layer view."""
+        if self._socket_events is None:
+            self._socket_events = any(name in KINDS for name in
+                                      pc.unique(self.batch.column("event")).to_pylist())
+        return self._socket_events
 
     def socket(self) -> SocketColumns:
         """The socket-layer view of the batch (`tracekit.replay.stretch`), built on first use."""
@@ -175,7 +185,7 @@ class Walk:
         `open_end` (the host's rows go on in the next batch) a socket-layer walk may leave the
         flows still open at the end to the next batch (`SocketWalk`)."""
         a, b, cols = self.a, self.b, self.cols
-        if cols.bulk_enabled and cols.socket().kind[a:b].any():
+        if cols.bulk_enabled and cols.socket_events and cols.socket().kind[a:b].any():
             return SocketWalk(self.engine, self.hs, cols, a, b, open_end).run()
         self._selections()
         return b - a

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Step", "steps_of", "describe_step", "group_frames", "elide"]
+__all__ = ["Step", "steps_of", "describe_step", "group_frames", "elide", "elided_steps"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,21 @@ def steps_of(rows: Any) -> Iterator[Step]:
         current.append(row)
     if current:
         yield _step(current)
+
+
+def elided_steps(rows: Any, head: int, tail: int) -> tuple[list[Step], int, list[Step], int]:
+    """`elide(list(steps_of(rows)), head, tail)` and the number of steps, making only the steps
+    shown: a long history has tens of thousands."""
+    import numpy as np
+
+    seq = np.asarray(rows["seq"], dtype=np.int64)
+    total = int(np.count_nonzero(seq[1:] != seq[:-1])) + 1 if len(seq) else 0
+    if total <= head + tail + 1:
+        return list(steps_of(rows)), 0, [], total
+    starts = np.flatnonzero(seq[1:] != seq[:-1]) + 1  # where each step but the first begins
+    first = list(steps_of(rows.iloc[:int(starts[head - 1])])) if head else []
+    last = list(steps_of(rows.iloc[int(starts[total - tail - 1]):])) if tail else []
+    return first, total - head - tail, last, total
 
 
 def _step(rows: list[tuple]) -> Step:

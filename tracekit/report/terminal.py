@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tracekit.report.membership import describe_step, elide, group_frames, steps_of
+from tracekit.report.membership import describe_step, elided_steps, group_frames
 from tracekit.report.gating import balance_line, gate_headline, terminal_sections
 from tracekit.report.view import (
     ReportView,
@@ -195,9 +195,8 @@ _TIMELINE_HEAD, _TIMELINE_TAIL = 3, 5
 
 def _timeline(rows: Any) -> Text:
     """The group's changes, one line per seq; a long history keeps its first and last lines."""
-    steps = list(steps_of(rows))
-    head, hidden, tail = elide(steps, _TIMELINE_HEAD, _TIMELINE_TAIL)
-    text = Text(f"timeline ({len(steps)} change{'s' if len(steps) != 1 else ''})", style="dim")
+    head, hidden, tail, total = elided_steps(rows, _TIMELINE_HEAD, _TIMELINE_TAIL)
+    text = Text(f"timeline ({total} change{'s' if total != 1 else ''})", style="dim")
     for step in head:
         text.append("\n" + describe_step(step, compact=True))
     if hidden:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
+from itertools import islice
 from typing import Callable
 
 from tracekit.errors import StoryError
@@ -60,10 +61,18 @@ from tracekit.kernel.socket_layer.lookup import (
     udp_hash_route,
     udp_lookup,
 )
-from tracekit.kernel.socket_layer.selection import Pick, migrate_traced, replace_pick
+from tracekit.kernel.socket_layer.selection import (
+    Pick,
+    migrate_queue_traced,
+    migrate_traced,
+    replace_pick,
+)
 from tracekit.kernel.socket_layer.pairing import UNPLACED, Pairing
 
 LOOPBACK_IFINDEX = 1
+MIGRATE_IN_BULK = True
+"""Decide a stopping listener's queue at once (`migrate_queue_traced`); False: child by child
+(`migrate_traced`), the faithful path the tests compare against."""
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 
 Flow = tuple[str, int, str, int]
@@ -90,7 +99,12 @@ class Socket:
     @property
     def label(self) -> str:
         """The group label of this socket's bind: `tcp 127.0.0.1:8080`, `udp [::]:53`."""
-        return _label(self.proto, self.laddr, self.lport, self.bound_dev_if, self.v6only)
+        bind = (self.proto, self.laddr, self.lport, self.bound_dev_if, self.v6only)
+        # kept with the bind it names (an address hashes slowly, and labels are read often)
+        last = self.__dict__.get("_label")
+        if last is None or last[0] != bind:
+            last = self.__dict__["_label"] = (bind, _label(*bind))
+        return last[1]
 
 
 @lru_cache(maxsize=1 << 12)
@@ -223,10 +237,12 @@ class Host:
             return None
         if not (self.bound or self.labelled):  # kernel-layer traces without addresses
             return f"group {reuse.reuseport_id}"
-        for member in reuse.socks[: reuse.num_socks] + reuse.closed():
-            s = self.socks.get(member.sk_id) if member is not None else None
-            if s is not None and s.lport is not None:
-                return s.label
+        socks = self.socks
+        for section in (islice(reuse.socks, reuse.num_socks), reuse.closed()):
+            for member in section:
+                s = socks.get(member.sk_id) if member is not None else None
+                if s is not None and s.lport is not None:
+                    return s.label
         return f"group {reuse.reuseport_id}"
 
     def groups(self) -> list[SockReuseport]:
@@ -455,11 +471,15 @@ class Host:
         s.sk.hashed = False
         s.listening = False
         queue, s.accept_queue = s.accept_queue, deque()
-        for conn in queue:
-            child = Sock(-1, self.net, sk_protocol=IPPROTO_TCP, sk_state=TCP_ESTABLISHED)
-            nsk, pick = migrate_traced(s.sk, child, conn.hash)
-            pick = replace_pick(pick, group=group, seq=self.seq,
-                                migrated_from=(s.sk.sk_id, self.seq, self.net.cpu))
+        if not queue:
+            return
+        label = {"group": group, "seq": self.seq,
+                 "migrated_from": (s.sk.sk_id, self.seq, self.net.cpu)}
+        hashes = [conn.hash for conn in queue]
+        migrated = (migrate_queue_traced(s.sk, self._child, hashes, **label) if MIGRATE_IN_BULK
+                    else ((nsk, replace_pick(pick, **label)) for nsk, pick
+                          in (migrate_traced(s.sk, self._child(), hash) for hash in hashes)))
+        for conn, (nsk, pick) in zip(queue, migrated):
             if isinstance(nsk, _Unknown):
                 conn.listener, conn.pick = None, pick
                 to, unknown = -1, pick.unknown or "no-hash"
@@ -469,13 +489,17 @@ class Host:
                 conn.listener, conn.pick = target, pick
                 target.accept_queue.append(conn)
                 to, unknown = nsk.sk_id, None
-            else:
-                conn.listener, conn.pick = None, replace_pick(pick, sk=-1)
+            else:  # no listener took it (the pick says sk -1): the kernel resets it
+                conn.listener, conn.pick = None, pick
                 to, unknown = -1, None
             migration = Migration(s.sk.sk_id, conn.flow, to, unknown, group)
             self.migrations.append(migration)
             if self.on_migration is not None:
                 self.on_migration(migration)
+
+    def _child(self) -> Sock:
+        """The child socket of a queued request that `reuseport_migrate_sock()` migrates."""
+        return Sock(-1, self.net, sk_protocol=IPPROTO_TCP, sk_state=TCP_ESTABLISHED)
 
     # -- arrivals ---------------------------------------------------------------------------------
     def syn(self, laddr: str, lport: int, raddr: str, rport: int, hash: int | None,

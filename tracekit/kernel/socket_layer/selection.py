@@ -9,7 +9,7 @@ reason, unless every possible value of the missing input gives the same answer.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Callable
 
 from tracekit.kernel import cbpf
 from tracekit.kernel.bpf import (
@@ -66,9 +66,8 @@ _PICK_FIELDS = frozenset(f.name for f in fields(Pick))
 def replace_pick(pick: Pick, **changes: Any) -> Pick:
     """`dataclasses.replace(pick, **changes)` without running `__init__` again: replays copy a
     pick or two per migration and per kernel-layer selection, and the copy is the cost."""
-    wrong = changes.keys() - _PICK_FIELDS
-    if wrong:
-        raise TypeError(f"Pick has no field(s) {sorted(wrong)}")
+    if not _PICK_FIELDS.issuperset(changes):
+        raise TypeError(f"Pick has no field(s) {sorted(changes.keys() - _PICK_FIELDS)}")
     new = object.__new__(Pick)
     new.__dict__.update(pick.__dict__, **changes)
     return new
@@ -216,3 +215,46 @@ def migrate_traced(sk: Sock, child: Sock, hash: int | None) -> tuple[Sock | None
         slot = next((i for i, s in enumerate(reuse.live()) if s is result), None)
     return result, replace_pick(base, sk=-1 if result is None else result.sk_id, start=start,
                                 slot=slot)
+
+
+def migrate_queue_traced(sk: Sock, new_child: Callable[[], Sock], hashes: list[int | None],
+                         **label: Any) -> list[tuple[Sock | None | _Unknown, Pick]]:
+    """`migrate_traced(sk, child, hash)` for each child of a stopped listener's queue in queue
+    order, each pick with the fields `label` (group, seq, origin) too. While one listener stops,
+    nothing changes the group, the namespace's CPU or the sysctl (`inet_csk_listen_stop()` only
+    moves children), so the group is read once; without a migration-capable program a child's
+    answer is `reuseport_migrate_sock()`'s by its hash alone. Children without a hash, and
+    groups with such a program, go through `migrate_traced` itself, each with its own child
+    socket (`new_child()`)."""
+    reuse = sk.sk_reuseport_cb
+    prog = reuse.prog if reuse is not None else None
+    if reuse is None or (prog is not None
+                         and prog.expected_attach_type == BPF_SK_REUSEPORT_SELECT_OR_MIGRATE):
+        return [_migrated(sk, new_child(), hash, label) for hash in hashes]
+    base = replace_pick(Pick(sk=-1, reason="migration", cpu=sock_net(sk).cpu, **_snapshot(reuse)),
+                        **label)
+    n = reuse.num_socks
+    slot_of = {id(s): i for i, s in enumerate(reuse.live())}
+    unknown = _unknown_reason_of(reuse)
+    child = new_child()  # only its `sk_hash` is read here
+    out: list[tuple[Sock | None | _Unknown, Pick]] = []
+    for hash in hashes:
+        if hash is None:
+            out.append(_migrated(sk, new_child(), hash, label))
+            continue
+        child.sk_hash = hash
+        result = reuseport_migrate_sock(sk, child, None)
+        if isinstance(result, _Unknown):
+            out.append((result, replace_pick(base, hash=hash, unknown=unknown)))
+            continue
+        chosen = isinstance(result, Sock)
+        out.append((result, replace_pick(base, sk=result.sk_id if chosen else -1, hash=hash,
+                                         start=reciprocal_scale(hash, n) if n else None,
+                                         slot=slot_of.get(id(result)) if chosen else None)))
+    return out
+
+
+def _migrated(sk: Sock, child: Sock, hash: int | None,
+              label: dict[str, Any]) -> tuple[Sock | None | _Unknown, Pick]:
+    nsk, pick = migrate_traced(sk, child, hash)
+    return nsk, replace_pick(pick, **label)
