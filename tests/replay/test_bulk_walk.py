@@ -70,9 +70,15 @@ def test_the_bulk_walk_gives_what_the_per_row_path_gives(trace, monkeypatch, exp
 def test_replay_leaves_the_garbage_collector_as_it_found_it(trace):
     import gc
 
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
     replay(trace)
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    gc.disable()
+    try:
+        replay(trace)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
     gc.freeze()
     try:
         frozen = gc.get_freeze_count()

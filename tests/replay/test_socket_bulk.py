@@ -21,6 +21,7 @@ from tracekit.replay import engine, stretch
 from tracekit.replay.api import replay, write_results
 from tracekit.report.json import summary_json
 from tracekit.trace import read as trace_read
+from tracebuilder import TraceBuilder
 
 RECORDED = sorted((Path(__file__).parents[2] / "fixtures" / "recorded").glob("*.parquet"))
 FLEET = sorted((Path(__file__).parents[2] / "fixtures" / "recorded" / "fleet").glob("*.parquet"))
@@ -126,6 +127,72 @@ def test_fleet_recording_with_moved_observations_and_payloads_agrees(
     path = _rewrite(CONNECTED_AND_CLASSIC, tmp_path / "t.parquet", change)
     bulk, faithful = both_paths(path, tmp_path, monkeypatch)
     assert_same(bulk, faithful)
+
+
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), cpus=st.integers(1, 4),
+       recording=st.sampled_from(FLEET[:6]))
+def test_fleet_recordings_with_other_cpus_and_hashes_agree(tmp_path_factory, monkeypatch, seed,
+                                                          cpus, recording):
+    """Every arrival's hash and CPU drawn anew: a port's memo answers a datagram by what the
+    lookup reads of it (which socket a group with connections picks, which scores the CPU
+    raises), so datagrams that differ only otherwise share an answer, rebuilt for each; the
+    per-row path's bytes."""
+    tmp_path = tmp_path_factory.mktemp("cpus")
+    rng = np.random.default_rng(seed)
+
+    def change(frame):
+        arrivals = frame.index[frame.event.isin(["syn", "datagram"])]
+        frame.loc[arrivals, "hash"] = rng.integers(0, 2**32, len(arrivals))
+        frame.loc[arrivals, "cpu"] = rng.integers(0, cpus, len(arrivals))
+        return frame
+
+    delivered = calls_of(monkeypatch, "_deliver")
+    path = _rewrite(recording, tmp_path / "t.parquet", change)
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
+    assert sum(delivered) or "datagram" not in pq.read_table(path).column("event").to_pylist()
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kernel=st.sampled_from(["5.15.0", "6.2.0", "6.6.0", "6.12.0", "6.18.0"]),
+       members=st.lists(st.integers(-1, 2), min_size=2, max_size=4),
+       connected=st.integers(0, 3), wildcard_cpu=st.one_of(st.none(), st.integers(-1, 2)),
+       data=st.data())
+def test_datagrams_to_a_port_with_a_connected_group_member_agree(
+        tmp_path_factory, monkeypatch, kernel, members, connected, wildcard_cpu, data):
+    """A UDP group one of whose members connects (a group with connections: `udp_rescore`
+    scores the socket it picks; from 6.13 the member leaves it), members with SO_INCOMING_CPU,
+    maybe a wildcard socket: datagrams of every hash, CPU and source, none received (the
+    complete trace decides each), memoized per port (`tracekit.replay.ports`) with the per-row
+    path's bytes."""
+    b = TraceBuilder()
+    for sk, cpu in enumerate(members):
+        b.add("socket", sk=sk, proto="udp", family=4)
+        b.add("setsockopt", sk=sk, name="SO_REUSEPORT", value=1, ret=0)
+        if cpu >= 0:
+            b.add("setsockopt", sk=sk, name="SO_INCOMING_CPU", value=cpu, ret=0)
+        b.add("bind", sk=sk, laddr="127.0.0.1", lport=9000, ret=0)
+    if wildcard_cpu is not None:
+        sk = len(members)
+        b.add("socket", sk=sk, proto="udp", family=4)
+        if wildcard_cpu >= 0:
+            b.add("setsockopt", sk=sk, name="SO_INCOMING_CPU", value=wildcard_cpu, ret=0)
+        b.add("bind", sk=sk, laddr="0.0.0.0", lport=9000, ret=0)
+    peer = 40000
+    b.add("connect", sk=connected % len(members), raddr="127.0.0.1", rport=peer, ret=0)
+    for _ in range(data.draw(st.integers(20, 60))):
+        b.add("datagram", proto="udp", laddr="127.0.0.1", lport=9000, raddr="127.0.0.1",
+              rport=data.draw(st.sampled_from([peer, peer + 1, peer + 2])),
+              hash=data.draw(st.integers(0, 2**32 - 1)), cpu=data.draw(st.integers(0, 2)),
+              payload=b"x")
+    delivered = calls_of(monkeypatch, "_deliver")
+    path = b.write(tmp_path_factory.mktemp("port") / "t.parquet", kernel=kernel, complete=True)
+    bulk, faithful = both_paths(path, tmp_path_factory.mktemp("out"), monkeypatch)
+    assert_same(bulk, faithful)
+    assert sum(delivered) >= 20
 
 
 def test_the_bulk_path_decides_closed_flows_of_a_recording(tmp_path, monkeypatch):

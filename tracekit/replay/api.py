@@ -102,7 +102,7 @@ def _heap_frozen() -> Iterator[None]:
     full collection, and each batch's big row lists in every young one, took a fifth of the
     replay's time. The replay makes next to no cyclic garbage (two objects in a whole 60-host
     fleet), so there is nothing to collect that would matter; whatever there is, the collector
-    finds after the replay. Nothing is frozen again if something else froze the heap already."""
+    finds after the replay. Nothing is frozen or unfrozen if something else froze the heap."""
     enabled = gc.isenabled()
     frozen = not gc.get_freeze_count()
     if frozen:
@@ -112,6 +112,9 @@ def _heap_frozen() -> Iterator[None]:
         yield
     finally:
         if frozen:
+            # what the replay made joins the oldest generation too (the first young
+            # collection after it would walk all of it otherwise)
+            gc.freeze()
             gc.unfreeze()
         if enabled:
             gc.enable()

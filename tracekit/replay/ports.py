@@ -26,12 +26,14 @@ from tracekit.kernel.sock import Sock
 from tracekit.kernel.socket_layer.addresses import ANY, ip_text, parse_ip, v4_view, v6_view
 from tracekit.kernel.socket_layer.host import Flow, Host, Socket
 from tracekit.kernel.socket_layer.selection import Pick, replace_pick
+from tracekit.replay import fast
 
 __all__ = ["PortMemo", "port_state", "source_matches"]
 
 HASH_REASONS = frozenset({"hash", "established-skip", "incoming-cpu", "cbpf"})
 FIXED_REASONS = frozenset({"connected", "lookup"})
 NO_MEMO = ("no-memo",)
+ANY_SOCKET = -4  # (`_picked`: some socket of the group, which one does not matter to the lookup)
 
 
 def _scanned(host: Host, daddr: Any, lport: int) -> list[Socket]:
@@ -52,11 +54,13 @@ def _connected(s: Socket) -> bool:
     return s.raddr is not None or bool(s.rport)
 
 
-def port_state(host: Host, laddr: str, lport: int) -> tuple[tuple, list[Socket], list] | None:
+def port_state(host: Host, laddr: str, lport: int
+               ) -> tuple[tuple, list[Socket], list, list[Socket]] | None:
     """What `udp_lookup` reads of the host for a datagram to laddr:lport, but the
     `sk_incoming_cpu` of connected sockets (a datagram delivered to one changes it): a key,
-    the connected sockets, and one member of each group. None where a program makes the
-    datagram matter beyond its bytes (an eBPF program)."""
+    the connected sockets, one member of each group, and the sockets whose score a CPU can
+    raise (`udp_compute_score()`'s bonus). None where a program makes the datagram matter
+    beyond its bytes (an eBPF program)."""
     daddr = parse_ip(laddr)
     scanned = _scanned(host, daddr, lport)
     heads: dict[int, Socket] = {}
@@ -89,7 +93,9 @@ def port_state(host: Host, laddr: str, lport: int) -> tuple[tuple, list[Socket],
            tuple(_socket_state(s, not _connected(s)) for s in sockets.values()), tuple(groups),
            owners)
     connected = [s for s in sockets.values() if _connected(s)]
-    return key, connected, list(heads.values())
+    # the sockets whose `sk_incoming_cpu` can equal a datagram's CPU (a score's bonus)
+    bonus = [s for s in sockets.values() if _connected(s) or s.sk.sk_incoming_cpu >= 0]
+    return key, connected, list(heads.values()), bonus
 
 
 def source_matches(s: Socket, saddr: Any, sport: int, v4: bool) -> bool:
@@ -107,18 +113,25 @@ def source_matches(s: Socket, saddr: Any, sport: int, v4: bool) -> bool:
 class PortMemo:
     """The memoized answers of one port in one state (`port_state`)."""
 
-    def __init__(self, laddr: str, connected: list[Socket], routes: list[Any]) -> None:
+    def __init__(self, laddr: str, connected: list[Socket], routes: list[Any],
+                 bonus: list[Socket]) -> None:
         self.v4 = isinstance(parse_ip(laddr), IPv4Address)
         self.connected = connected
+        self.bonus = bonus
         self.routes = routes  # a `Route` per group (None: an empty group)
+        # a group with connections: its pick's own score can decide (`udp_rescore`)
+        self.rescored = [route is not None and route.reuse.has_conns for route in routes]
         self.answers: dict[tuple, tuple] = {}
 
     def key(self, flow: Flow, hash: int | None, cpu: int, payload: bytes | None) -> tuple:
         saddr = parse_ip(flow[2])
         matches = tuple([source_matches(s, saddr, flow[3], self.v4) for s in self.connected])
         cpus = tuple([s.sk.sk_incoming_cpu for s in self.connected])
-        picked = tuple([_picked(route, flow, hash, cpu, payload) for route in self.routes])
-        return matches, cpus, picked, cpu
+        picked = tuple([_picked(route, flow, hash, cpu, payload, rescored)
+                        for route, rescored in zip(self.routes, self.rescored)])
+        # the CPU matters to the lookup through the scores it raises and through `picked`
+        bonus = tuple([s.sk.sk_incoming_cpu == cpu for s in self.bonus])
+        return matches, cpus, picked, bonus
 
     def deliver(self, host: Host, flow: Flow, hash: int | None, cpu: int, seq: int,
                 payload: bytes | None) -> None:
@@ -158,17 +171,23 @@ class PortMemo:
         return NO_MEMO
 
 
-def _picked(route: Any, flow: Flow, hash: int | None, cpu: int,
-            payload: bytes | None) -> Any:
-    """What of one group's selection the lookup's answer depends on: the index a classic
-    program returns, where it names a socket, else the socket the hash picks."""
+def _picked(route: Any, flow: Flow, hash: int | None, cpu: int, payload: bytes | None,
+            rescored: bool) -> Any:
+    """What of one group's selection the lookup's answer depends on: whether a classic
+    program's index names a socket, else whether the hash picks one; and which socket, where
+    the group has connections (`rescored`: the lookup scores the pick itself). Without
+    connections `udp_lookup2()` returns whatever socket the group picks, so which one it is
+    changes only the pick, and the memo rebuilds that for each datagram (`_rebuilt`)."""
     if route is None:
         return -2  # an empty group selects nothing
     if route.prog is not None:
         index = route.cbpf_index(flow, payload, cpu)
         if index is None or index < route.n:
-            return ("cbpf", index)
-    return -3 if hash is None else route.chosen(hash, cpu)
+            return ("cbpf", index if rescored or index is None else ANY_SOCKET)
+    if hash is None:
+        return -3
+    chosen = route.chosen(hash, cpu)
+    return chosen if rescored or chosen == fast.NO_SOCKET else ANY_SOCKET
 
 
 def _rebuilt(route: Any, flow: Flow, hash: int | None, cpu: int, seq: int,
@@ -186,12 +205,12 @@ def memo_of(cache: dict, host: Host, laddr: str, lport: int,
     state = port_state(host, laddr, lport)
     if state is None:
         return None
-    key, connected, heads = state
+    key, connected, heads, bonus = state
     memo = cache.get(key)
     if memo is None:
         if len(cache) >= 1024:
             cache.clear()
         routes = [route_of(h) if h.sk.sk_reuseport_cb.num_socks else None  # type: ignore[union-attr]
                   for h in heads]
-        memo = cache[key] = PortMemo(laddr, connected, routes)
+        memo = cache[key] = PortMemo(laddr, connected, routes, bonus)
     return memo

@@ -349,7 +349,7 @@ class SocketWalk:
         self.done = -1  # the last row (relative) replayed or queued in order
         self.ports: dict[tuple[int, int], ports.PortMemo | None] = {}  # since the last `_one`
         self._values: RowValues | None = None
-        self._cpu_rows: np.ndarray | None = None
+        self._cpu_rows: list[int] | None = None
         self._dest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
@@ -676,11 +676,11 @@ class SocketWalk:
         host.seq = seq
         flow = v.flow(r)
         sk = v.sk[r] if v.sk_valid[r] else None
-        row = {"seq": seq, "event": OBSERVATION_EVENT[k], "laddr": v.laddr_text[r],
-               "lport": flow[1], "raddr": v.raddr_text[r], "rport": flow[3], "sk": sk}
+        row = None
         if k == ACCEPT:
             exp, observed = host.accept(sk, *flow), sk
         elif k == RECV:
+            row = self._observation(r, k, seq, flow, sk)  # (the token of a deferred `recv`)
             exp, observed = host.recv(sk, *flow, self.sc.payload(i), token=row), sk
             if exp.deferred:
                 return
@@ -693,7 +693,14 @@ class SocketWalk:
             sink.add_match(i, hs.name, pick.group, pick.reuseport_id, exp.expected,
                            k == RESET)
         else:
-            self.engine.decide(hs, row, i, exp, observed)
+            self.engine.decide(hs, row or self._observation(r, k, seq, flow, sk), i, exp,
+                               observed)
+
+    def _observation(self, r: int, k: int, seq: int, flow: Flow, sk: int | None) -> dict:
+        """Observation row `r` (relative) as the dict the per-row path reads of it."""
+        v = self.values
+        return {"seq": seq, "event": OBSERVATION_EVENT[k], "laddr": v.laddr_text[r],
+                "lport": flow[1], "raddr": v.raddr_text[r], "rport": flow[3], "sk": sk}
 
     def _sync_cpu(self, r: int) -> None:
         """Set the namespace's CPU to that of the last arrival before row `r` (relative) if no
@@ -701,10 +708,10 @@ class SocketWalk:
         if self._cpu_rows is None:
             kind = self.sc.kind[self.a:self.b]
             sets = ((kind == SYN) | (kind == DATAGRAM)) & self.cols.cpu_valid[self.a:self.b]
-            self._cpu_rows = np.flatnonzero(sets)
+            self._cpu_rows = np.flatnonzero(sets).tolist()
         at = bisect_left(self._cpu_rows, r) - 1  # type: ignore[arg-type]
         if at >= 0 and self._cpu_rows[at] > self.done:
-            self.hs.host.net.cpu = int(self.cols.cpu[self.a + int(self._cpu_rows[at])])
+            self.hs.host.net.cpu = int(self.cols.cpu[self.a + self._cpu_rows[at]])
 
     def _queue(self, r: int, k: int, route: Route, hash: int, cpu: int, seq: int) -> bool:
         """An arrival its group decides: queued as `syn` / `datagram` would after their lookup.

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
+from itertools import islice
 from typing import Callable
 
 from tracekit.errors import StoryError
@@ -98,7 +99,12 @@ class Socket:
     @property
     def label(self) -> str:
         """The group label of this socket's bind: `tcp 127.0.0.1:8080`, `udp [::]:53`."""
-        return _label(self.proto, self.laddr, self.lport, self.bound_dev_if, self.v6only)
+        bind = (self.proto, self.laddr, self.lport, self.bound_dev_if, self.v6only)
+        # kept with the bind it names (an address hashes slowly, and labels are read often)
+        last = self.__dict__.get("_label")
+        if last is None or last[0] != bind:
+            last = self.__dict__["_label"] = (bind, _label(*bind))
+        return last[1]
 
 
 @lru_cache(maxsize=1 << 12)
@@ -231,10 +237,12 @@ class Host:
             return None
         if not (self.bound or self.labelled):  # kernel-layer traces without addresses
             return f"group {reuse.reuseport_id}"
-        for member in reuse.socks[: reuse.num_socks] + reuse.closed():
-            s = self.socks.get(member.sk_id) if member is not None else None
-            if s is not None and s.lport is not None:
-                return s.label
+        socks = self.socks
+        for section in (islice(reuse.socks, reuse.num_socks), reuse.closed()):
+            for member in section:
+                s = socks.get(member.sk_id) if member is not None else None
+                if s is not None and s.lport is not None:
+                    return s.label
         return f"group {reuse.reuseport_id}"
 
     def groups(self) -> list[SockReuseport]:
@@ -481,8 +489,8 @@ class Host:
                 conn.listener, conn.pick = target, pick
                 target.accept_queue.append(conn)
                 to, unknown = nsk.sk_id, None
-            else:
-                conn.listener, conn.pick = None, replace_pick(pick, sk=-1)
+            else:  # no listener took it (the pick says sk -1): the kernel resets it
+                conn.listener, conn.pick = None, pick
                 to, unknown = -1, None
             migration = Migration(s.sk.sk_id, conn.flow, to, unknown, group)
             self.migrations.append(migration)

@@ -66,9 +66,8 @@ _PICK_FIELDS = frozenset(f.name for f in fields(Pick))
 def replace_pick(pick: Pick, **changes: Any) -> Pick:
     """`dataclasses.replace(pick, **changes)` without running `__init__` again: replays copy a
     pick or two per migration and per kernel-layer selection, and the copy is the cost."""
-    wrong = changes.keys() - _PICK_FIELDS
-    if wrong:
-        raise TypeError(f"Pick has no field(s) {sorted(wrong)}")
+    if not _PICK_FIELDS.issuperset(changes):
+        raise TypeError(f"Pick has no field(s) {sorted(changes.keys() - _PICK_FIELDS)}")
     new = object.__new__(Pick)
     new.__dict__.update(pick.__dict__, **changes)
     return new
