@@ -180,11 +180,11 @@ class Engine:
             involved = [host.sock(x).sk for x in (row["sk"], row["sk2"]) if x is not None]
             token = hs.history.before(involved)
             if self.timeline is not None:
-                self.timeline.before(hs.name, involved, host.label_of, row["seq"], event, row["sk"])
+                self.timeline.before(hs.name, token, host.label_of, row["seq"], event, row["sk"])
             self._apply(hs, row, index)
-            hs.history.after(token, involved, host.label_of, row["seq"], event, row["sk"])
+            now = hs.history.after(token, involved, host.label_of, row["seq"], event, row["sk"])
             if self.timeline is not None:
-                self.timeline.after(involved)
+                self.timeline.after(involved, now)
         else:
             self._apply(hs, row, index)
 

@@ -41,11 +41,15 @@ class Change:
 
 _sk_id = attrgetter("sk_id")
 
+Members = tuple[tuple[int, ...], tuple[int, ...]]  # (live in array order, closed section)
+NO_MEMBERS: Members = ((), ())
 
-def _live(reuse: SockReuseport | None) -> tuple[int, ...]:
-    if reuse is None:
-        return ()
-    return tuple(map(_sk_id, reuse.socks[:reuse.num_socks]))
+
+def members(reuse: SockReuseport) -> Members:
+    """The group's sk ids: its live sockets in array order, and its closed section."""
+    socks, top = reuse.socks, reuse.max_socks
+    return (tuple(map(_sk_id, socks[:reuse.num_socks])),
+            tuple(map(_sk_id, socks[top - reuse.num_closed_socks:top])))
 
 
 Move = tuple[int, int | None, int | None]  # (sk, from slot, to slot); None = out
@@ -85,29 +89,34 @@ class GroupHistory:
         """The recent changes of `label` as they are now, unaffected by later ones."""
         return HistoryView(label or "", tuple(self.changes.get(label or "", ())))
 
-    def before(self, socks: list[Sock]) -> dict[int, tuple[SockReuseport, tuple[int, ...]]]:
+    def before(self, socks: list[Sock]) -> dict[int, tuple[SockReuseport, Members]]:
+        """The groups of `socks` and their `members` before an event (the token `after` and
+        `Timeline.before` take)."""
         out = {}
         for sk in socks:
             reuse = sk.sk_reuseport_cb
             if reuse is not None:
-                out[reuse.reuseport_id] = (reuse, _live(reuse))
+                out[reuse.reuseport_id] = (reuse, members(reuse))
         return out
 
-    def after(self, token: dict, socks: list[Sock], label_of, seq: int, event: str,
-              sk: int | None) -> None:
-        now: dict[int, tuple[SockReuseport | None, tuple[int, ...]]] = {}
+    def after(self, token: dict[int, tuple[SockReuseport, Members]], socks: list[Sock], label_of,
+              seq: int, event: str, sk: int | None) -> dict[int, tuple[SockReuseport, Members]]:
+        """Record what the event changed in the live sockets of the groups of `token` and of
+        `socks`; returns those groups with their `members` now (for `Timeline.after`)."""
+        now: dict[int, tuple[SockReuseport, Members]] = {}
         for rid, (reuse, _old) in token.items():
-            now[rid] = (reuse, _live(reuse))
+            now[rid] = (reuse, members(reuse))
         for s in socks:
             reuse = s.sk_reuseport_cb
             if reuse is not None:
                 rid = reuse.reuseport_id
                 if rid not in now or now[rid][0] is not reuse:
-                    now[rid] = (reuse, _live(reuse))
-        for rid, (reuse, new) in now.items():
-            old = token[rid][1] if rid in token else self.last.get(rid, ())
+                    now[rid] = (reuse, members(reuse))
+        for rid, (reuse, new_members) in now.items():
+            new = new_members[0]
+            old = token[rid][1][0] if rid in token else self.last.get(rid, ())
             self.last[rid] = new
-            if reuse is not None and reuse.num_socks + reuse.num_closed_socks == 0:
+            if reuse.num_socks + reuse.num_closed_socks == 0:
                 del self.last[rid]  # freed: the id may name a new group next
             if old == new:
                 continue
@@ -119,6 +128,7 @@ class GroupHistory:
                 log = self.changes[label] = deque(maxlen=self.depth)
             log.append(Change(seq, event, sk, _moves(old, new)))
             self.marks[label] = self.marks.get(label, 0) + 1
+        return now
 
     def recent(self, label: str | None, upto: int | None = None) -> list[Change]:
         log = self.changes.get(label or "", ())

@@ -18,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, compress
-from operator import attrgetter, ne
+from operator import ne
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from tracekit.kernel.sock_reuseport import SockReuseport
+from tracekit.replay.history import NO_MEMBERS, Members, members
 
 __all__ = ["COLUMNS", "CHANGES", "Timeline", "Membership", "apply_change", "slots", "membership_at",
            "timeline_frame"]
@@ -47,20 +48,10 @@ _SCHEMA = pa.schema([
     ("to_sk", pa.int64()), ("flow", pa.string()),
 ])
 
-_Members = tuple[tuple[int, ...], tuple[int, ...]]  # (live in array order, closed section)
 _CHANGE, _ROW = 0, 1  # kinds of `Timeline` log entries: a group's change, a row as it is
 
 
-_sk_id = attrgetter("sk_id")
-
-
-def _members(reuse: SockReuseport) -> _Members:
-    socks, top = reuse.socks, reuse.max_socks
-    return (tuple(map(_sk_id, socks[:reuse.num_socks])),
-            tuple(map(_sk_id, socks[top - reuse.num_closed_socks:top])))
-
-
-def _diff(old: _Members, new: _Members) -> list[tuple[int, str, int | None, int | None]]:
+def _diff(old: Members, new: Members) -> list[tuple[int, str, int | None, int | None]]:
     """(sk, change, from_slot, to_slot) taking `old` to `new`: moves and joins by new slot, then
     sockets that went to the closed section, then those that left, by old position. A change
     touches a slot or two of the array, so only the slots that differ are looked at."""
@@ -92,7 +83,7 @@ class _Pending:
     intermediate snapshot)."""
 
     host: str
-    groups: dict[int, tuple[SockReuseport, str | None, _Members]]
+    groups: dict[int, tuple[SockReuseport, str | None, Members]]
     seq: int
     event: str
     cause: int | None
@@ -110,7 +101,7 @@ class Timeline:
         # or (_ROW, *row): in row order
         self._rows: dict[str, list] = {name: [] for name in COLUMNS}
         self._done = 0  # log entries already in `_rows`
-        self.last: dict[tuple[str, int], tuple[str | None, _Members]] = {}
+        self.last: dict[tuple[str, int], tuple[str | None, Members]] = {}
         self.last_seq: dict[str, int] = {}
         self._pending: _Pending | None = None
 
@@ -125,22 +116,22 @@ class Timeline:
         return self._rows
 
     # -- the engine's hooks -----------------------------------------------------------------------
-    def before(self, host: str, socks: Iterable[Any], label_of: Any, seq: int, event: str,
-               cause: int | None) -> None:
+    def before(self, host: str, token: dict[int, tuple[SockReuseport, Members]], label_of: Any,
+               seq: int, event: str, cause: int | None) -> None:
+        """An event that can change the groups of `token` (`GroupHistory.before`) begins."""
         groups = {}
         last = self.last
-        for sk in socks:
-            reuse = sk.sk_reuseport_cb
-            if reuse is not None:
-                rid = reuse.reuseport_id
-                members = _members(reuse)
-                known = last.get((host, rid))
-                if known is not None and known[1] == members:
-                    members = known[1]  # one tuple for both sides of consecutive changes
-                groups[rid] = (reuse, label_of(reuse), members)
+        for rid, (reuse, now) in token.items():
+            known = last.get((host, rid))
+            if known is not None and known[1] == now:
+                now = known[1]  # one tuple for both sides of consecutive changes
+            groups[rid] = (reuse, label_of(reuse), now)
         self._pending = _Pending(host, groups, seq, event, cause, label_of)
 
-    def after(self, socks: Iterable[Any]) -> None:
+    def after(self, socks: Iterable[Any],
+              now: dict[int, tuple[SockReuseport, Members]] | None = None) -> None:
+        """The event ends: the groups it began with and those `socks` are in now are recorded;
+        `now`: groups whose members are known already (`GroupHistory.after`)."""
         pending, self._pending = self._pending, None
         if pending is None:
             return
@@ -149,8 +140,8 @@ class Timeline:
             if reuse is not None and reuse.reuseport_id not in pending.groups:
                 last = self.last.get((pending.host, reuse.reuseport_id))
                 pending.groups[reuse.reuseport_id] = (reuse, last[0] if last else None,
-                                                      last[1] if last else ((), ()))
-        self._flush(pending, final=True)
+                                                      last[1] if last else NO_MEMBERS)
+        self._flush(pending, final=True, known=now)
 
     def migration(self, host: str, seq: int, group: str | None, listener: int, to: int,
                   unknown: str | None, flow: tuple, event: str | None = None,
@@ -195,9 +186,11 @@ class Timeline:
             self.seen(names[idx[end]], int(seqs[end]))
 
     # -- rows -------------------------------------------------------------------------------------
-    def _flush(self, pending: _Pending, final: bool) -> None:
+    def _flush(self, pending: _Pending, final: bool,
+               known: dict[int, tuple[SockReuseport, Members]] | None = None) -> None:
         for rid, (reuse, label, old) in list(pending.groups.items()):
-            new = _members(reuse)
+            seen = known.get(rid) if known is not None else None
+            new = seen[1] if seen is not None and seen[0] is reuse else members(reuse)
             if not final and new == old:
                 continue  # between two migrations of one close: nothing moved, nothing renamed
             freed = reuse.num_socks + reuse.num_closed_socks == 0
