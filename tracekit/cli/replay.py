@@ -138,11 +138,13 @@ def command(trace: str, profile: str, json_path: str | None, results_path: str |
     """
     from rich.console import Console
 
+    from tracekit.cli.allocator import keep_freed_memory
     from tracekit.replay.api import gate
     from tracekit.replay.api import replay as run_replay
     from tracekit.report import render_replay
     from tracekit.trace.output import atomic_path
 
+    keep_freed_memory()
     with ExitStack() as outputs:  # every file is renamed into place only if all of them succeed
         results = outputs.enter_context(atomic_path(Path(results_path))) if results_path else False
         with progress_bar("replaying", sys.stderr.isatty()) as progress:
