@@ -24,7 +24,7 @@ from tracekit.kernel.bpf import Policy
 from tracekit.kernel.profiles import Profile, profile_by_name, profile_for_kernel, why_profile
 from tracekit.replay.balance import import_ahead
 from tracekit.replay.decision import DECISION_SCHEMA
-from tracekit.replay.engine import Engine
+from tracekit.replay.engine import WALK_ROWS, Engine
 from tracekit.replay.gates import ci_outcome
 from tracekit.replay.sink import DecisionSink
 from tracekit.replay.summary import build_summary
@@ -182,7 +182,7 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
     try:
         with _heap_frozen():
             for batch in iter_batches(path, columns=COLUMNS, hosts=hosts,
-                                      dictionaries=DICTIONARIES):
+                                      dictionaries=DICTIONARIES, batch_size=READ_ROWS):
                 engine.feed(batch)
                 membership.seen_batch(batch)
                 done += batch.num_rows
@@ -248,6 +248,10 @@ def gate(result: Replay, *, baseline: str | os.PathLike[str] | None = None,
         ci.apply_gates(result, fail_on)
     return result
 
+
+READ_ROWS = 4 * WALK_ROWS
+"""Rows read at once: the engine walks them `WALK_ROWS` at a time, and rows a walk holds back
+are then a slice of the same batch rather than a copy (only every fourth walk copies them)."""
 
 IMPORT_AHEAD_ROWS = 1_000_000
 """After this many rows of a trace twice as long, the summary's needs are imported meanwhile

@@ -45,6 +45,10 @@ from tracekit.trace.schema import load_spec
 BULK = True
 """Decide selections in bulk (False: every row one by one, which the tests compare against)."""
 
+WALK_ROWS = 65_536
+"""Rows of a fed batch walked at once (plus those a walk held back): the bulk paths' cost per
+row is lowest about here; a larger batch is walked a slice at a time."""
+
 SELECT = "reuseport_select_sock"
 # events that change a group's membership: the history records what they did
 MEMBERSHIP = {"bind", "listen", "connect", "shutdown", "close", "reuseport_alloc",
@@ -95,12 +99,28 @@ class Engine:
 
     # -- batches ----------------------------------------------------------------------------------
     def feed(self, batch: pa.RecordBatch) -> None:
-        """Replay the rows of `batch`, which continue those fed before. A bulk socket-layer walk
-        may hold back the last rows (flows still waiting for their observations) and replay
-        them with the next batch; `drain` replays what is held (`finish` does too)."""
-        if self.held is not None:
-            batch, self.held = _joined(self.held, batch), None
-        self._feed(batch, open_end=True)
+        """Replay the rows of `batch`, which continue those fed before, `WALK_ROWS` at a time. A
+        bulk socket-layer walk may hold back its last rows (flows still waiting for their
+        observations) and replay them with the next rows: a slice of `batch` that begins at the
+        held rows, so only rows held over from an earlier batch are copied (`_joined`). `drain`
+        replays what is held at the end (`finish` does too)."""
+        n = batch.num_rows
+        if not n:
+            return
+        held, self.held = self.held, None
+        start = end = 0  # rows start:end of `batch` are replayed next, after `held`
+        while end < n:
+            end = min(end + WALK_ROWS, n)
+            if held is None:
+                start += self._feed(batch.slice(start, end - start), open_end=True)
+                continue
+            piece = _joined(held, batch.slice(start, end - start))
+            done = self._feed(piece, open_end=True)
+            if done >= held.num_rows:
+                held, start = None, start + done - held.num_rows
+            else:  # it held rows of an earlier batch again: they go on with the next rows
+                held, start = piece.slice(done), end
+        self.held = held if held is not None else batch.slice(start) if start < n else None
 
     def drain(self) -> None:
         """Replay the rows `feed` held back: call it when no batch follows."""
@@ -108,10 +128,12 @@ class Engine:
         if held is not None:
             self._feed(held, open_end=False)
 
-    def _feed(self, batch: pa.RecordBatch, open_end: bool) -> None:
+    def _feed(self, batch: pa.RecordBatch, open_end: bool) -> int:
+        """Replay `batch`; returns how many of its rows (from the first) it replayed: all, or
+        with `open_end` fewer when the last host's walk holds back the rest."""
         n = batch.num_rows
         if not n:
-            return
+            return 0
         hosts = _dictionary(batch.column("host"))
         host_idx = hosts.indices.to_numpy(zero_copy_only=False)
         names = hosts.dictionary.to_pylist()
@@ -119,14 +141,16 @@ class Engine:
         starts = [0] + bounds.tolist()
         ends = bounds.tolist() + [n]
         columns = Columns(batch, bulk=BULK and not self.explain_all)
+        replayed = n
         for a, b in zip(starts, ends):
             hs = self._state(names[host_idx[a]])
             self.walks += 1
             done = Walk(self, hs, columns, a, b, self.walks).run(open_end and b == n)
             if done < b - a:
-                self.held = batch.slice(a + done)
+                replayed = a + done
             hs.host.park()
         self.sink.flush()
+        return replayed
 
     def _state(self, name: str) -> HostState:
         state = self.hosts.get(name)
