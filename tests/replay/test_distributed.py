@@ -47,6 +47,7 @@ def test_dask_replay_is_byte_identical_to_the_single_process_replay(fleet, clust
     assert local.summary["mismatched"] > 0  # the injected faults are there to be found
     assert summary_json(spread.summary) == summary_json(local.summary)
     assert spread.decisions.equals(local.decisions)
+    assert len(local.timeline()) and spread.timeline().equals(local.timeline())
     assert [b.num_rows for b in spread.results] and sum(b.num_rows for b in spread.results) == \
         local.summary["decisions"]
 
@@ -116,6 +117,7 @@ def test_tasks_of_several_hosts_merge_byte_identical(recorded_fleet, cluster_cli
     assert local.summary["decisions"] > 8_000 and local.summary["mismatched"] == 0
     assert summary_json(spread.summary) == summary_json(local.summary)
     assert spread.decisions.equals(local.decisions)
+    assert len(local.timeline()) and spread.timeline().equals(local.timeline())
     assert pa.Table.from_batches(spread.results).equals(pa.Table.from_batches(local.results))
 
 

@@ -116,3 +116,18 @@ def test_elided_steps_are_those_of_every_step():
         steps = list(steps_of(rows))
         head, hidden, tail, total = elided_steps(rows, 3, 5)
         assert (head, hidden, tail, total) == (*elide(steps, 3, 5), len(steps))
+
+
+def test_group_frames_of_some_groups_are_those_groups_frames(tmp_path):
+    from tracekit.report.membership import group_frames
+    from tracekit.simulator.api import simulate
+
+    trace = simulate("rolling-restart", events=6_000, seed=3, hosts=3, output=tmp_path / "t.parquet")
+    frame = tracekit.replay(trace).timeline()
+    every = group_frames(frame)
+    assert len(every) >= 3
+    chosen = sorted(every)[::2] + [("no-such-host", "tcp 0.0.0.0:1")]
+    some = group_frames(frame, only=chosen)
+    assert sorted(some) == sorted(every)[::2]
+    for key, part in some.items():
+        assert part.equals(every[key])

@@ -56,8 +56,11 @@ MIN_TASK_ROWS = 16_384
 
 def _replay_hosts(path: str, hosts: list[str], profile: str, policies: dict[str, Policy] | None,
                   results: bool, explain_all: bool) -> Replay:
-    return replay(path, profile=profile, policies=policies, results=results,
+    part = replay(path, profile=profile, policies=policies, results=results,
                   explain_all=explain_all, hosts=hosts)
+    if part.membership is not None:
+        part.membership.made()  # the timeline's rows worked out here, beside the other tasks
+    return part
 
 
 def _score_hosts(path: str, hosts: list[str], profile: str,

@@ -192,9 +192,10 @@ def _hosts(summary: Mapping[str, Any]) -> str:
 
 def _groups(view: ReportView) -> list[str]:
     """Each group's section; the first `MAX_TIMELINES` groups with a timeline get its chart."""
-    frames = group_frames(view.timeline)
     parts, charted, skipped = [], 0, 0
     detailed, rest = split_groups(view.summary.get("groups") or [])
+    frames = group_frames(view.timeline, only=[(str(g.get("host")), str(g.get("group")))
+                                               for g in detailed])
     for group in detailed:
         key = (str(group.get("host")), str(group.get("group")))
         rows = frames.get(key)

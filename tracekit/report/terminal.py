@@ -53,8 +53,9 @@ def render_replay(replay: Any, *, max_mismatches: int = 10, explain: bool = True
     groups = view.summary.get("groups") or []
     if groups:
         parts.append(Text("\nGroups", style="bold"))
-        frames = group_frames(view.timeline)
         detailed, rest = split_groups(groups)
+        frames = group_frames(view.timeline, only=[(str(g.get("host")), str(g.get("group")))
+                                                   for g in detailed])
         parts += [_group(group, frames.get((str(group.get("host")), str(group.get("group")))))
                   for group in detailed]
         if rest:
