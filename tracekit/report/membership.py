@@ -7,11 +7,11 @@ Reads the rows of `Replay.timeline()` (`tracekit.replay.timeline.COLUMNS`).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Step", "steps_of", "describe_step", "group_frames", "elide", "elided_steps"]
+__all__ = ["Step", "steps_of", "describe_step", "group_frames", "group_key", "elide", "elided_steps"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,11 @@ def _int(value: Any) -> int | None:
     except (TypeError, ValueError):
         pass
     return int(value)
+
+
+def group_key(group: Mapping[str, Any]) -> tuple[str, str]:
+    """A summary group entry's key in `group_frames`: (host, group)."""
+    return str(group.get("host")), str(group.get("group"))
 
 
 def group_frames(frame: Any, only: Iterable[tuple[str, str]] | None = None
