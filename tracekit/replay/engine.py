@@ -157,7 +157,7 @@ class Engine:
         if state is None:
             net = Net(profile=self.profile, ebpf_policies=dict(self.policies))
             state = self.hosts[name] = HostState(name, Host(net))
-            state.host.on_migration = lambda m, s=state: self._migration(s, m)
+            state.host.on_migrations = lambda done, s=state: self._migrations(s, done)
         return state
 
     # -- row by row -------------------------------------------------------------------------------
@@ -327,12 +327,17 @@ class Engine:
             reason=unknown or "ret",
             explanation=explanation), index, reuse)
 
-    def _migration(self, hs: HostState, m: Migration) -> None:
+    def _migrations(self, hs: HostState, done: list[Migration]) -> None:
+        """The queued connections of one stopping listener, migrated or reset (`done`, in
+        queue order: one listener, one group)."""
         if self.timeline is not None:
-            self.timeline.migration(hs.name, hs.host.seq, m.group, m.listener, m.to, m.unknown,
-                                    m.flow)
-        if m.unknown is None:
-            self.sink.migration(hs.name, m.group, "migrated" if m.to >= 0 else "reset")
+            first = done[0]
+            self.timeline.migrations(hs.name, hs.host.seq, first.group, first.listener,
+                                     [(m.to, m.unknown, m.flow) for m in done])
+        migration, name = self.sink.migration, hs.name
+        for m in done:
+            if m.unknown is None:
+                migration(name, m.group, "migrated" if m.to >= 0 else "reset")
 
     # -- end --------------------------------------------------------------------------------------
     def finish(self, complete: bool) -> None:

@@ -146,23 +146,34 @@ class Timeline:
     def migration(self, host: str, seq: int, group: str | None, listener: int, to: int,
                   unknown: str | None, flow: tuple, event: str | None = None,
                   reuseport_id: int | None = None) -> None:
-        """A queued connection of `listener` went to `to` (-1: reset; `unknown`: not predicted).
-        Inside a membership event (a close) the changes so far are recorded first: the kernel
-        migrates after `reuseport_stop_listen_sock` and before `reuseport_detach_sock`."""
+        """A queued connection of `listener` went to `to` (-1: reset; `unknown`: not predicted)."""
+        self.migrations(host, seq, group, listener, [(to, unknown, flow)], event, reuseport_id)
+
+    def migrations(self, host: str, seq: int, group: str | None, listener: int,
+                   moves: Sequence[tuple[int, str | None, tuple]], event: str | None = None,
+                   reuseport_id: int | None = None) -> None:
+        """The queued connections of `listener`, each (`to`, `unknown`, `flow`): it went to `to`
+        (-1: reset; `unknown`: not predicted). Inside a membership event (a close) the changes so
+        far are recorded first: the kernel migrates after `reuseport_stop_listen_sock` and before
+        `reuseport_detach_sock`, and nothing changes a group between two migrations of one
+        stopping listener (`inet_csk_listen_stop()`), so `moves` are all of its migrations."""
         pending = self._pending if self._pending is not None and self._pending.host == host else None
         if pending is not None:
             self._flush(pending, final=False)
             event = pending.event
         if group is None:
             return  # a group no bind has named yet (and never will): nothing to show
-        change = "migration-unknown" if unknown is not None else ("migrated" if to >= 0 else "reset")
         rid = next((r for r, (_reuse, label, _m) in (pending.groups.items() if pending else ())
                     if label == group), reuseport_id)
-        laddr, lport, raddr, rport = flow
-        text = None if laddr is None and raddr is None else f"{raddr}:{rport} -> {laddr}:{lport}"
-        self._log.append((_ROW, host, group, rid, seq, event or "close",
-                          pending.cause if pending else listener, listener, change, None, None,
-                          to if unknown is None else None, text))
+        event = event or "close"
+        cause = pending.cause if pending else listener
+        add = self._log.append
+        for to, unknown, (laddr, lport, raddr, rport) in moves:
+            change = ("migration-unknown" if unknown is not None
+                      else "migrated" if to >= 0 else "reset")
+            text = None if laddr is None and raddr is None else f"{raddr}:{rport} -> {laddr}:{lport}"
+            add((_ROW, host, group, rid, seq, event, cause, listener, change, None, None,
+                 to if unknown is None else None, text))
 
     def seen(self, host: str, seq: int) -> None:
         """The last seq replayed on `host` (charts run to it)."""

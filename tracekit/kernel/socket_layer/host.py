@@ -174,7 +174,9 @@ class Host:
         self.conns: dict[Flow, Conn] = {}
         self.datagrams = Pairing()  # datagrams waiting for the `recv` that observes them
         self.migrations: list[Migration] = []
-        self.on_migration: Callable[[Migration], None] | None = None
+        # the migrations of one stopping listener, in queue order, as `inet_csk_listen_stop()`
+        # makes them: all between `reuseport_stop_listen_sock()` and what follows the stop
+        self.on_migrations: Callable[[list[Migration]], None] | None = None
         self.bound = False  # some socket has bound: group labels come from binds
         self.parked: dict[int, tuple] = {}  # departed sockets as plain values (`park`)
         self.departing: set[int] = set()  # sockets that left a group since the last `park`
@@ -479,23 +481,25 @@ class Host:
         migrated = (migrate_queue_traced(s.sk, self._child, hashes, **label) if MIGRATE_IN_BULK
                     else ((nsk, replace_pick(pick, **label)) for nsk, pick
                           in (migrate_traced(s.sk, self._child(), hash) for hash in hashes)))
+        listener, mib, socks = s.sk.sk_id, self.net.mib, self.socks
+        done: list[Migration] = []
         for conn, (nsk, pick) in zip(queue, migrated):
             if isinstance(nsk, _Unknown):
                 conn.listener, conn.pick = None, pick
                 to, unknown = -1, pick.unknown or "no-hash"
             elif isinstance(nsk, Sock):
-                self.net.mib["TCPMigrateReqSuccess"] += 1
-                target = self.socks[nsk.sk_id]
+                mib["TCPMigrateReqSuccess"] += 1
+                target = socks[nsk.sk_id]
                 conn.listener, conn.pick = target, pick
                 target.accept_queue.append(conn)
                 to, unknown = nsk.sk_id, None
             else:  # no listener took it (the pick says sk -1): the kernel resets it
                 conn.listener, conn.pick = None, pick
                 to, unknown = -1, None
-            migration = Migration(s.sk.sk_id, conn.flow, to, unknown, group)
-            self.migrations.append(migration)
-            if self.on_migration is not None:
-                self.on_migration(migration)
+            done.append(Migration(listener, conn.flow, to, unknown, group))
+        self.migrations.extend(done)
+        if self.on_migrations is not None:
+            self.on_migrations(done)
 
     def _child(self) -> Sock:
         """The child socket of a queued request that `reuseport_migrate_sock()` migrates."""

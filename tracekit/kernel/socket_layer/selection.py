@@ -225,11 +225,14 @@ def migrate_queue_traced(sk: Sock, new_child: Callable[[], Sock], hashes: list[i
     moves children), so the group is read once; without a migration-capable program a child's
     answer is `reuseport_migrate_sock()`'s by its hash alone. Children without a hash, and
     groups with such a program, go through `migrate_traced` itself, each with its own child
-    socket (`new_child()`)."""
+    socket (`new_child()`). A listener outside any group (it left its group when it stopped:
+    nothing migrates) gets one answer for every child: `reuseport_migrate_sock()` returns NULL
+    before it reads the child."""
     reuse = sk.sk_reuseport_cb
-    prog = reuse.prog if reuse is not None else None
-    if reuse is None or (prog is not None
-                         and prog.expected_attach_type == BPF_SK_REUSEPORT_SELECT_OR_MIGRATE):
+    if reuse is None:
+        return [_migrated(sk, new_child(), None, label)] * len(hashes) if hashes else []
+    prog = reuse.prog
+    if prog is not None and prog.expected_attach_type == BPF_SK_REUSEPORT_SELECT_OR_MIGRATE:
         return [_migrated(sk, new_child(), hash, label) for hash in hashes]
     base = replace_pick(Pick(sk=-1, reason="migration", cpu=sock_net(sk).cpu, **_snapshot(reuse)),
                         **label)
