@@ -15,8 +15,10 @@ import multiprocessing
 
 __all__ = ["PRELOAD", "start"]
 
-PRELOAD = ["distributed", "tracekit.replay.distributed"]
-"""What the fork server imports before it forks a worker."""
+PRELOAD = ["distributed", "tracekit.replay.distributed", "scipy.special"]
+"""What the fork server imports before it forks a worker: `scipy.special` too, which the
+summary's balance figures need wherever a group's p-value is not certainly 0
+(`tracekit.replay.balance`), else every worker imports it for itself."""
 
 
 def start() -> None:
