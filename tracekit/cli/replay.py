@@ -136,6 +136,10 @@ def command(trace: str, profile: str, json_path: str | None, results_path: str |
     with --write-baseline: the mismatches are accepted), 1 mismatches or a --fail-on gate failed,
     2 bad input or usage, 3 internal error.
     """
+    if dask_address == "local":  # its workers' fork server imports tracekit meanwhile
+        from tracekit.replay import forkserver
+
+        forkserver.start()
     from rich.console import Console
 
     from tracekit.cli.allocator import keep_freed_memory

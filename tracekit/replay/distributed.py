@@ -78,22 +78,19 @@ workers started otherwise, ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False`` 
 environment turns the profiler off, and ``--preload tracekit.replay.distributed`` imports
 tracekit before the first task."""
 
-_FORK_SERVER_PRELOAD = ["distributed", "tracekit.replay.distributed"]
-
-
 def local_cluster(workers: int | None = None) -> Any:
     """A LocalCluster for replays on this machine: `workers` (default one per CPU) single-threaded
     worker processes forked from a fork server that imported tracekit, without the statistical
     profiler (`LOCAL_WORKER_CONFIG`), no dashboard. Use it as a context manager."""
-    import multiprocessing
-
     import dask
     from distributed import LocalCluster
     from distributed.utils import get_mp_context
 
+    from tracekit.replay import forkserver
+
     with dask.config.set(LOCAL_WORKER_CONFIG):
         get_mp_context()  # distributed names its fork server's imports once; ours replace them
-        multiprocessing.get_context("forkserver").set_forkserver_preload(_FORK_SERVER_PRELOAD)
+        forkserver.start()  # (a no-op when the CLI started it already)
         return LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
                             processes=True, dashboard_address=None)
 
