@@ -163,30 +163,27 @@ class Engine:
     # -- row by row -------------------------------------------------------------------------------
     def row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
         """Replay input row `index` through the model, one by one (`Faithful.row`)."""
+        host, event = hs.host, row["event"]
         try:
-            self._story_row(hs, row, index)
+            host.seq = row["seq"]
+            _check_row(row, event)
+            if event in ON_A_SOCKET:
+                _check_socket(host, row["sk"])
+            if event not in MEMBERSHIP:
+                self._apply(hs, row, index)
+                return
+            involved = [host.sock(x).sk for x in (row["sk"], row["sk2"]) if x is not None]
+            token = hs.history.before(involved)
+            timeline = self.timeline
+            if timeline is not None:
+                timeline.before(hs.name, token, host.label_of, row["seq"], event, row["sk"])
+            self._apply(hs, row, index)
+            now = hs.history.after(token, involved, host.label_of, row["seq"], event, row["sk"])
+            if timeline is not None:
+                timeline.after(involved, now)
         except StoryError as error:
             error.host, error.seq = hs.name, row["seq"]
             raise
-
-    def _story_row(self, hs: HostState, row: dict[str, Any], index: int) -> None:
-        host, event = hs.host, row["event"]
-        host.seq = row["seq"]
-        _check_required(row)
-        _check_addresses(row)
-        if event in ON_A_SOCKET:
-            _check_socket(host, row["sk"])
-        if event in MEMBERSHIP:
-            involved = [host.sock(x).sk for x in (row["sk"], row["sk2"]) if x is not None]
-            token = hs.history.before(involved)
-            if self.timeline is not None:
-                self.timeline.before(hs.name, token, host.label_of, row["seq"], event, row["sk"])
-            self._apply(hs, row, index)
-            now = hs.history.after(token, involved, host.label_of, row["seq"], event, row["sk"])
-            if self.timeline is not None:
-                self.timeline.after(involved, now)
-        else:
-            self._apply(hs, row, index)
 
     def _apply(self, hs: HostState, row: dict[str, Any], index: int) -> None:
         host, event = hs.host, row["event"]
@@ -201,7 +198,6 @@ class Engine:
                 self._ret_decision(hs, row, index, model)
             return
         sk, ret = row["sk"], row["ret"]
-        flow = (row["laddr"], row["lport"], row["raddr"], row["rport"])
         if event == "socket":
             host.socket(sk, row["proto"] or "tcp", row["family"] or 4)
         elif event == "setsockopt":
@@ -219,9 +215,11 @@ class Engine:
         elif event == "close":
             host.close(sk, row["cpu"])
         elif event == "syn":
-            host.syn(*flow, row["hash"], row["cpu"], row["payload"], row["sk_hash"])
+            host.syn(row["laddr"], row["lport"], row["raddr"], row["rport"], row["hash"],
+                     row["cpu"], row["payload"], row["sk_hash"])
         elif event == "datagram":
-            host.datagram(*flow, row["hash"], row["cpu"], row["payload"])
+            host.datagram(row["laddr"], row["lport"], row["raddr"], row["rport"], row["hash"],
+                          row["cpu"], row["payload"])
         elif event in OBSERVATIONS:
             self.observe(hs, row, index)
         elif event == SELECT:
@@ -232,6 +230,7 @@ class Engine:
             self._kernel_pick(hs, row, index, replace_reason(pick, "migration"))
             if self.timeline is not None:
                 reuse = host.sock(sk).sk.sk_reuseport_cb
+                flow = (row["laddr"], row["lport"], row["raddr"], row["rport"])
                 self.timeline.migration(hs.name, row["seq"], pick.group or host.label_of(reuse),
                                         sk, pick.sk, pick.unknown, flow, event=event,
                                         reuseport_id=reuse.reuseport_id if reuse else None)
@@ -375,24 +374,19 @@ class Engine:
                     self.sink.group(name, label, reuse.reuseport_id, None, reuse)
 
 
-def _check_required(row: dict[str, Any]) -> None:
-    """`validate` refuses a row without a column its event requires; replay one it reads (a
-    trace it was not given through `validate`)."""
-    for column in _REQUIRES.get(row["event"], ()):
+def _check_row(row: dict[str, Any], event: str) -> None:
+    """`validate` refuses a row without a column its event requires, and every address that is
+    not one; replay refuses those it reads (a trace it was not given through `validate`)."""
+    for column in _REQUIRES.get(event, ()):
         if row[column] is None:
-            raise StoryError(f"missing (event {row['event']!r} requires it)", column)
-
-
-_REQUIRES = {event.name: event.requires for event in load_spec().events}
-
-
-def _check_addresses(row: dict[str, Any]) -> None:
-    """`validate` refuses every address that is not one; replay those it reads (a trace it was
-    not given through `validate`)."""
+            raise StoryError(f"missing (event {event!r} requires it)", column)
     for column in ("laddr", "raddr"):
         text = row[column]
         if text is not None and not is_ip_text(text):
             raise StoryError(f"{text!r} is not an IPv4 or IPv6 address", column)
+
+
+_REQUIRES = {event.name: event.requires for event in load_spec().events}
 
 
 def _check_socket(host: Host, sk: int) -> None:

@@ -7,7 +7,8 @@ The engine snapshots the groups an event touches before and after it and records
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import chain, compress
 from operator import attrgetter, ne
 
@@ -22,7 +23,14 @@ class Change:
     seq: int
     event: str
     sk: int | None
-    moves: tuple[tuple[int, int | None, int | None], ...]  # (sk, from slot, to slot); None = out
+    old: tuple[int, ...] = field(repr=False)  # the live sockets before, in array order
+    new: tuple[int, ...] = field(repr=False)  # and after
+
+    @cached_property
+    def moves(self) -> tuple[tuple[int, int | None, int | None], ...]:
+        """(sk, from slot, to slot); None = out. Worked out when first read (explanations read
+        few of the changes recorded)."""
+        return _moves(self.old, self.new)
 
     def describe(self) -> str:
         parts = []
@@ -43,6 +51,7 @@ _sk_id = attrgetter("sk_id")
 
 Members = tuple[tuple[int, ...], tuple[int, ...]]  # (live in array order, closed section)
 NO_MEMBERS: Members = ((), ())
+Now = tuple[SockReuseport, Members, "str | None"]  # a group after an event: members, label
 
 
 def members(reuse: SockReuseport) -> Members:
@@ -100,34 +109,35 @@ class GroupHistory:
         return out
 
     def after(self, token: dict[int, tuple[SockReuseport, Members]], socks: list[Sock], label_of,
-              seq: int, event: str, sk: int | None) -> dict[int, tuple[SockReuseport, Members]]:
+              seq: int, event: str, sk: int | None) -> dict[int, Now]:
         """Record what the event changed in the live sockets of the groups of `token` and of
-        `socks`; returns those groups with their `members` now (for `Timeline.after`)."""
-        now: dict[int, tuple[SockReuseport, Members]] = {}
+        `socks`; returns those groups with their `members` and label now (for
+        `Timeline.after`)."""
+        now: dict[int, Now] = {}
         for rid, (reuse, _old) in token.items():
-            now[rid] = (reuse, members(reuse))
+            now[rid] = (reuse, members(reuse), label_of(reuse))
         for s in socks:
             reuse = s.sk_reuseport_cb
             if reuse is not None:
                 rid = reuse.reuseport_id
-                if rid not in now or now[rid][0] is not reuse:
-                    now[rid] = (reuse, members(reuse))
-        for rid, (reuse, new_members) in now.items():
-            new = new_members[0]
-            old = token[rid][1][0] if rid in token else self.last.get(rid, ())
-            self.last[rid] = new
-            if reuse.num_socks + reuse.num_closed_socks == 0:
-                del self.last[rid]  # freed: the id may name a new group next
-            if old == new:
+                known = now.get(rid)
+                if known is None or known[0] is not reuse:
+                    now[rid] = (reuse, members(reuse), label_of(reuse))
+        last, changes, marks = self.last, self.changes, self.marks
+        for rid, (reuse, (new, _closed), label) in now.items():
+            before = token.get(rid)
+            old = before[1][0] if before is not None else last.get(rid, ())
+            if reuse.num_socks + reuse.num_closed_socks:
+                last[rid] = new
+            else:
+                last.pop(rid, None)  # freed: the id may name a new group next
+            if old == new or label is None:
                 continue
-            label = label_of(reuse)
-            if label is None:
-                continue
-            log = self.changes.get(label)
+            log = changes.get(label)
             if log is None:
-                log = self.changes[label] = deque(maxlen=self.depth)
-            log.append(Change(seq, event, sk, _moves(old, new)))
-            self.marks[label] = self.marks.get(label, 0) + 1
+                log = changes[label] = deque(maxlen=self.depth)
+            log.append(Change(seq, event, sk, old, new))
+            marks[label] = marks.get(label, 0) + 1
         return now
 
     def recent(self, label: str | None, upto: int | None = None) -> list[Change]:

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from tracekit.kernel.sock_reuseport import SockReuseport
-from tracekit.replay.history import NO_MEMBERS, Members, members
+from tracekit.replay.history import NO_MEMBERS, Members, Now, members
 
 __all__ = ["COLUMNS", "CHANGES", "Timeline", "Membership", "apply_change", "slots", "membership_at",
            "timeline_frame"]
@@ -128,10 +128,9 @@ class Timeline:
             groups[rid] = (reuse, label_of(reuse), now)
         self._pending = _Pending(host, groups, seq, event, cause, label_of)
 
-    def after(self, socks: Iterable[Any],
-              now: dict[int, tuple[SockReuseport, Members]] | None = None) -> None:
+    def after(self, socks: Iterable[Any], now: dict[int, Now] | None = None) -> None:
         """The event ends: the groups it began with and those `socks` are in now are recorded;
-        `now`: groups whose members are known already (`GroupHistory.after`)."""
+        `now`: groups whose members and label are known already (`GroupHistory.after`)."""
         pending, self._pending = self._pending, None
         if pending is None:
             return
@@ -198,14 +197,16 @@ class Timeline:
 
     # -- rows -------------------------------------------------------------------------------------
     def _flush(self, pending: _Pending, final: bool,
-               known: dict[int, tuple[SockReuseport, Members]] | None = None) -> None:
+               known: dict[int, Now] | None = None) -> None:
         for rid, (reuse, label, old) in list(pending.groups.items()):
             seen = known.get(rid) if known is not None else None
-            new = seen[1] if seen is not None and seen[0] is reuse else members(reuse)
+            fresh = seen is None or seen[0] is not reuse
+            new = members(reuse) if fresh else seen[1]
             if not final and new == old:
-                continue  # between two migrations of one close: nothing moved, nothing renamed
+                continue  # before the migrations of a close: nothing moved, nothing renamed
             freed = reuse.num_socks + reuse.num_closed_socks == 0
-            now_label = label if freed else (pending.label_of(reuse) or label)
+            now_label = label if freed else (
+                (pending.label_of(reuse) if fresh else seen[2]) or label)
             if new != old and now_label is not None:  # (None: a group no bind has named)
                 self._log.append((_CHANGE, pending.host, now_label, rid, pending.seq,
                                   pending.event, pending.cause, old, new))

@@ -148,25 +148,26 @@ class Columns:
 
 class RowSource:
     """Rows of a range as the dicts the per-row path reads (`Columns.rows_of`), each block of
-    `BLOCK` rows converted column by column when one of its rows is first asked for."""
+    `BLOCK` rows converted column by column, then into row tuples, when one of its rows is first
+    asked for."""
 
     BLOCK = 4096
 
     def __init__(self, part: pa.RecordBatch) -> None:
         self.part = part
-        self.blocks: dict[int, list[list[Any]]] = {}
+        self.blocks: dict[int, list[tuple]] = {}
 
     def __getitem__(self, r: int) -> dict[str, Any]:
         block, i = divmod(r, self.BLOCK)
-        columns = self.blocks.get(block)
-        if columns is None:
-            rows = self.part.slice(block * self.BLOCK, self.BLOCK)
-            n = rows.num_rows
+        rows = self.blocks.get(block)
+        if rows is None:
+            part = self.part.slice(block * self.BLOCK, self.BLOCK)
+            n = part.num_rows
             nothing = [None] * n
-            columns = self.blocks[block] = [
-                nothing if (column := rows.column(name)).null_count == n else _pylist(column)
-                for name in COLUMNS]
-        return dict(zip(COLUMNS, [column[i] for column in columns]))
+            rows = self.blocks[block] = list(zip(*[
+                nothing if (column := part.column(name)).null_count == n else _pylist(column)
+                for name in COLUMNS]))
+        return dict(zip(COLUMNS, rows[i]))
 
 
 class Walk:

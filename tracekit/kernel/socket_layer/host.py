@@ -240,6 +240,10 @@ class Host:
         if not (self.bound or self.labelled):  # kernel-layer traces without addresses
             return f"group {reuse.reuseport_id}"
         socks = self.socks
+        if reuse.num_socks:  # (most often the first live member names it)
+            s = socks.get(reuse.socks[0].sk_id)  # type: ignore[union-attr]
+            if s is not None and s.lport is not None:
+                return s.label
         for section in (islice(reuse.socks, reuse.num_socks), reuse.closed()):
             for member in section:
                 s = socks.get(member.sk_id) if member is not None else None

@@ -234,26 +234,36 @@ def migrate_queue_traced(sk: Sock, new_child: Callable[[], Sock], hashes: list[i
     prog = reuse.prog
     if prog is not None and prog.expected_attach_type == BPF_SK_REUSEPORT_SELECT_OR_MIGRATE:
         return [_migrated(sk, new_child(), hash, label) for hash in hashes]
-    base = replace_pick(Pick(sk=-1, reason="migration", cpu=sock_net(sk).cpu, **_snapshot(reuse)),
-                        **label)
+    net = sock_net(sk)
+    base = replace_pick(Pick(sk=-1, reason="migration", cpu=net.cpu, **_snapshot(reuse)), **label)
     n = reuse.num_socks
     slot_of = {id(s): i for i, s in enumerate(reuse.live())}
     unknown = _unknown_reason_of(reuse)
     child = new_child()  # only its `sk_hash` is read here
+    # the hash only picks the slot the search starts from (`reciprocal_scale(hash, num_socks)`),
+    # so children that start at one slot get one answer: asked once, its pick copied
+    answers: dict[int, tuple[Sock | None | _Unknown, Pick]] = {}
     out: list[tuple[Sock | None | _Unknown, Pick]] = []
     for hash in hashes:
         if hash is None:
             out.append(_migrated(sk, new_child(), hash, label))
             continue
-        child.sk_hash = hash
-        result = reuseport_migrate_sock(sk, child, None)
-        if isinstance(result, _Unknown):
-            out.append((result, replace_pick(base, hash=hash, unknown=unknown)))
-            continue
-        chosen = isinstance(result, Sock)
-        out.append((result, replace_pick(base, sk=result.sk_id if chosen else -1, hash=hash,
-                                         start=reciprocal_scale(hash, n) if n else None,
-                                         slot=slot_of.get(id(result)) if chosen else None)))
+        start = reciprocal_scale(hash, n)
+        known = answers.get(start)
+        if known is None:
+            child.sk_hash = hash
+            result = reuseport_migrate_sock(sk, child, None)
+            if isinstance(result, _Unknown):
+                pick = replace_pick(base, unknown=unknown)
+            else:
+                chosen = isinstance(result, Sock)
+                pick = replace_pick(base, sk=result.sk_id if chosen else -1,
+                                    start=start if n else None,
+                                    slot=slot_of.get(id(result)) if chosen else None)
+            known = answers[start] = (result, pick)
+        elif known[0] is None:  # reuseport_migrate_sock() counts each child it fails
+            net.mib["TCPMigrateReqFailure"] += 1
+        out.append((known[0], replace_pick(known[1], hash=hash)))
     return out
 
 
