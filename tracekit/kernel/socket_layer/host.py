@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from itertools import islice
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from tracekit.errors import StoryError
 from tracekit.kernel import cbpf
@@ -141,9 +141,9 @@ class Expectation:
 DEFERRED_EXPECTATION = Expectation(-1, None, deferred=True)
 
 
-@dataclass(frozen=True)
-class Migration:
-    """One queued connection of a stopped listener: migrated to `to` or reset (-1) or unknown."""
+class Migration(NamedTuple):
+    """One queued connection of a stopped listener: migrated to `to` or reset (-1) or unknown.
+    (A tuple: a stopping listener can have thousands.)"""
 
     listener: int
     flow: Flow
