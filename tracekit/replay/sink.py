@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -58,8 +59,7 @@ class _Match(NamedTuple):
     reset: bool  # a `reset` row: the kernel reset the connection
 
 
-def _row_of(event: tuple) -> int:
-    return event[0]
+_row_of = itemgetter(0)  # an event's input row
 
 
 class DecisionSink:
@@ -169,9 +169,9 @@ class DecisionSink:
         if self.results is not None:
             self._pending_rows.append((row, d))
 
-    def migration(self, host: str, label: str | None, outcome: str, count: int = 1) -> None:
+    def migration(self, host: str, label: str | None, outcome: str) -> None:
         if label is not None:
-            self.group(host, label, None, None).migrations[outcome] += count
+            self.group(host, label, None, None).migrations[outcome] += 1
 
     def flush(self) -> None:
         """Apply the decisions of one input batch in row order, and emit them as results."""
