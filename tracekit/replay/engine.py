@@ -333,10 +333,13 @@ class Engine:
             first = done[0]
             self.timeline.migrations(hs.name, hs.host.seq, first.group, first.listener,
                                      [(m.to, m.unknown, m.flow) for m in done])
-        migration, name = self.sink.migration, hs.name
+        outcomes: dict[str, int] = {}  # (in order of first appearance, as counted one by one)
         for m in done:
             if m.unknown is None:
-                migration(name, m.group, "migrated" if m.to >= 0 else "reset")
+                outcome = "migrated" if m.to >= 0 else "reset"
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        for outcome, count in outcomes.items():
+            self.sink.migration(hs.name, done[0].group, outcome, count)
 
     # -- end --------------------------------------------------------------------------------------
     def finish(self, complete: bool) -> None:

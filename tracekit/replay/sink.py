@@ -169,9 +169,9 @@ class DecisionSink:
         if self.results is not None:
             self._pending_rows.append((row, d))
 
-    def migration(self, host: str, label: str | None, outcome: str) -> None:
+    def migration(self, host: str, label: str | None, outcome: str, count: int = 1) -> None:
         if label is not None:
-            self.group(host, label, None, None).migrations[outcome] += 1
+            self.group(host, label, None, None).migrations[outcome] += count
 
     def flush(self) -> None:
         """Apply the decisions of one input batch in row order, and emit them as results."""

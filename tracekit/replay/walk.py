@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from tracekit.replay import fast
 from tracekit.replay.decision import DECISION_SCHEMA, decoded, repeated
 from tracekit.replay.state import Faithful, HostState, Snapshot
-from tracekit.replay.stretch import KINDS, SocketColumns, SocketWalk
+from tracekit.replay.stretch import KINDS, SYN, SocketColumns, SocketWalk
 
 SELECT = "reuseport_select_sock"
 COLUMNS = ("host", "seq", "event", "sk", "sk2", "proto", "family", "laddr", "raddr", "lport",
@@ -121,22 +121,19 @@ class Columns:
 
     def dicts(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """Rows `rows` (ascending) as dicts of Python values, one conversion per column."""
-        if not len(rows):
-            return []
-        first, count = int(rows[0]), len(rows)
-        if int(rows[-1]) - first + 1 == count:
-            part = self.batch.slice(first, count)
-        else:
-            part = self.batch.take(pa.array(rows))
-        nothing = [None] * count
-        columns = [nothing if (column := part.column(name)).null_count == count
-                   else _pylist(column) for name in COLUMNS]
-        return [dict(zip(COLUMNS, values)) for values in zip(*columns)]
+        return [dict(zip(COLUMNS, values)) for values in _values_of(self.batch, rows)]
 
     def rows_of(self, a: int, b: int) -> RowSource:
-        """Rows `a:b` as dicts on demand (for walks that need many rows of a range as dicts,
-        but not in one go): converted a block of rows at a time, on first use."""
-        return RowSource(self.batch.slice(a, b - a))
+        """Rows `a:b` as dicts on demand, for a socket walk, which replays one by one mostly
+        the rows that are neither arrivals nor observations (`SocketColumns.kind` 0), and
+        `syn`s it cannot queue in bulk (not `decidable`): those are converted together when the
+        first row is asked for, any other row alone. (A wrong guess costs time, not results.)"""
+        sc = self._socket
+        if sc is None:
+            return RowSource(self.batch.slice(a, b - a), np.arange(b - a))
+        kind = sc.kind[a:b]
+        likely = (kind == 0) | ((kind == SYN) & ~sc.decidable[a:b])
+        return RowSource(self.batch.slice(a, b - a), np.flatnonzero(likely))
 
     def select_row(self, i: int) -> dict[str, Any]:
         """Bulk row `i` as the dict the per-row path reads."""
@@ -147,27 +144,27 @@ class Columns:
 
 
 class RowSource:
-    """Rows of a range as the dicts the per-row path reads (`Columns.rows_of`), each block of
-    `BLOCK` rows converted column by column, then into row tuples, when one of its rows is first
-    asked for."""
+    """Rows of a range as the dicts the per-row path reads (`Columns.rows_of`): the rows
+    `likely` to be asked for converted column by column when the first row is asked for, any
+    other row on its own."""
 
-    BLOCK = 4096
-
-    def __init__(self, part: pa.RecordBatch) -> None:
+    def __init__(self, part: pa.RecordBatch, likely: np.ndarray) -> None:
         self.part = part
-        self.blocks: dict[int, list[tuple]] = {}
+        self.likely = likely
+        self.values: dict[int, tuple] | None = None  # row -> its values (`COLUMNS`)
+        self.columns: list[pa.Array] | None = None  # for the other rows
 
     def __getitem__(self, r: int) -> dict[str, Any]:
-        block, i = divmod(r, self.BLOCK)
-        rows = self.blocks.get(block)
-        if rows is None:
-            part = self.part.slice(block * self.BLOCK, self.BLOCK)
-            n = part.num_rows
-            nothing = [None] * n
-            rows = self.blocks[block] = list(zip(*[
-                nothing if (column := part.column(name)).null_count == n else _pylist(column)
-                for name in COLUMNS]))
-        return dict(zip(COLUMNS, rows[i]))
+        values = self.values
+        if values is None:
+            values = self.values = dict(zip(self.likely.tolist(),
+                                            _values_of(self.part, self.likely)))
+        row = values.get(r)
+        if row is None:
+            if self.columns is None:
+                self.columns = [self.part.column(name) for name in COLUMNS]
+            row = tuple([column[r].as_py() for column in self.columns])
+        return dict(zip(COLUMNS, row))
 
 
 class Walk:
@@ -476,11 +473,29 @@ def _load(label_of: np.ndarray, ids: np.ndarray, per_answer: np.ndarray,
     return list(zip((keys // width).tolist(), (keys % width).tolist(), totals.tolist()))
 
 
+def _values_of(batch: pa.RecordBatch, rows: np.ndarray) -> list[tuple]:
+    """Rows `rows` (ascending) of `batch` as tuples of Python values (`COLUMNS`), one
+    conversion per column."""
+    if not len(rows):
+        return []
+    first, count = int(rows[0]), len(rows)
+    if int(rows[-1]) - first + 1 == count:
+        part = batch.slice(first, count)
+    else:
+        part = batch.take(pa.array(rows))
+    nothing = [None] * count
+    return list(zip(*[nothing if (column := part.column(name)).null_count == count
+                      else _pylist(column) for name in COLUMNS]))
+
+
 def _pylist(column: pa.Array) -> list[Any]:
     """`column.to_pylist()`; a dictionary column decoded through its dictionary, which is many
-    times faster than pyarrow's value-by-value conversion of dictionary scalars."""
+    times faster than pyarrow's value-by-value conversion of dictionary scalars (and, for
+    fewer values than the dictionary has, through the values it uses)."""
     if not pa.types.is_dictionary(column.type):
         return column.to_pylist()
+    if len(column) < len(column.dictionary):
+        return column.dictionary.take(column.indices).to_pylist()
     values = np.array(column.dictionary.to_pylist() + [None], dtype=object)
     indices = column.indices.fill_null(len(values) - 1).to_numpy(zero_copy_only=False)
     return values[indices].tolist()

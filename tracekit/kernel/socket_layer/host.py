@@ -142,9 +142,9 @@ DEFERRED_EXPECTATION = Expectation(-1, None, deferred=True)
 LOST_EVENTS = Expectation(-1, None, "lost-events")
 
 
-@dataclass(frozen=True)
-class Migration:
-    """One queued connection of a stopped listener: migrated to `to` or reset (-1) or unknown."""
+class Migration(NamedTuple):
+    """One queued connection of a stopped listener: migrated to `to` or reset (-1) or unknown.
+    (A tuple: a stopping listener can have thousands.)"""
 
     listener: int
     flow: Flow
