@@ -355,49 +355,40 @@ def test_a_recording_in_small_batches_gives_the_same_bytes(tmp_path, monkeypatch
     assert_same(bulk, faithful)
 
 
-# -- port memos kept across rows (`SocketWalk._one` forgets only the ports a row touched) --------
+# -- routes and port memos kept while no row changes a socket (`SocketWalk._one`) ----------------
 
 def memos_checked(monkeypatch) -> list[int]:
     """Every datagram `SocketWalk._deliver` takes through a port memo it kept checks that the
     memo is the one of the port's state now (`ports.port_state`), as a fresh one would be.
-    Returns how many of those memos had been kept across a change row (a witness)."""
+    Returns the rows of those datagrams (a witness)."""
     from tracekit.replay import ports
 
     kept: list[int] = []
-    one, deliver = stretch.SocketWalk._one, stretch.SocketWalk._deliver
-
-    def counting_one(self, r, row):
-        self.__dict__["_ones"] = self.__dict__.get("_ones", 0) + 1
-        return one(self, r, row)
+    deliver = stretch.SocketWalk._deliver
 
     def checked(self, r):
         v, hs = self.values, self.hs
         dest = (v.laddr[r], v.lport[r])
-        made = self.__dict__.setdefault("_made", {})
         if v.cpu_known[r] and dest in self.ports:
             memo = self.ports[dest]
             state = ports.port_state(hs.host, self.sc.addresses[dest[0]], dest[1])
             assert (memo is None) == (state is None), f"row {r + self.a}: {memo} {state}"
             if memo is not None:
                 assert memo.state == state[0], f"row {r + self.a}: a stale memo of {dest}"
-            if made.get(dest, 0) < self.__dict__.get("_ones", 0):
-                kept.append(r)
-        elif v.cpu_known[r]:
-            made[dest] = self.__dict__.get("_ones", 0)
+            kept.append(r)
         return deliver(self, r)
 
-    monkeypatch.setattr(stretch.SocketWalk, "_one", counting_one)
     monkeypatch.setattr(stretch.SocketWalk, "_deliver", checked)
     return kept
 
 
 @pytest.mark.parametrize("path", RECORDED + FLEET,
                          ids=[p.stem for p in RECORDED] + [f"fleet-{p.stem}" for p in FLEET])
-def test_port_memos_kept_across_rows_are_those_of_the_port_now(path, tmp_path, monkeypatch):
+def test_port_memos_a_walk_keeps_are_those_of_the_port_now(path, tmp_path, monkeypatch):
     kept = memos_checked(monkeypatch)
     replay(path)
     if path in FLEET[:4]:
-        assert kept  # (each of these changes other ports between datagrams to one)
+        assert kept
 
 
 @settings(max_examples=40, deadline=None,
@@ -407,9 +398,8 @@ def test_port_memos_follow_changes_to_their_own_and_other_ports(tmp_path_factory
                                                                kernel, data):
     """UDP sockets on two ports (in groups or not, wildcard or not, with SO_INCOMING_CPU, some
     connecting, closing, rebinding, ids reused, even before a close) between datagrams to both:
-    each memo a walk keeps across a change row is the memo of its port as it is now, and the
-    bytes are the per-row path's. (A group holding two sockets of one id is replayed row by
-    row: `Route.ambiguous`.)"""
+    each memo a walk keeps is the memo of its port as it is now, and the bytes are the per-row
+    path's. (A group holding two sockets of one id is replayed row by row: `Route.ambiguous`.)"""
     b = TraceBuilder()
     ports_, peer = (9000, 9001), 40000
     live: set[int] = set()
@@ -441,7 +431,115 @@ def test_port_memos_follow_changes_to_their_own_and_other_ports(tmp_path_factory
                       rport=data.draw(st.sampled_from([peer, peer + 1, peer + 2])),
                       hash=data.draw(st.integers(0, 2**32 - 1)),
                       cpu=data.draw(st.integers(0, 2)), payload=b"x")
-    memos_checked(monkeypatch)  # (most examples keep some memo across a change row)
+    memos_checked(monkeypatch)
     path = b.write(tmp_path_factory.mktemp("ports") / "t.parquet", kernel=kernel, complete=True)
     bulk, faithful = both_paths(path, tmp_path_factory.mktemp("out"), monkeypatch)
     assert_same(bulk, faithful)
+
+
+def routes_checked(monkeypatch) -> list[int]:
+    """Every arrival `SocketWalk._route` answers from a route it kept checks that the route is
+    the one the host's lookup gives now, built afresh. Returns the rows of those answers (a
+    witness)."""
+    kept: list[int] = []
+    original = stretch.SocketWalk._route
+
+    def checked(self, routes, k, dest, r):
+        if (k, dest) in routes:
+            index = routes[(k, dest)]
+            sc, i = self.sc, r + self.a
+            head = self.hs.host.hash_route(stretch.ARRIVAL_EVENT[k], sc.addresses[int(sc.laddr[i])],
+                                           int(sc.lport[i]), classic=True)
+            fresh = None if head is None else stretch.Route(self.hs, head)
+            if fresh is not None and fresh.ambiguous:
+                fresh = None
+            assert (index is None) == (fresh is None), f"row {i}: {index} {fresh}"
+            if fresh is not None:
+                route = self.routes[index]
+                assert (route.state, route.label, route.prog, route.history, route.socks) == \
+                    (fresh.state, fresh.label, fresh.prog, fresh.history, fresh.socks), \
+                    f"row {i}: a stale route"
+            kept.append(r)
+        return original(self, routes, k, dest, r)
+
+    monkeypatch.setattr(stretch.SocketWalk, "_route", checked)
+    return kept
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kernel=st.sampled_from(["5.15.0", "6.6.0", "6.18.0"]), migrate=st.booleans(),
+       data=st.data())
+def test_routes_follow_changes_to_their_own_and_other_ports(tmp_path_factory, monkeypatch,
+                                                           kernel, migrate, data):
+    """TCP listeners on two ports (groups or not, wildcard or not, ids reused, even before a
+    close) opened, closed and shut down between connections to both, accepted or reset on any
+    socket: each route a walk keeps is the route the lookup gives now, and the bytes are the
+    per-row path's."""
+    b = TraceBuilder()
+    if migrate:
+        b.add("sysctl", name="net.ipv4.tcp_migrate_req", value=1)
+    ports_, rport, waiting, live = (8000, 8001), 30000, [], set()
+    for _ in range(data.draw(st.integers(10, 40))):
+        step = data.draw(st.sampled_from(["open", "open", "close", "shutdown", "syns", "syns",
+                                          "syns", "observe", "observe"]))
+        if step != "open" and not live:
+            continue
+        sk = data.draw(st.integers(0, 5) if step == "open" else st.sampled_from(sorted(live)))
+        if step == "open":
+            live.add(sk)
+            b.add("socket", sk=sk, proto="tcp", family=4)
+            if data.draw(st.booleans()):
+                b.add("setsockopt", sk=sk, name="SO_REUSEPORT", value=1, ret=0)
+            b.add("bind", sk=sk, laddr=data.draw(st.sampled_from(["127.0.0.1", "0.0.0.0"])),
+                  lport=data.draw(st.sampled_from(ports_)), ret=0)
+            b.add("listen", sk=sk, ret=0)
+        elif step == "close":
+            b.add("close", sk=sk, cpu=data.draw(st.integers(0, 1)))
+            live.discard(sk)
+        elif step == "shutdown":
+            b.add("shutdown", sk=sk, value=0, cpu=0)
+        elif step == "syns":
+            for _ in range(data.draw(st.integers(1, 6))):
+                rport += 1
+                lport = data.draw(st.sampled_from(ports_))
+                b.conn(rport, data.draw(st.integers(0, 2**32 - 1)), data.draw(st.integers(0, 1)),
+                       lport=lport)
+                b.rows[-1]["sk_hash"] = data.draw(st.integers(0, 2**32 - 1))
+                waiting.append((rport, lport))
+        elif waiting:
+            for _ in range(data.draw(st.integers(1, len(waiting)))):
+                at, lport = waiting.pop(data.draw(st.integers(0, len(waiting) - 1)))
+                if data.draw(st.integers(0, 4)):
+                    b.accept(data.draw(st.sampled_from(sorted(live))), at, lport=lport)
+                else:
+                    b.add("reset", proto="tcp", laddr="127.0.0.1", lport=lport,
+                          raddr="127.0.0.1", rport=at)
+                if not waiting:
+                    break
+    routes_checked(monkeypatch)
+    path = b.write(tmp_path_factory.mktemp("routes") / "t.parquet", kernel=kernel)
+    bulk, faithful = both_paths(path, tmp_path_factory.mktemp("out"), monkeypatch)
+    assert_same(bulk, faithful)
+
+
+def test_a_socket_opened_under_a_listening_sockets_id_takes_its_connections(tmp_path,
+                                                                            monkeypatch):
+    """A trace that opens a socket under the id of a listener still in its group: the lookup
+    finds the listener, and the connection queues on the host's socket of that id (the new
+    one), whose stop then resets it. The walk's routes are rebuilt for it (`Route.current`),
+    not taken from before."""
+    from tracebuilder import slot_hash
+
+    b = TraceBuilder().tcp_listeners([0, 1])
+    b.conn(1000, slot_hash(0, 2)).accept(0, 1000)
+    b.add("socket", sk=0, proto="tcp", family=4)
+    b.add("bind", sk=0, laddr="127.0.0.1", lport=8080, ret=0)
+    b.conn(1001, slot_hash(0, 2))
+    b.add("listen", sk=0, ret=0)
+    b.add("close", sk=0, cpu=0)
+    b.accept(0, 1001)
+    path = b.write(tmp_path / "t.parquet")
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
+    assert bulk[2].decisions.query("rport == 1001").expected.tolist() == [-1]

@@ -116,9 +116,6 @@ class PortMemo:
     def __init__(self, laddr: str, connected: list[Socket], routes: list[Any],
                  bonus: list[Socket], state: tuple = ()) -> None:
         self.state = state  # the `port_state` key it answers for
-        # the socket ids whose `Socket` the lookup reads by id (`owners`: a group member's
-        # owner is found by its id, wherever that socket is bound now)
-        self.reads = frozenset(sk_id for sk_id, _ in state[-1]) if state else frozenset()
         self.v4 = isinstance(parse_ip(laddr), IPv4Address)
         self.connected = connected
         self.bonus = bonus

@@ -43,7 +43,7 @@ from tracekit.kernel import cbpf
 from tracekit.kernel.packet import loopback_skb
 from tracekit.kernel.sock import IPPROTO_TCP, IPPROTO_UDP
 from tracekit.kernel.socket_layer.addresses import normal_ip, parse_ip
-from tracekit.kernel.socket_layer.host import Flow, Socket
+from tracekit.kernel.socket_layer.host import Flow, Host, Socket
 from tracekit.kernel.socket_layer.selection import Pick, prog_label, replace_pick
 from tracekit.kernel.sock_reuseport import SockReuseport
 from tracekit.replay import fast, ports
@@ -77,16 +77,9 @@ HOLD = 8192
 ROUTE_CACHE = 1024
 """Routes a host keeps for reuse across stretches (`HostState.routes`)."""
 PORT_KEEPING = frozenset({"syn", "datagram", "accept", "recv", "reset", "sysctl"})
-"""Rows after which every port memo (`tracekit.replay.ports`) still holds: they change no
-socket, group or bucket a UDP lookup reads (a datagram's delivery changes a connected socket's
-`sk_incoming_cpu`, which memos read live)."""
-PORT_CHANGING = frozenset({"socket", "bind", "listen", "connect", "shutdown", "close",
-                           "setsockopt"})
-"""Socket-layer rows that change only their socket and its group: a change row of any other
-event forgets every memo."""
-KEEP_PORTS = True
-"""Forget only the memos of the ports a change row touched (False: all of them, the reference
-the tests compare against)."""
+"""Rows after which every route and port memo (`tracekit.replay.ports`) still holds: they
+change no socket, group or bucket a lookup reads (a datagram's delivery changes a connected
+socket's `sk_incoming_cpu`, which memos read live; `sysctl` only what migration reads)."""
 _UNSEEN = -2  # (`SocketWalk._route`: a destination not yet resolved in this epoch)
 
 
@@ -267,6 +260,12 @@ class Route:
         self.reach = cbpf.payload_reach(reuse.prog.insns) if reuse.prog is not None else None
         self.classic: dict[Any, int | None] = {}
 
+    def current(self, host: Host) -> bool:
+        """Whether the host's sockets of the route's ids are still those it queues on (a trace
+        may open a socket of an id whose socket is still in a group)."""
+        socks = host.socks
+        return all(socks.get(sk_id) is s for sk_id, s in self.socks.items())
+
     def chosen(self, hash: int, cpu: int) -> int:
         """The socket `pick` chooses (`fast.NO_SOCKET` for none)."""
         table = self.tables[self.cpu_row.get(cpu, 0)] if self.by_cpu else self.tables[0]
@@ -383,7 +382,10 @@ class SocketWalk:
         self.routes: list[Route] = []  # the routes this walk used
         self.index_of: dict[int, int] = {}  # id(route) -> its index in `routes`
         self.done = -1  # the last row (relative) replayed or queued in order
-        self.ports: dict[tuple[int, int], ports.PortMemo | None] = {}  # since the last `_one`
+        self.ports: dict[tuple[int, int], ports.PortMemo | None] = {}  # (laddr, lport): memo
+        # (event kind, destination): the index of its route in `routes`, None for none; both
+        # kept until a row replayed one by one may have changed them (`_one`)
+        self.route_at: dict[tuple[int, int], int | None] = {}
         self._values: RowValues | None = None
         self._cpu_rows: list[int] | None = None
         self._dest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -542,7 +544,7 @@ class SocketWalk:
         self.route_of = np.full(len(arrivals), -1, dtype=np.int64)
         flows = np.full(len(kind), -1, dtype=np.int64)
         flows[rows] = flow_of_row
-        routes: dict[tuple[int, int], int | None] = {}
+        routes = self.route_at
         kinds = kind.tolist()
         observe, route_of, queue, deliver, one = (self._observe, self._route, self._queue,
                                                   self._deliver, self._one)
@@ -551,7 +553,6 @@ class SocketWalk:
             if e > 0:  # the route change that opens the epoch
                 self._one(todo[0], dicts[todo[0]])
                 todo = todo[1:]
-            routes.clear()
             lo, hi = arrival_bounds[e], arrival_bounds[e + 1]
             if hi > lo:
                 fallback = self._tag(lo, hi, arrivals, arrival_key, kind, dest, flows, routes)
@@ -660,7 +661,7 @@ class SocketWalk:
         key = (id(head), id(reuse), id(reuse.prog), state, label, hs.history.mark(label))
         cache = hs.routes
         route = cache.get(key)
-        if route is None or route.prog is not reuse.prog:
+        if route is None or route.prog is not reuse.prog or not route.current(hs.host):
             if len(cache) >= ROUTE_CACHE:
                 cache.clear()
             route = cache[key] = Route(hs, head, state, label)
@@ -678,46 +679,14 @@ class SocketWalk:
 
     def _one(self, r: int, row: dict) -> None:
         """Row `r` through the faithful path, the namespace's CPU as the per-row path leaves it.
-        The port memos it may have made stale are forgotten (`_ports_touched`)."""
+        A row that may change a socket, group or bucket (any but `PORT_KEEPING`) makes the
+        walk forget its routes and port memos."""
+        if row["event"] not in PORT_KEEPING:
+            self.ports.clear()
+            self.route_at.clear()
         self._sync_cpu(r)
-        memos = self.ports
-        if not memos or row["event"] in PORT_KEEPING:
-            self.engine.row(self.hs, row, r + self.a)
-        else:
-            before = self._ports_touched(row)
-            self.engine.row(self.hs, row, r + self.a)
-            after = self._ports_touched(row)
-            if before is None or after is None or before[0] != after[0] or not KEEP_PORTS:
-                memos.clear()
-            else:
-                touched, sk = before[1] | after[1], row["sk"]
-                for dest in [d for d, memo in memos.items() if d[1] in touched
-                             or memo is None or sk in memo.reads]:
-                    del memos[dest]
+        self.engine.row(self.hs, row, r + self.a)
         self.done = r
-
-    def _ports_touched(self, row: dict) -> tuple[tuple[bool, bool], set[int | None]] | None:
-        """What of the host every UDP lookup reads (whether anything bound, whether rows labelled
-        groups), and the ports whose lookup a socket-layer change row (`PORT_CHANGING`) can
-        change through the buckets and groups: its socket's and its group members'; None: any
-        port. Called before and after the row: the ports it changed are in the union. (A
-        lookup also reads sockets by id, wherever they are bound: `PortMemo.reads`.)"""
-        host = self.hs.host
-        if row["event"] not in PORT_CHANGING or row["sk2"] is not None or row["sk"] is None:
-            return None
-        s = host.socks.get(row["sk"])
-        if s is None:
-            return (host.bound, host.labelled), set()  # (a new socket is on no port yet)
-        touched: set[int | None] = {s.lport}
-        reuse = s.sk.sk_reuseport_cb
-        if reuse is not None:
-            socks = host.socks
-            for member in (*reuse.socks[:reuse.num_socks], *reuse.closed()):
-                owner = socks.get(member.sk_id)
-                if owner is None:
-                    return None
-                touched.add(owner.lport)
-        return (host.bound, host.labelled), touched
 
     def _deliver(self, r: int) -> bool:
         """A datagram no hash route decides, delivered by its port's memoized lookup
