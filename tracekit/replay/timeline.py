@@ -3,8 +3,9 @@ another left, who went to the closed section, who left, and where each queued co
 stopped listener migrated.
 
 The engine calls `Timeline.before` and `Timeline.after` around every event that can change a
-group (the events `tracekit.replay.engine.MEMBERSHIP` names) and `Timeline.migration` for every
-queued connection the model migrated or reset. A close that migrates is split where the kernel
+group (the events `tracekit.replay.engine.MEMBERSHIP` names), `Timeline.migrations` with the
+queued connections of a stopping listener the model migrated or reset (`Timeline.migration` for
+one a kernel-layer row migrates). A close that migrates is split where the kernel
 splits it: `reuseport_stop_listen_sock` first (the last live socket moves into the hole, the
 closing one goes to the closed section), then the migrations, then `reuseport_detach_sock`.
 
