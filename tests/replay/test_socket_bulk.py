@@ -353,3 +353,95 @@ def test_a_recording_in_small_batches_gives_the_same_bytes(tmp_path, monkeypatch
     small_batches(monkeypatch, rows)
     bulk, faithful = both_paths(WALK, tmp_path, monkeypatch)
     assert_same(bulk, faithful)
+
+
+# -- port memos kept across rows (`SocketWalk._one` forgets only the ports a row touched) --------
+
+def memos_checked(monkeypatch) -> list[int]:
+    """Every datagram `SocketWalk._deliver` takes through a port memo it kept checks that the
+    memo is the one of the port's state now (`ports.port_state`), as a fresh one would be.
+    Returns how many of those memos had been kept across a change row (a witness)."""
+    from tracekit.replay import ports
+
+    kept: list[int] = []
+    one, deliver = stretch.SocketWalk._one, stretch.SocketWalk._deliver
+
+    def counting_one(self, r, row):
+        self.__dict__["_ones"] = self.__dict__.get("_ones", 0) + 1
+        return one(self, r, row)
+
+    def checked(self, r):
+        v, hs = self.values, self.hs
+        dest = (v.laddr[r], v.lport[r])
+        made = self.__dict__.setdefault("_made", {})
+        if v.cpu_known[r] and dest in self.ports:
+            memo = self.ports[dest]
+            state = ports.port_state(hs.host, self.sc.addresses[dest[0]], dest[1])
+            assert (memo is None) == (state is None), f"row {r + self.a}: {memo} {state}"
+            if memo is not None:
+                assert memo.state == state[0], f"row {r + self.a}: a stale memo of {dest}"
+            if made.get(dest, 0) < self.__dict__.get("_ones", 0):
+                kept.append(r)
+        elif v.cpu_known[r]:
+            made[dest] = self.__dict__.get("_ones", 0)
+        return deliver(self, r)
+
+    monkeypatch.setattr(stretch.SocketWalk, "_one", counting_one)
+    monkeypatch.setattr(stretch.SocketWalk, "_deliver", checked)
+    return kept
+
+
+@pytest.mark.parametrize("path", RECORDED + FLEET,
+                         ids=[p.stem for p in RECORDED] + [f"fleet-{p.stem}" for p in FLEET])
+def test_port_memos_kept_across_rows_are_those_of_the_port_now(path, tmp_path, monkeypatch):
+    kept = memos_checked(monkeypatch)
+    replay(path)
+    if path in FLEET[:4]:
+        assert kept  # (each of these changes other ports between datagrams to one)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kernel=st.sampled_from(["5.15.0", "6.6.0", "6.12.0", "6.18.0"]), data=st.data())
+def test_port_memos_follow_changes_to_their_own_and_other_ports(tmp_path_factory, monkeypatch,
+                                                               kernel, data):
+    """UDP sockets on two ports (in groups or not, wildcard or not, with SO_INCOMING_CPU, some
+    connecting, closing, rebinding, ids reused, even before a close) between datagrams to both:
+    each memo a walk keeps across a change row is the memo of its port as it is now, and the
+    bytes are the per-row path's. (A group holding two sockets of one id is replayed row by
+    row: `Route.ambiguous`.)"""
+    b = TraceBuilder()
+    ports_, peer = (9000, 9001), 40000
+    live: set[int] = set()
+    for _ in range(data.draw(st.integers(10, 40))):
+        step = data.draw(st.sampled_from(["open", "open", "cpu", "connect", "close",
+                                          "datagrams", "datagrams", "datagrams"]))
+        if step == "open":
+            sk = data.draw(st.integers(0, 7))
+            b.add("socket", sk=sk, proto="udp", family=4)
+            if data.draw(st.booleans()):
+                b.add("setsockopt", sk=sk, name="SO_REUSEPORT", value=1, ret=0)
+            b.add("bind", sk=sk, laddr=data.draw(st.sampled_from(["127.0.0.1", "0.0.0.0"])),
+                  lport=data.draw(st.sampled_from(ports_)), ret=0)
+            live.add(sk)
+        elif step == "cpu" and live:
+            b.add("setsockopt", sk=data.draw(st.sampled_from(sorted(live))),
+                  name="SO_INCOMING_CPU", value=data.draw(st.integers(0, 2)), ret=0)
+        elif step == "connect" and live:
+            b.add("connect", sk=data.draw(st.sampled_from(sorted(live))), raddr="127.0.0.1",
+                  rport=data.draw(st.sampled_from([peer, peer + 1])), ret=0)
+        elif step == "close" and live:
+            sk = data.draw(st.sampled_from(sorted(live)))
+            b.add("close", sk=sk, cpu=0)
+            live.discard(sk)
+        else:
+            for _ in range(data.draw(st.integers(1, 6))):
+                b.add("datagram", proto="udp", laddr="127.0.0.1",
+                      lport=data.draw(st.sampled_from(ports_)), raddr="127.0.0.1",
+                      rport=data.draw(st.sampled_from([peer, peer + 1, peer + 2])),
+                      hash=data.draw(st.integers(0, 2**32 - 1)),
+                      cpu=data.draw(st.integers(0, 2)), payload=b"x")
+    memos_checked(monkeypatch)  # (most examples keep some memo across a change row)
+    path = b.write(tmp_path_factory.mktemp("ports") / "t.parquet", kernel=kernel, complete=True)
+    bulk, faithful = both_paths(path, tmp_path_factory.mktemp("out"), monkeypatch)
+    assert_same(bulk, faithful)

@@ -114,7 +114,11 @@ class PortMemo:
     """The memoized answers of one port in one state (`port_state`)."""
 
     def __init__(self, laddr: str, connected: list[Socket], routes: list[Any],
-                 bonus: list[Socket]) -> None:
+                 bonus: list[Socket], state: tuple = ()) -> None:
+        self.state = state  # the `port_state` key it answers for
+        # the socket ids whose `Socket` the lookup reads by id (`owners`: a group member's
+        # owner is found by its id, wherever that socket is bound now)
+        self.reads = frozenset(sk_id for sk_id, _ in state[-1]) if state else frozenset()
         self.v4 = isinstance(parse_ip(laddr), IPv4Address)
         self.connected = connected
         self.bonus = bonus
@@ -122,11 +126,20 @@ class PortMemo:
         # a group with connections: its pick's own score can decide (`udp_rescore`)
         self.rescored = [route is not None and route.reuse.has_conns for route in routes]
         self.answers: dict[tuple, tuple] = {}
+        self.sources: dict[tuple[str, int], tuple[bool, ...]] = {}  # `source_matches`, by source
 
     def key(self, flow: Flow, hash: int | None, cpu: int, payload: bytes | None) -> tuple:
-        saddr = parse_ip(flow[2])
-        matches = tuple([source_matches(s, saddr, flow[3], self.v4) for s in self.connected])
-        cpus = tuple([s.sk.sk_incoming_cpu for s in self.connected])
+        connected = self.connected
+        if connected:  # (their peers are part of the port's state: kept with the memo)
+            source = (flow[2], flow[3])
+            matches = self.sources.get(source)
+            if matches is None:
+                saddr = parse_ip(flow[2])
+                matches = self.sources[source] = tuple([source_matches(s, saddr, flow[3], self.v4)
+                                                        for s in connected])
+            cpus = tuple([s.sk.sk_incoming_cpu for s in connected])
+        else:
+            matches = cpus = ()
         picked = tuple([_picked(route, flow, hash, cpu, payload, rescored)
                         for route, rescored in zip(self.routes, self.rescored)])
         # the CPU matters to the lookup through the scores it raises and through `picked`
@@ -212,5 +225,5 @@ def memo_of(cache: dict, host: Host, laddr: str, lport: int,
             cache.clear()
         routes = [route_of(h) if h.sk.sk_reuseport_cb.num_socks else None  # type: ignore[union-attr]
                   for h in heads]
-        memo = cache[key] = PortMemo(laddr, connected, routes, bonus)
+        memo = cache[key] = PortMemo(laddr, connected, routes, bonus, key)
     return memo

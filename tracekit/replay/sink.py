@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -58,8 +59,7 @@ class _Match(NamedTuple):
     reset: bool  # a `reset` row: the kernel reset the connection
 
 
-def _row_of(event: tuple) -> int:
-    return event[0]
+_row_of = itemgetter(0)  # an event's input row
 
 
 class DecisionSink:

@@ -54,6 +54,8 @@ from tracekit.trace.checks import is_ip_text
 
 __all__ = ["ROUTE_KEEPING", "SocketColumns", "SocketWalk"]
 
+_new = object.__new__
+
 SYN, ACCEPT, RESET, DATAGRAM, RECV = 1, 2, 3, 4, 5
 KINDS = {"syn": SYN, "accept": ACCEPT, "reset": RESET, "datagram": DATAGRAM, "recv": RECV}
 ARRIVAL_EVENT = {SYN: "syn", DATAGRAM: "datagram"}
@@ -74,6 +76,18 @@ HOLD = 8192
 """Rows at most that a walk with an open end leaves to the next batch (`SocketWalk._cut`)."""
 ROUTE_CACHE = 1024
 """Routes a host keeps for reuse across stretches (`HostState.routes`)."""
+PORT_KEEPING = frozenset({"syn", "datagram", "accept", "recv", "reset", "sysctl"})
+"""Rows after which every port memo (`tracekit.replay.ports`) still holds: they change no
+socket, group or bucket a UDP lookup reads (a datagram's delivery changes a connected socket's
+`sk_incoming_cpu`, which memos read live)."""
+PORT_CHANGING = frozenset({"socket", "bind", "listen", "connect", "shutdown", "close",
+                           "setsockopt"})
+"""Socket-layer rows that change only their socket and its group: a change row of any other
+event forgets every memo."""
+KEEP_PORTS = True
+"""Forget only the memos of the ports a change row touched (False: all of them, the reference
+the tests compare against)."""
+_UNSEEN = -2  # (`SocketWalk._route`: a destination not yet resolved in this epoch)
 
 
 class SocketColumns:
@@ -218,12 +232,14 @@ class Route:
     """A destination whose arrivals one group decides by hash, as the group is in one stretch:
     the listener the lookup selects on, and what a `Pick` of that selection records."""
 
-    def __init__(self, host_state: HostState, head: Socket) -> None:
+    def __init__(self, host_state: HostState, head: Socket, state: fast.GroupState | None = None,
+                 label: str | None = None) -> None:
+        """(`state`, `label`: the group's `GroupState` and label, where the caller has them.)"""
         host = host_state.host
         reuse: SockReuseport = head.sk.sk_reuseport_cb  # type: ignore[assignment]
         self.reuse = reuse
-        self.state = fast.GroupState.of(reuse)
-        self.label = host.label_of(reuse)
+        self.state = fast.GroupState.of(reuse) if state is None else state
+        self.label = host.label_of(reuse) if label is None else label
         self.history: HistoryView = host_state.history.view(self.label)
         self.reuseport_id = reuse.reuseport_id
         live = reuse.live()
@@ -233,11 +249,16 @@ class Route:
                          incoming_cpus=tuple(s.sk_incoming_cpu for s in live),
                          established=tuple(s.sk_id for s in live if s.sk_state == 1),
                          prog=prog_label(reuse), group=self.label)
+        self.fields = self.base.__dict__  # what every pick of the route starts from
         self.slot_of = {sk_id: i for i, sk_id in enumerate(self.base.socks)}
+        # two live members with one id (a trace that reused a socket's id before closing it):
+        # a pick's slot is the chosen socket's own, which an id does not tell (`_route`)
+        self.ambiguous = len(self.slot_of) < len(self.base.socks)
         self.cpu_values, tables = fast.slot_tables(reuse)
         self.cpu_row = {cpu: k + 1 for k, cpu in enumerate(self.cpu_values.tolist())}
         self.tables = tables.tolist()
         self.by_cpu = self.state.by_cpu
+        self.table = self.tables[0]
         self.n = reuse.num_socks
         # a classic program runs first (`run_bpf_filter()`): its answer per packet, memoized on
         # what it reads of the packet when that is the payload's first bytes and the CPU
@@ -252,15 +273,28 @@ class Route:
         return table[(hash * self.n) >> 32]
 
     def pick(self, hash: int, cpu: int, seq: int) -> Pick:
-        """What `select_traced` and `Host._label_pick` give an arrival with this hash and CPU."""
+        """What `select_traced` and `Host._label_pick` give an arrival with this hash and CPU:
+        `replace_pick(self.base, ...)` spelled out, as every queued arrival makes one."""
         start = (hash * self.n) >> 32
-        table = self.tables[self.cpu_row.get(cpu, 0)] if self.by_cpu else self.tables[0]
-        sk = table[start]
-        slot = self.slot_of[sk]
-        reason = "incoming-cpu" if self.by_cpu else ("established-skip" if slot != start
-                                                     else "hash")
-        return replace_pick(self.base, sk=sk, reason=reason, hash=hash, cpu=cpu, start=start,
-                            slot=slot, seq=seq)
+        if self.by_cpu:
+            sk = self.tables[self.cpu_row.get(cpu, 0)][start]
+            slot = self.slot_of[sk]
+            reason = "incoming-cpu"
+        else:
+            sk = self.table[start]
+            slot = self.slot_of[sk]
+            reason = "established-skip" if slot != start else "hash"
+        pick = _new(Pick)
+        fields = pick.__dict__
+        fields.update(self.fields)
+        fields["sk"] = sk
+        fields["reason"] = reason
+        fields["hash"] = hash
+        fields["cpu"] = cpu
+        fields["start"] = start
+        fields["slot"] = slot
+        fields["seq"] = seq
+        return pick
 
     def classic_pick(self, hash: int, cpu: int, seq: int, flow: Flow,
                      payload: bytes | None) -> Pick | None:
@@ -273,7 +307,9 @@ class Route:
         if index < self.n:
             return replace_pick(self.base, sk=self.base.socks[index], reason="cbpf", hash=hash,
                                 cpu=cpu, slot=index, cbpf_index=index, seq=seq)
-        return replace_pick(self.pick(hash, cpu, seq), cbpf_index=index)
+        pick = self.pick(hash, cpu, seq)  # (new: no one else holds it yet)
+        pick.__dict__["cbpf_index"] = index
+        return pick
 
     def cbpf_index(self, flow: Flow, payload: bytes | None, cpu: int) -> int | None:
         """`bpf_prog_run()` of the group's classic program on this packet (None: unknown)."""
@@ -507,6 +543,9 @@ class SocketWalk:
         flows = np.full(len(kind), -1, dtype=np.int64)
         flows[rows] = flow_of_row
         routes: dict[tuple[int, int], int | None] = {}
+        kinds = kind.tolist()
+        observe, route_of, queue, deliver, one = (self._observe, self._route, self._queue,
+                                                  self._deliver, self._one)
         for e in range(epochs):
             todo = ordered_list[ordered_bounds[e]:ordered_bounds[e + 1]]
             if e > 0:  # the route change that opens the epoch
@@ -519,20 +558,19 @@ class SocketWalk:
                 if fallback:
                     todo = self._fall_back(todo, fallback, flows, in_closed, e, epoch)
             for r in todo:
-                k = int(kind[r])
+                k = kinds[r]
                 if k == ACCEPT or k == RECV or k == RESET:
-                    self._observe(r, k)
+                    observe(r, k)
                     continue
                 values = queueable.get(r)
                 if values is not None:
                     k, d, hash, cpu, seq = values
-                    route = self._route(routes, k, d, r)
-                    if route is not None and self._queue(r, k, self.routes[route], hash, cpu,
-                                                         seq):
+                    route = route_of(routes, k, d, r)
+                    if route is not None and queue(r, k, self.routes[route], hash, cpu, seq):
                         continue
-                if k == DATAGRAM and self._deliver(r):
+                if k == DATAGRAM and deliver(r):
                     continue
-                self._one(r, dicts[r])
+                one(r, dicts[r])
         self._sync_cpu(b - a)
         self._decide_closed(arrivals, flows, in_closed, kind)
 
@@ -597,14 +635,14 @@ class SocketWalk:
 
     def _route(self, routes: dict, k: int, dest: int, r: int) -> int | None:
         key = (k, dest)
-        if key in routes:
-            return routes[key]
+        index = routes.get(key, _UNSEEN)
+        if index is not _UNSEEN:
+            return index
         sc, i, hs = self.sc, r + self.a, self.hs
         head = hs.host.hash_route(ARRIVAL_EVENT[k], sc.addresses[int(sc.laddr[i])],
                                   int(sc.lport[i]), classic=True)
         index = None
-        if head is not None:
-            route = self._known_route(head)
+        if head is not None and not (route := self._known_route(head)).ambiguous:
             index = self.index_of.get(id(route))
             if index is None:
                 index = self.index_of[id(route)] = len(self.routes)
@@ -618,14 +656,14 @@ class SocketWalk:
         hs = self.hs
         reuse = head.sk.sk_reuseport_cb
         label = hs.host.label_of(reuse)
-        key = (id(head), id(reuse), id(reuse.prog), fast.GroupState.of(reuse), label,
-               hs.history.mark(label))
+        state = fast.GroupState.of(reuse)
+        key = (id(head), id(reuse), id(reuse.prog), state, label, hs.history.mark(label))
         cache = hs.routes
         route = cache.get(key)
         if route is None or route.prog is not reuse.prog:
             if len(cache) >= ROUTE_CACHE:
                 cache.clear()
-            route = cache[key] = Route(hs, head)
+            route = cache[key] = Route(hs, head, state, label)
         return route
 
     def _fall_back(self, todo: list[int], out: set[int], flows: np.ndarray,
@@ -639,11 +677,47 @@ class SocketWalk:
         return sorted(todo + mine)
 
     def _one(self, r: int, row: dict) -> None:
-        """Row `r` through the faithful path, the namespace's CPU as the per-row path leaves it."""
-        self.ports.clear()  # a row replayed one by one may change any port
+        """Row `r` through the faithful path, the namespace's CPU as the per-row path leaves it.
+        The port memos it may have made stale are forgotten (`_ports_touched`)."""
         self._sync_cpu(r)
-        self.engine.row(self.hs, row, r + self.a)
+        memos = self.ports
+        if not memos or row["event"] in PORT_KEEPING:
+            self.engine.row(self.hs, row, r + self.a)
+        else:
+            before = self._ports_touched(row)
+            self.engine.row(self.hs, row, r + self.a)
+            after = self._ports_touched(row)
+            if before is None or after is None or before[0] != after[0] or not KEEP_PORTS:
+                memos.clear()
+            else:
+                touched, sk = before[1] | after[1], row["sk"]
+                for dest in [d for d, memo in memos.items() if d[1] in touched
+                             or memo is None or sk in memo.reads]:
+                    del memos[dest]
         self.done = r
+
+    def _ports_touched(self, row: dict) -> tuple[tuple[bool, bool], set[int | None]] | None:
+        """What of the host every UDP lookup reads (whether anything bound, whether rows labelled
+        groups), and the ports whose lookup a socket-layer change row (`PORT_CHANGING`) can
+        change through the buckets and groups: its socket's and its group members'; None: any
+        port. Called before and after the row: the ports it changed are in the union. (A
+        lookup also reads sockets by id, wherever they are bound: `PortMemo.reads`.)"""
+        host = self.hs.host
+        if row["event"] not in PORT_CHANGING or row["sk2"] is not None or row["sk"] is None:
+            return None
+        s = host.socks.get(row["sk"])
+        if s is None:
+            return (host.bound, host.labelled), set()  # (a new socket is on no port yet)
+        touched: set[int | None] = {s.lport}
+        reuse = s.sk.sk_reuseport_cb
+        if reuse is not None:
+            socks = host.socks
+            for member in (*reuse.socks[:reuse.num_socks], *reuse.closed()):
+                owner = socks.get(member.sk_id)
+                if owner is None:
+                    return None
+                touched.add(owner.lport)
+        return (host.bound, host.labelled), touched
 
     def _deliver(self, r: int) -> bool:
         """A datagram no hash route decides, delivered by its port's memoized lookup
@@ -670,30 +744,31 @@ class SocketWalk:
         """Observation row `r` (relative) as the per-row path takes it: paired by the host's
         pairing; a match is counted without a decision record unless results are kept. (Nothing
         here reads or sets the namespace's CPU, so the CPU is left for the next row that does.)"""
-        hs, v, i = self.hs, self.values, r + self.a
+        hs, v = self.hs, self.values
         host = hs.host
         seq = v.seq[r]
         host.seq = seq
         flow = v.flow(r)
         sk = v.sk[r] if v.sk_valid[r] else None
-        row = None
-        if k == ACCEPT:
-            exp, observed = host.accept(sk, *flow), sk
-        elif k == RECV:
-            row = self._observation(r, k, seq, flow, sk)  # (the token of a deferred `recv`)
-            exp, observed = host.recv(sk, *flow, self.sc.payload(i), token=row), sk
+        if k == RECV:
+            # the row a deferred `recv` is decided with (its token), filled in only then
+            token: dict = {}
+            exp = host.datagram_observed(sk, flow, self.sc.payload(r + self.a), token)
             if exp.deferred:
+                token.update(self._observation(r, k, seq, flow, sk))
                 return
+            observed = sk
         else:
-            exp, observed = host.reset(*flow), -1
+            exp = host.conn_observed(flow)
+            observed = sk if k == ACCEPT else -1
         pick = exp.pick
         sink = self.engine.sink
         if exp.unknown is None and exp.expected == observed and sink.results is None \
                 and pick is not None:
-            sink.add_match(i, hs.name, pick.group, pick.reuseport_id, exp.expected,
+            sink.add_match(r + self.a, hs.name, pick.group, pick.reuseport_id, exp.expected,
                            k == RESET)
         else:
-            self.engine.decide(hs, row or self._observation(r, k, seq, flow, sk), i, exp,
+            self.engine.decide(hs, self._observation(r, k, seq, flow, sk), r + self.a, exp,
                                observed)
 
     def _observation(self, r: int, k: int, seq: int, flow: Flow, sk: int | None) -> dict:

@@ -128,9 +128,9 @@ class Conn:
     listener: Socket | None = None
 
 
-@dataclass(frozen=True)
-class Expectation:
-    """What the model expected of an observation: a socket id, -1 for none, or unknown."""
+class Expectation(NamedTuple):
+    """What the model expected of an observation: a socket id, -1 for none, or unknown. (A
+    named tuple: every observation makes one.)"""
 
     expected: int
     pick: Pick | None
@@ -139,6 +139,7 @@ class Expectation:
 
 
 DEFERRED_EXPECTATION = Expectation(-1, None, deferred=True)
+LOST_EVENTS = Expectation(-1, None, "lost-events")
 
 
 class Migration(NamedTuple):
@@ -619,36 +620,40 @@ class Host:
     # -- observations -----------------------------------------------------------------------------
     def accept(self, sk: int, laddr: str, lport: int, raddr: str, rport: int) -> Expectation:
         """`sk` accepted this connection: expected is the listener whose queue holds it."""
-        conn = self.conns.pop(flow_of(laddr, lport, raddr, rport), None)
-        if conn is None:
-            return Expectation(-1, None, "lost-events")
-        self._dequeue(conn)
-        return self._expectation(conn)
+        return self.conn_observed(flow_of(laddr, lport, raddr, rport))
 
     def reset(self, laddr: str, lport: int, raddr: str, rport: int) -> Expectation:
-        conn = self.conns.pop(flow_of(laddr, lport, raddr, rport), None)
+        return self.conn_observed(flow_of(laddr, lport, raddr, rport))
+
+    def conn_observed(self, flow: Flow) -> Expectation:
+        """`accept` or `reset` of `flow` (its addresses as `flow_of` spells them): the connection
+        leaves the queue that holds it; expected is that queue's listener."""
+        conn = self.conns.pop(flow, None)
         if conn is None:
-            return Expectation(-1, None, "lost-events")
-        self._dequeue(conn)
-        return self._expectation(conn)
-
-    def _dequeue(self, conn: Conn) -> None:
-        if conn.listener is not None and conn in conn.listener.accept_queue:
-            conn.listener.accept_queue.remove(conn)
-
-    @staticmethod
-    def _expectation(conn: Conn) -> Expectation:
-        if conn.pick.unknown is not None:
-            return Expectation(-1, conn.pick, conn.pick.unknown)
-        expected = conn.listener.sk.sk_id if conn.listener is not None else -1
-        return Expectation(expected, conn.pick)
+            return LOST_EVENTS
+        listener = conn.listener
+        if listener is not None:
+            queue = listener.accept_queue
+            if queue and queue[0] is conn:  # (accepted in queue order, mostly)
+                queue.popleft()
+            elif conn in queue:
+                queue.remove(conn)
+        pick = conn.pick
+        if pick.unknown is not None:
+            return Expectation(-1, pick, pick.unknown)
+        return Expectation(listener.sk.sk_id if listener is not None else -1, pick)
 
     def recv(self, sk: int, laddr: str, lport: int, raddr: str, rport: int,
              payload: bytes | None = None, token: object = None) -> Expectation:
         """`sk` received a datagram of this flow: paired per socket (`tracekit.replay.pairing`).
         A `recv` no datagram the model put on `sk` explains is `deferred` until `settle()`, which
         returns it with `token`."""
-        seen = self.datagrams.observe(flow_of(laddr, lport, raddr, rport), sk, payload, token)
+        return self.datagram_observed(sk, flow_of(laddr, lport, raddr, rport), payload, token)
+
+    def datagram_observed(self, sk: int, flow: Flow, payload: bytes | None = None,
+                          token: object = None) -> Expectation:
+        """`recv` of `flow` (its addresses as `flow_of` spells them)."""
+        seen = self.datagrams.observe(flow, sk, payload, token)
         if seen.deferred:
             return DEFERRED_EXPECTATION
         return _received(seen.item)
@@ -660,7 +665,7 @@ class Host:
 
 def _received(pick: Pick | None) -> Expectation:
     if pick is None:
-        return Expectation(-1, None, "lost-events")
+        return LOST_EVENTS
     return Expectation(pick.sk, pick, pick.unknown)
 
 

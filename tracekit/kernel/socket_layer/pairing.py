@@ -35,8 +35,7 @@ calls is the trace's order. Pure, no I/O; `Host` keeps one, and every replay pat
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Hashable, Iterator
+from typing import Any, Hashable, Iterator, NamedTuple
 
 UNPLACED = None
 """`predicted` of a datagram whose socket the model cannot tell (its verdicts are unknown)."""
@@ -73,10 +72,10 @@ MATCHES = 4096
 _ANY = object()  # no condition on the socket the model put a datagram on
 
 
-@dataclass(frozen=True)
-class Observed:
+class Observed(NamedTuple):
     """What `observe` paired a `recv` with: the arrival's `item`, or None (no datagram of the flow
-    is waiting: the trace lost it), or `deferred` (decided by `settle`)."""
+    is waiting: the trace lost it), or `deferred` (decided by `settle`). (A named tuple: every
+    `recv` makes one.)"""
 
     item: Any = None
     deferred: bool = False
