@@ -331,8 +331,7 @@ class Engine:
         queue order: one listener, one group)."""
         if self.timeline is not None:
             first = done[0]
-            self.timeline.migrations(hs.name, hs.host.seq, first.group, first.listener,
-                                     [(m.to, m.unknown, m.flow) for m in done])
+            self.timeline.migrations(hs.name, hs.host.seq, first.group, first.listener, done)
         outcomes: dict[str, int] = {}  # (in order of first appearance, as counted one by one)
         for m in done:
             if m.unknown is None:

@@ -56,9 +56,12 @@ Now = tuple[SockReuseport, Members, "str | None"]  # a group after an event: mem
 
 def members(reuse: SockReuseport) -> Members:
     """The group's sk ids: its live sockets in array order, and its closed section."""
-    socks, top = reuse.socks, reuse.max_socks
-    return (tuple(map(_sk_id, socks[:reuse.num_socks])),
-            tuple(map(_sk_id, socks[top - reuse.num_closed_socks:top])))
+    socks, closed = reuse.socks, reuse.num_closed_socks
+    live = tuple(map(_sk_id, socks[:reuse.num_socks]))
+    if not closed:
+        return live, ()
+    top = reuse.max_socks
+    return live, tuple(map(_sk_id, socks[top - closed:top]))
 
 
 Move = tuple[int, int | None, int | None]  # (sk, from slot, to slot); None = out

@@ -3,8 +3,9 @@ another left, who went to the closed section, who left, and where each queued co
 stopped listener migrated.
 
 The engine calls `Timeline.before` and `Timeline.after` around every event that can change a
-group (the events `tracekit.replay.engine.MEMBERSHIP` names) and `Timeline.migration` for every
-queued connection the model migrated or reset. A close that migrates is split where the kernel
+group (the events `tracekit.replay.engine.MEMBERSHIP` names), `Timeline.migrations` with the
+queued connections of a stopping listener the model migrated or reset (`Timeline.migration` for
+one a kernel-layer row migrates). A close that migrates is split where the kernel
 splits it: `reuseport_stop_listen_sock` first (the last live socket moves into the hole, the
 closing one goes to the closed section), then the migrations, then `reuseport_detach_sock`.
 
@@ -48,7 +49,8 @@ _SCHEMA = pa.schema([
     ("to_sk", pa.int64()), ("flow", pa.string()),
 ])
 
-_CHANGE, _ROW = 0, 1  # kinds of `Timeline` log entries: a group's change, a row as it is
+_CHANGE, _MIGRATIONS = 0, 1  # kinds of `Timeline` log entries: a group's change, the
+# migrations of one stopping listener
 
 
 def _diff(old: Members, new: Members) -> list[tuple[int, str, int | None, int | None]]:
@@ -98,7 +100,7 @@ class Timeline:
 
     def __init__(self) -> None:
         self._log: list[tuple] = []  # (_CHANGE, host, group, rid, seq, event, cause, old, new)
-        # or (_ROW, *row): in row order
+        # or (_MIGRATIONS, host, group, rid, seq, event, cause, listener, moves): in row order
         self._rows: dict[str, list] = {name: [] for name in COLUMNS}
         self._done = 0  # log entries already in `_rows`
         self.last: dict[tuple[str, int], tuple[str | None, Members]] = {}
@@ -146,16 +148,19 @@ class Timeline:
                   unknown: str | None, flow: tuple, event: str | None = None,
                   reuseport_id: int | None = None) -> None:
         """A queued connection of `listener` went to `to` (-1: reset; `unknown`: not predicted)."""
-        self.migrations(host, seq, group, listener, [(to, unknown, flow)], event, reuseport_id)
+        self.migrations(host, seq, group, listener, [(listener, flow, to, unknown, group)], event,
+                        reuseport_id)
 
     def migrations(self, host: str, seq: int, group: str | None, listener: int,
-                   moves: Sequence[tuple[int, str | None, tuple]], event: str | None = None,
-                   reuseport_id: int | None = None) -> None:
-        """The queued connections of `listener`, each (`to`, `unknown`, `flow`): it went to `to`
-        (-1: reset; `unknown`: not predicted). Inside a membership event (a close) the changes so
-        far are recorded first: the kernel migrates after `reuseport_stop_listen_sock` and before
-        `reuseport_detach_sock`, and nothing changes a group between two migrations of one
-        stopping listener (`inet_csk_listen_stop()`), so `moves` are all of its migrations."""
+                   moves: Sequence[tuple[int, tuple, int, str | None, str | None]],
+                   event: str | None = None, reuseport_id: int | None = None) -> None:
+        """The queued connections of `listener` in `group`, each (`listener`, `flow`, `to`,
+        `unknown`, `group`) as `tracekit.kernel.socket_layer.host.Migration` has them: it went
+        to `to` (-1: reset; `unknown`: not predicted); their rows are made when first asked for.
+        Inside a membership event (a close) the changes so far are recorded first: the kernel
+        migrates after `reuseport_stop_listen_sock` and before `reuseport_detach_sock`, and
+        nothing changes a group between two migrations of one stopping listener
+        (`inet_csk_listen_stop()`), so `moves` are all of its migrations."""
         pending = self._pending if self._pending is not None and self._pending.host == host else None
         if pending is not None:
             self._flush(pending, final=False)
@@ -166,13 +171,7 @@ class Timeline:
                     if label == group), reuseport_id)
         event = event or "close"
         cause = pending.cause if pending else listener
-        add = self._log.append
-        for to, unknown, (laddr, lport, raddr, rport) in moves:
-            change = ("migration-unknown" if unknown is not None
-                      else "migrated" if to >= 0 else "reset")
-            text = None if laddr is None and raddr is None else f"{raddr}:{rport} -> {laddr}:{lport}"
-            add((_ROW, host, group, rid, seq, event, cause, listener, change, None, None,
-                 to if unknown is None else None, text))
+        self._log.append((_MIGRATIONS, host, group, rid, seq, event, cause, listener, moves))
 
     def seen(self, host: str, seq: int) -> None:
         """The last seq replayed on `host` (charts run to it)."""
@@ -222,8 +221,15 @@ class Timeline:
         rows: list[tuple] = []
         add = rows.append
         for entry in self._log[self._done:]:
-            if entry[0] == _ROW:
-                add(entry[1:])
+            if entry[0] == _MIGRATIONS:
+                _tag, host, group, rid, seq, event, cause, listener, moves = entry
+                for _listener, (laddr, lport, raddr, rport), to, unknown, _group in moves:
+                    change = ("migration-unknown" if unknown is not None
+                              else "migrated" if to >= 0 else "reset")
+                    text = (None if laddr is None and raddr is None
+                            else f"{raddr}:{rport} -> {laddr}:{lport}")
+                    add((host, group, rid, seq, event, cause, listener, change, None, None,
+                         to if unknown is None else None, text))
                 continue
             _tag, host, group, rid, seq, event, cause, old, new = entry
             for sk, change, from_slot, to_slot in _diff(old, new):

@@ -151,20 +151,20 @@ class RowSource:
     def __init__(self, part: pa.RecordBatch, likely: np.ndarray) -> None:
         self.part = part
         self.likely = likely
-        self.values: dict[int, tuple] | None = None  # row -> its values (`COLUMNS`)
+        self.rows: dict[int, dict[str, Any]] | None = None  # likely rows not yet asked for
         self.columns: list[pa.Array] | None = None  # for the other rows
 
     def __getitem__(self, r: int) -> dict[str, Any]:
-        values = self.values
-        if values is None:
-            values = self.values = dict(zip(self.likely.tolist(),
-                                            _values_of(self.part, self.likely)))
-        row = values.get(r)
+        rows = self.rows
+        if rows is None:
+            rows = self.rows = dict(zip(self.likely.tolist(), [
+                dict(zip(COLUMNS, values)) for values in _values_of(self.part, self.likely)]))
+        row = rows.pop(r, None)  # (each row is asked for once: the dict is the caller's)
         if row is None:
             if self.columns is None:
                 self.columns = [self.part.column(name) for name in COLUMNS]
-            row = tuple([column[r].as_py() for column in self.columns])
-        return dict(zip(COLUMNS, row))
+            row = dict(zip(COLUMNS, [column[r].as_py() for column in self.columns]))
+        return row
 
 
 class Walk:

@@ -263,7 +263,9 @@ def migrate_queue_traced(sk: Sock, new_child: Callable[[], Sock], hashes: list[i
             known = answers[start] = (result, pick)
         elif known[0] is None:  # reuseport_migrate_sock() counts each child it fails
             net.mib["TCPMigrateReqFailure"] += 1
-        out.append((known[0], replace_pick(known[1], hash=hash)))
+        pick = object.__new__(Pick)  # `replace_pick(known[1], hash=hash)`, once per child
+        pick.__dict__.update(known[1].__dict__, hash=hash)
+        out.append((known[0], pick))
     return out
 
 
