@@ -207,13 +207,16 @@ class Walk:
         cpu_valid = cols.cpu_valid[a:b]
         if len(specials) or not cpu_valid.all():
             self.last_cpu = np.maximum.accumulate(np.where(bulk & cpu_valid, np.arange(b - a), -1))
-        cpu_missing = None
+        cpu_missing: list[bool] | None = None
         if not cpu_valid.all():
             missing = ~(cpu_valid if tagged is None else cpu_valid[tagged])
-            cpu_missing = np.bincount(pair, weights=missing, minlength=len(pair_sk)) > 0
-        snapshot_of_pair = np.empty(len(pair_sk), dtype=np.int64)
+            cpu_missing = (np.bincount(pair, weights=missing, minlength=len(pair_sk)) > 0).tolist()
+        # Python lists in the loop below, which runs once per special row (NumPy's scalar
+        # indexing costs more than the work of a row between two mutations)
+        snapshot_of_pair: list[int] = []  # by pair, in order
         forced: np.ndarray | None = None
         bounds = np.searchsorted(pair_segment, np.arange(len(specials) + 2)).tolist()
+        special_at = (specials + a).tolist()
         special_rows = cols.dicts(specials + a)
         pair_sks = pair_sk.tolist()
         for k in range(len(specials) + 1):
@@ -221,7 +224,7 @@ class Walk:
             cpu_needed: list[int] = []
             for p in range(bounds[k], bounds[k + 1]):
                 snap = self._snapshot(pair_sks[p])
-                snapshot_of_pair[p] = snap.index
+                snapshot_of_pair.append(snap.index)
                 if snap.forced:
                     programs.append(p)
                 elif cpu_missing is not None and cpu_missing[p] and snap.state is not None \
@@ -234,9 +237,9 @@ class Walk:
                     forced = np.zeros(len(tagged), dtype=bool)
                 self._one_by_one(k, segment, pair, tagged, programs, cpu_needed, forced)
             if k < len(specials):
-                self._special(int(specials[k]) + a, special_rows[k])
+                self._special(special_at[k], special_rows[k])
         self._sync_cpu(b - a)
-        snap = snapshot_of_pair[pair]
+        snap = np.array(snapshot_of_pair, dtype=np.int64)[pair]
         if forced is not None:
             tagged, snap = tagged[~forced], snap[~forced]
         self._decide(tagged, snap)
@@ -276,29 +279,22 @@ class Walk:
     def _special(self, i: int, row: dict[str, Any]) -> None:
         """A special row, and the snapshots it may have made stale."""
         event = row["event"]
-        snapshots = self.hs.snapshots
         if event in KEEPS_GROUPS:
             self._one(i, row)
         elif event in TOUCHES_OWN_GROUPS:
+            socks, snapshots = self.hs.host.socks, self.hs.snapshots
             sk, sk2 = row["sk"], row["sk2"]
-            before = self._group_key(sk)
-            before2 = self._group_key(sk2) if sk2 is not None else None
+            before = _group_key(socks, sk)
+            before2 = _group_key(socks, sk2) if sk2 is not None else None
             self._one(i, row)
             snapshots.pop(before, None)
-            snapshots.pop(self._group_key(sk), None)
+            snapshots.pop(_group_key(socks, sk), None)
             if sk2 is not None:
                 snapshots.pop(before2, None)
-                snapshots.pop(self._group_key(sk2), None)
+                snapshots.pop(_group_key(socks, sk2), None)
         else:
             self._one(i, row)
-            snapshots.clear()
-
-    def _group_key(self, sk_id: int | None) -> Any:
-        if sk_id is None:
-            return None
-        s = self.hs.host.socks.get(sk_id)
-        reuse = s.sk.sk_reuseport_cb if s is not None else None
-        return id(reuse) if reuse is not None else ("sk", sk_id)
+            self.hs.snapshots.clear()
 
     def _one(self, i: int, row: dict[str, Any]) -> None:
         self._sync_cpu(i - self.a)
@@ -391,6 +387,15 @@ TOUCHES_OWN_GROUPS = {"setsockopt", "reuseport_alloc", "reuseport_add_sock",
                       "reuseport_detach_sock", "reuseport_stop_listen_sock",
                       "reuseport_attach_prog", "reuseport_detach_prog", "reuseport_has_conns_set",
                       "reuseport_update_incoming_cpu", "sk_state"}
+
+
+def _group_key(socks: dict[int, Any], sk_id: int | None) -> Any:
+    """The `HostState.snapshots` key of the group socket `sk_id` is in (of the host's `socks`)."""
+    if sk_id is None:
+        return None
+    s = socks.get(sk_id)
+    reuse = s.sk.sk_reuseport_cb if s is not None else None
+    return id(reuse) if reuse is not None else ("sk", sk_id)
 
 
 def _rid(snap: Snapshot) -> int | None:
