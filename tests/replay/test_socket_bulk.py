@@ -359,8 +359,8 @@ def test_a_recording_in_small_batches_gives_the_same_bytes(tmp_path, monkeypatch
 
 def memos_checked(monkeypatch) -> list[int]:
     """Every datagram `SocketWalk._deliver` takes through a port memo it kept checks that the
-    memo is the one of the port's state now (`ports.port_state`), as a fresh one would be.
-    Returns the rows of those datagrams (a witness)."""
+    memo is the one of the port's state now (`ports.port_state`), as a fresh one would be (or
+    none, as a fresh one would be). Returns the rows of those datagrams (a witness)."""
     from tracekit.replay import ports
 
     kept: list[int] = []
@@ -371,10 +371,11 @@ def memos_checked(monkeypatch) -> list[int]:
         dest = (v.laddr[r], v.lport[r])
         if v.cpu_known[r] and dest in self.ports:
             memo = self.ports[dest]
-            state = ports.port_state(hs.host, self.sc.addresses[dest[0]], dest[1])
-            assert (memo is None) == (state is None), f"row {r + self.a}: {memo} {state}"
+            fresh = ports.memo_of({}, hs.host, self.sc.addresses[dest[0]], dest[1],
+                                  self._known_route)
+            assert (memo is None) == (fresh is None), f"row {r + self.a}: {memo} {fresh}"
             if memo is not None:
-                assert memo.state == state[0], f"row {r + self.a}: a stale memo of {dest}"
+                assert memo.state == fresh.state, f"row {r + self.a}: a stale memo of {dest}"
             kept.append(r)
         return deliver(self, r)
 

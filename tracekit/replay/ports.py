@@ -87,8 +87,11 @@ def port_state(host: Host, laddr: str, lport: int
                               for m, peer in zip(members, peers)]),
                        tuple([m.sk_id for m in reuse.closed()]), reuse.incoming_cpu,
                        reuse.has_conns, host.label_of(reuse), id(reuse.prog)))
-    owners = tuple([(sk_id, id(host.socks.get(sk_id)))
-                    for sk_id in sorted({s.sk.sk_id for s in sockets.values()})])
+    # each id's socket now, and its label: a pick of a socket outside any group is labelled
+    # with the bind of the host's socket of its id (`Host._label_pick`), wherever that is
+    owners = tuple([(sk_id, id(owner), owner.label if owner is not None else None)
+                    for sk_id in sorted({s.sk.sk_id for s in sockets.values()})
+                    for owner in (host.socks.get(sk_id),)])
     key = (laddr, lport, host.bound, host.labelled, tuple(id(s) for s in scanned),
            tuple(_socket_state(s, not _connected(s)) for s in sockets.values()), tuple(groups),
            owners)
@@ -222,5 +225,7 @@ def memo_of(cache: dict, host: Host, laddr: str, lport: int,
             cache.clear()
         routes = [route_of(h) if h.sk.sk_reuseport_cb.num_socks else None  # type: ignore[union-attr]
                   for h in heads]
+        if any(route is not None and route.ambiguous for route in routes):
+            return None  # two sockets of one id in a group: an id does not tell their slots
         memo = cache[key] = PortMemo(laddr, connected, routes, bonus, key)
     return memo

@@ -141,8 +141,11 @@ class DecisionSink:
         if group is None:
             return
         stats = self.groups.get((host, group))
-        if stats is None or (m.reuseport_id is not None and m.reuseport_id >= 0):
-            stats = self.group(host, group, m.reuseport_id, None, None)
+        rid = m.reuseport_id  # (None or an id: `add_match`)
+        if stats is None:
+            stats = self.group(host, group, rid, None, None)
+        elif rid is not None:  # as `group` does
+            stats.reuseport_id = rid
         if m.expected >= 0:
             stats.load[str(m.expected)] += 1
         if m.reset:  # observed -1, as it matched

@@ -548,6 +548,7 @@ class SocketWalk:
         kinds = kind.tolist()
         observe, route_of, queue, deliver, one = (self._observe, self._route, self._queue,
                                                   self._deliver, self._one)
+        known = self.routes
         for e in range(epochs):
             todo = ordered_list[ordered_bounds[e]:ordered_bounds[e + 1]]
             if e > 0:  # the route change that opens the epoch
@@ -566,8 +567,10 @@ class SocketWalk:
                 values = queueable.get(r)
                 if values is not None:
                     k, d, hash, cpu, seq = values
-                    route = route_of(routes, k, d, r)
-                    if route is not None and queue(r, k, self.routes[route], hash, cpu, seq):
+                    route = routes.get((k, d), _UNSEEN)
+                    if route is _UNSEEN:
+                        route = route_of(routes, k, d, r)
+                    if route is not None and queue(r, k, known[route], hash, cpu, seq):
                         continue
                 if k == DATAGRAM and deliver(r):
                     continue
@@ -717,7 +720,8 @@ class SocketWalk:
         host = hs.host
         seq = v.seq[r]
         host.seq = seq
-        flow = v.flow(r)
+        addresses = v.addresses  # (`v.flow(r)`, inlined)
+        flow = (addresses[v.laddr[r]], v.lport[r], addresses[v.raddr[r]], v.rport[r])
         sk = v.sk[r] if v.sk_valid[r] else None
         if k == RECV:
             # the row a deferred `recv` is decided with (its token), filled in only then
@@ -760,8 +764,9 @@ class SocketWalk:
     def _queue(self, r: int, k: int, route: Route, hash: int, cpu: int, seq: int) -> bool:
         """An arrival its group decides: queued as `syn` / `datagram` would after their lookup.
         False (nothing done) where the group's classic program's answer is unknown."""
-        host, sc, i = self.hs.host, self.sc, r + self.a
-        flow = self.values.flow(r)
+        host, sc, i, v = self.hs.host, self.sc, r + self.a, self.values
+        addresses = v.addresses  # (`v.flow(r)`, inlined)
+        flow = (addresses[v.laddr[r]], v.lport[r], addresses[v.raddr[r]], v.rport[r])
         payload = sc.payload(i) if route.prog is not None or k == DATAGRAM else None
         if route.prog is None:
             pick = route.pick(hash, cpu, seq)
