@@ -295,6 +295,14 @@ def payload_reach(insns: Sequence[Insn]) -> tuple[int, bool] | None:
     return reach, length
 
 
+def ancillary_loads(insns: Sequence[Insn]) -> frozenset[int]:
+    """The SKF_AD_* fields (indices) a program loads: what it reads of the skb besides the
+    packet."""
+    return frozenset(index for code, _jt, _jf, k in insns
+                     if code & 0x07 == BPF_LD and code & 0xE0 == BPF_ABS
+                     and (index := _ancillary(k)) is not None)
+
+
 class _Unknowable(Exception):
     """A jump, a return, an offset or a divisor depends on bits the trace cannot know."""
 
