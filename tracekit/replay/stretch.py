@@ -33,6 +33,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -339,18 +340,24 @@ class Route:
 
 class ClassicAnswers:
     """A classic program's answers on one host's packets, memoized on exactly what it reads of
-    a packet over loopback (`loopback_skb`) where that is the payload's first `reach` bytes
-    (`cbpf.payload_reach`), the packet's length if it loads it, the CPU if it loads
-    `SKF_AD_CPU` and the IP version if it loads `SKF_AD_PROTOCOL`: every group of the host the
-    program (these instructions) is attached to shares them. A program that may read the
-    headers is run on every packet (`key` None)."""
+    a packet over loopback (`loopback_skb`) where its packet loads are at fixed offsets into
+    the payload (`cbpf.payload_reads`): the payload bytes at those offsets, how many of them
+    the payload has, its length if it loads it, the CPU if it loads `SKF_AD_CPU` and the IP
+    version if it loads `SKF_AD_PROTOCOL`. Every group of the host the program (these
+    instructions) is attached to shares them. A program that may read the headers is run on
+    every packet (`key` None)."""
 
-    __slots__ = ("insns", "reach", "length", "cpu", "family", "answers")
+    __slots__ = ("insns", "memo", "offsets", "reach", "read", "length", "cpu", "family",
+                 "answers")
 
     def __init__(self, insns: tuple[cbpf.Insn, ...]) -> None:
         self.insns = insns
-        reach = cbpf.payload_reach(insns)
-        self.reach, self.length = reach if reach is not None else (None, False)
+        reads = cbpf.payload_reads(insns)
+        self.memo = reads is not None
+        self.offsets, self.length = reads if reads is not None else ((), False)
+        self.reach = self.offsets[-1] + 1 if self.offsets else 0
+        # the bytes at the offsets (an int for one): a payload as long as the reach has them all
+        self.read = itemgetter(*self.offsets) if self.offsets else None
         loads = cbpf.ancillary_loads(insns)
         self.cpu = cbpf.SKF_AD_CPU in loads
         self.family = cbpf.SKF_AD_PROTOCOL in loads
@@ -365,11 +372,16 @@ class ClassicAnswers:
 
     def key(self, flow: Flow, payload: bytes | None, cpu: int) -> tuple | None:
         """What the program reads of this packet (None: more than the key can say)."""
-        reach = self.reach
-        if reach is None:
+        if not self.memo:
             return None
-        return (payload[:reach] if reach and payload is not None else None,
-                len(payload) if self.length and payload is not None else None,
+        read = self.read
+        if payload is None or read is None:
+            part: Any = None  # (no byte loaded, or none to load: every load is unknown)
+        elif len(payload) >= self.reach:
+            part = read(payload)
+        else:  # a load past its end fails: the bytes it has (how many says which loads fail)
+            part = bytes([payload[o] for o in self.offsets if o < len(payload)])
+        return (part, len(payload) if self.length and payload is not None else None,
                 cpu if self.cpu else None, ":" in flow[0] if self.family else None)
 
 
