@@ -20,20 +20,16 @@ from tracekit.replay.stretch import ClassicAnswers
 U32 = 0xFFFFFFFF
 RET_A = (BPF_RET | BPF_A, 0, 0, 0)
 
-_LOADS = st.one_of(
-    st.builds(lambda size, k: (BPF_LD | size | BPF_ABS, 0, 0, k),
-              st.sampled_from([BPF_B, BPF_H, BPF_W]), st.integers(0, 9)),
-    st.just((BPF_LD | BPF_W | BPF_ABS, 0, 0, (SKF_AD_OFF + SKF_AD_CPU) & U32)),
-    st.just((BPF_LD | BPF_W | BPF_ABS, 0, 0, (SKF_AD_OFF + SKF_AD_PROTOCOL) & U32)),
-    st.just((BPF_LD | BPF_W | BPF_LEN, 0, 0, 0)),
-    st.builds(lambda k: (BPF_LDX | BPF_MSH, 0, 0, k), st.integers(0, 9)),
-    st.builds(lambda op, k: (BPF_ALU | op | BPF_K, 0, 0, k),
-              st.sampled_from([BPF_ADD, BPF_AND, BPF_XOR, BPF_RSH]), st.integers(0, 7)),
-    st.just((BPF_ALU | BPF_ADD | BPF_X, 0, 0, 0)),
-    st.builds(lambda k: (BPF_JMP | BPF_JGT | BPF_K, 0, 1, k), st.integers(0, 255)),
-    # a header load: no key, every packet is run
-    st.just((BPF_LD | BPF_B | BPF_ABS, 0, 0, (SKF_NET_OFF + 9) & U32)),
-)
+INSTRUCTIONS = [  # packet loads at fixed offsets, ancillary loads, arithmetic, a jump
+    *[(BPF_LD | size | BPF_ABS, 0, 0, k) for size in (BPF_B, BPF_H, BPF_W) for k in (0, 1, 3, 6)],
+    *[(BPF_LDX | BPF_MSH, 0, 0, k) for k in (0, 2, 7)],
+    (BPF_LD | BPF_W | BPF_ABS, 0, 0, (SKF_AD_OFF + SKF_AD_CPU) & U32),
+    (BPF_LD | BPF_W | BPF_ABS, 0, 0, (SKF_AD_OFF + SKF_AD_PROTOCOL) & U32),
+    (BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),
+    (BPF_ALU | BPF_ADD | BPF_X, 0, 0, 0), (BPF_ALU | BPF_XOR | BPF_K, 0, 0, 5),
+    (BPF_ALU | BPF_RSH | BPF_K, 0, 0, 1), (BPF_JMP | BPF_JGT | BPF_K, 0, 1, 2),
+    (BPF_LD | BPF_B | BPF_ABS, 0, 0, (SKF_NET_OFF + 9) & U32),  # the headers: no key
+]
 
 _PACKETS = st.tuples(
     st.one_of(st.none(), st.binary(max_size=12).map(lambda b: bytes(x & 3 for x in b))),
@@ -55,7 +51,7 @@ def answer(prog: tuple, udp: bool, packet: tuple) -> int | None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(body=st.lists(_LOADS, max_size=5), packets=st.lists(_PACKETS, min_size=2, max_size=12),
+@given(body=st.lists(st.sampled_from(INSTRUCTIONS), max_size=5), packets=st.lists(_PACKETS, min_size=2, max_size=12),
        udp=st.booleans())
 def test_packets_with_one_key_get_one_answer(body, packets, udp):
     prog = tuple(body) + ((BPF_ALU | BPF_AND | BPF_K, 0, 0, 7), RET_A)
