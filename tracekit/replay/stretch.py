@@ -389,6 +389,10 @@ class SocketWalk:
         self._values: RowValues | None = None
         self._cpu_rows: list[int] | None = None
         self._dest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # observations matched one by one, counted per (group, reuseport_id, expected, reset):
+        # [how many, the last row (relative)]; None where the sink keeps results (a Decision each)
+        self.tally: dict[tuple[str | None, int, int, bool], list[int]] | None = \
+            {} if engine.sink.results is None else None
 
     @property
     def values(self) -> RowValues:
@@ -576,6 +580,9 @@ class SocketWalk:
                     continue
                 one(r, dicts[r])
         self._sync_cpu(b - a)
+        if self.tally:
+            self.engine.sink.add_match_counts(self.hs.name, self.tally, a)
+            self.tally.clear()
         self._decide_closed(arrivals, flows, in_closed, kind)
 
     def _tag(self, lo: int, hi: int, arrivals: np.ndarray, key: np.ndarray, kind: np.ndarray,
@@ -714,8 +721,10 @@ class SocketWalk:
 
     def _observe(self, r: int, k: int) -> None:
         """Observation row `r` (relative) as the per-row path takes it: paired by the host's
-        pairing; a match is counted without a decision record unless results are kept. (Nothing
-        here reads or sets the namespace's CPU, so the CPU is left for the next row that does.)"""
+        pairing; a match is counted without a decision record unless results are kept, in
+        `tally` (handed to the sink when the walk ends: `DecisionSink.add_match_counts`).
+        (Nothing here reads or sets the namespace's CPU, so the CPU is left for the next row
+        that does.)"""
         hs, v = self.hs, self.values
         host = hs.host
         seq = v.seq[r]
@@ -735,11 +744,16 @@ class SocketWalk:
             exp = host.conn_observed(flow)
             observed = sk if k == ACCEPT else -1
         pick = exp.pick
-        sink = self.engine.sink
-        if exp.unknown is None and exp.expected == observed and sink.results is None \
+        tally = self.tally
+        if exp.unknown is None and exp.expected == observed and tally is not None \
                 and pick is not None:
-            sink.add_match(r + self.a, hs.name, pick.group, pick.reuseport_id, exp.expected,
-                           k == RESET)
+            key = (pick.group, pick.reuseport_id, observed, k == RESET)
+            counted = tally.get(key)
+            if counted is None:
+                tally[key] = [1, r]
+            else:
+                counted[0] += 1
+                counted[1] = r
         else:
             self.engine.decide(hs, self._observation(r, k, seq, flow, sk), r + self.a, exp,
                                observed)
