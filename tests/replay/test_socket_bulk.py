@@ -615,3 +615,36 @@ def test_one_classic_program_on_several_groups_of_a_host_agrees(tmp_path_factory
     bulk, faithful = both_paths(path, tmp_path_factory.mktemp("out"), monkeypatch)
     assert_same(bulk, faithful)
     assert sum(pick is not None for pick in classic) >= 5
+
+
+def test_closed_flows_to_a_group_with_a_classic_program_are_queued_by_its_answers(
+        tmp_path, monkeypatch):
+    """Flows whose every row lies between two route changes, to TCP and UDP groups with a
+    classic program: the bulk tables cannot run the program, so their rows are taken in order,
+    their arrivals queued by the program's answer (`_queue`), none through the per-row lookup;
+    the per-row path's bytes."""
+    b = TraceBuilder()
+    prog = cbpf.encode_sock_filter(SHARED_PROGRAMS["second byte"])
+    for proto, lport, first in (("udp", 9000, 0), ("tcp", 9001, 3)):
+        for sk in range(first, first + 3):
+            b.add("socket", sk=sk, proto=proto, family=4)
+            b.add("setsockopt", sk=sk, name="SO_REUSEPORT", value=1, ret=0)
+            b.add("bind", sk=sk, laddr="127.0.0.1", lport=lport, ret=0)
+            if proto == "tcp":
+                b.add("listen", sk=sk, ret=0)
+        b.add("setsockopt", sk=first, name="SO_ATTACH_REUSEPORT_CBPF", prog=prog, ret=0)
+    for i in range(24):
+        proto, lport, first = ("udp", 9000, 0) if i % 2 else ("tcp", 9001, 3)
+        payload = bytes([0, i % 5])  # the program answers i % 5 & 3 (3: past the last slot)
+        b.add("datagram" if proto == "udp" else "syn", proto=proto, laddr="127.0.0.1",
+              lport=lport, raddr="127.0.0.1", rport=20000 + i, hash=(i * 2654435761) % 2**32,
+              cpu=0, payload=payload)
+        b.add("recv" if proto == "udp" else "accept", sk=first + i % 3, proto=proto,
+              laddr="127.0.0.1", lport=lport, raddr="127.0.0.1", rport=20000 + i)
+    queued = calls_of(monkeypatch, "_queue")
+    one = calls_of(monkeypatch, "_one")
+    path = b.write(tmp_path / "t.parquet")
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
+    assert sum(queued) == 24 * 2  # every arrival, on each of the two bulk replays
+    assert len(one) == 2 * (len(b.rows) - 48)  # and one by one only the sockets' rows

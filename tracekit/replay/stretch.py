@@ -588,10 +588,13 @@ class SocketWalk:
         a, b, sc, cols = self.a, self.b, self.sc, self.cols
         dicts = cols.rows_of(a, b)
         dest = sc.laddr[a:b] * 65536 + sc.lport[a:b]
-        at = ordered + a
-        arriving = ((kind[ordered] == SYN) | (kind[ordered] == DATAGRAM)) & sc.decidable[at]
-        queueable = dict(zip(ordered[arriving].tolist(), zip(
-            kind[ordered][arriving].tolist(), dest[ordered][arriving].tolist(),
+        # the arrivals a route may decide in order: those of `ordered` and those of closed flows
+        # that fall back to it (`_fall_back`: a group with a classic program, say)
+        taken = np.concatenate((ordered, arrivals))
+        at = taken + a
+        arriving = ((kind[taken] == SYN) | (kind[taken] == DATAGRAM)) & sc.decidable[at]
+        queueable = dict(zip(taken[arriving].tolist(), zip(
+            kind[taken][arriving].tolist(), dest[taken][arriving].tolist(),
             cols.hash[at][arriving].tolist(), cols.cpu[at][arriving].tolist(),
             cols.seq[at][arriving].tolist())))
         epochs = int(epoch[-1]) + 1
