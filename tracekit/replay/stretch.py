@@ -608,6 +608,8 @@ class SocketWalk:
         flows[rows] = flow_of_row
         routes = self.route_at
         kinds = kind.tolist()
+        row_bounds = np.searchsorted(epoch, np.arange(epochs + 1)).tolist()
+        lists = _Lists(arrivals.tolist(), kinds, dest.tolist(), flows.tolist())
         observe, route_of, queue, deliver, one = (self._observe, self._route, self._queue,
                                                   self._deliver, self._one)
         known = self.routes
@@ -618,9 +620,10 @@ class SocketWalk:
                 todo = todo[1:]
             lo, hi = arrival_bounds[e], arrival_bounds[e + 1]
             if hi > lo:
-                fallback = self._tag(lo, hi, arrivals, arrival_key, kind, dest, flows, routes)
+                fallback = self._tag(lo, hi, arrivals, arrival_key, lists, routes)
                 if fallback:
-                    todo = self._fall_back(todo, fallback, flows, in_closed, e, epoch)
+                    todo = self._fall_back(todo, fallback, lists.flows, in_closed,
+                                           row_bounds[e], row_bounds[e + 1])
             for r in todo:
                 k = kinds[r]
                 if k == ACCEPT or k == RECV or k == RESET:
@@ -643,19 +646,20 @@ class SocketWalk:
             self.tally.clear()
         self._decide_closed(arrivals, flows, in_closed, kind)
 
-    def _tag(self, lo: int, hi: int, arrivals: np.ndarray, key: np.ndarray, kind: np.ndarray,
-             dest: np.ndarray, flows: np.ndarray, routes: dict) -> set[int]:
+    def _tag(self, lo: int, hi: int, arrivals: np.ndarray, key: np.ndarray, lists: _Lists,
+             routes: dict) -> set[int]:
         """Closed arrivals `lo:hi` of one epoch: the route of each; returns the flows of those
         no route decides."""
         fallback: set[int] = set()
+        kind, dest, flows = lists.kind, lists.dest, lists.flows
         if hi - lo <= FEW:
-            for j in range(lo, hi):
-                r = int(arrivals[j])
-                route = self._hash_route(routes, int(kind[r]), int(dest[r]), r)
+            route_of, hash_route = self.route_of, self._hash_route
+            for j, r in enumerate(lists.arrivals[lo:hi], start=lo):
+                route = hash_route(routes, kind[r], dest[r], r)
                 if route is None:
-                    fallback.add(int(flows[r]))
+                    fallback.add(flows[r])
                 else:
-                    self.route_of[j] = route
+                    route_of[j] = route
             return fallback
         code, values, first = self._destinations(arrivals, key)
         mine = code[lo:hi]
@@ -666,13 +670,13 @@ class SocketWalk:
         present = present[np.argsort(values[present])]  # resolved in the order of their keys
         found = np.full(len(values), -1, dtype=np.int64)
         for u in present.tolist():
-            r = int(arrivals[first[u]])
-            route = self._hash_route(routes, int(kind[r]), int(dest[r]), r)
+            r = lists.arrivals[int(first[u])]
+            route = self._hash_route(routes, kind[r], dest[r], r)
             found[u] = -1 if route is None else route
         tagged = found[mine]
         self.route_of[lo:hi] = tagged
         if (tagged < 0).any():
-            fallback.update(flows[arrivals[lo:hi][tagged < 0]].tolist())
+            fallback.update([flows[r] for r in arrivals[lo:hi][tagged < 0].tolist()])
         return fallback
 
     def _destinations(self, arrivals: np.ndarray,
@@ -735,11 +739,11 @@ class SocketWalk:
             route = cache[key] = Route(hs, head, state, label)
         return route
 
-    def _fall_back(self, todo: list[int], out: set[int], flows: np.ndarray,
-                   in_closed: np.ndarray, e: int, epoch: np.ndarray) -> list[int]:
-        """Flows whose destination no hash decides in epoch `e`: their rows join `todo`."""
-        lo, hi = np.searchsorted(epoch, [e, e + 1]).tolist()
-        mine = [r for r, flow, closed in zip(range(lo, hi), flows[lo:hi].tolist(),
+    def _fall_back(self, todo: list[int], out: set[int], flows: list[int],
+                   in_closed: np.ndarray, lo: int, hi: int) -> list[int]:
+        """Flows whose destination no hash decides in the epoch of rows `lo:hi`: their rows
+        join `todo`."""
+        mine = [r for r, flow, closed in zip(range(lo, hi), flows[lo:hi],
                                               in_closed[lo:hi].tolist())
                 if closed and flow in out]
         in_closed[mine] = False
@@ -974,6 +978,17 @@ class SocketWalk:
                 continue
             self.engine.observe(hs, row, i, history_of[int(flows[r])])
         host.seq, host.net.cpu = saved_seq, saved_cpu
+
+
+@dataclass
+class _Lists:
+    """What `SocketWalk._tag` reads per arrival, as lists: the closed arrivals (rows), and by
+    row the event kind, destination and flow."""
+
+    arrivals: list[int]
+    kind: list[int]
+    dest: list[int]
+    flows: list[int]
 
 
 def _first_at(flow: np.ndarray, count: int) -> np.ndarray:
