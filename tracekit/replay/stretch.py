@@ -76,6 +76,8 @@ HOLD = 8192
 """Rows at most that a walk with an open end leaves to the next batch (`SocketWalk._cut`)."""
 ROUTE_CACHE = 1024
 """Routes a host keeps for reuse across stretches (`HostState.routes`)."""
+CLASSIC_MEMO = 4096
+"""Answers of one classic program a host keeps (`Route.cbpf_index`)."""
 PORT_KEEPING = frozenset({"syn", "datagram", "accept", "recv", "reset", "sysctl"})
 """Rows after which every route and port memo (`tracekit.replay.ports`) still holds: they
 change no socket, group or bucket a lookup reads (a datagram's delivery changes a connected
@@ -258,7 +260,10 @@ class Route:
         self.prog = reuse.prog
         self.protocol = IPPROTO_UDP if head.proto == "udp" else IPPROTO_TCP
         self.reach = cbpf.payload_reach(reuse.prog.insns) if reuse.prog is not None else None
-        self.classic: dict[Any, int | None] = {}
+        # (kept by the host for every route of the same program: a group's route is rebuilt
+        # whenever the group changes, its program's answers stay)
+        self.classic: dict[Any, int | None] = {} if self.reach is None else \
+            host_state.classic.setdefault((self.protocol, reuse.prog.insns), {})  # type: ignore[union-attr]
 
     def current(self, host: Host) -> bool:
         """Whether the host's sockets of the route's ids are still those it queues on (a trace
@@ -311,12 +316,15 @@ class Route:
         return pick
 
     def cbpf_index(self, flow: Flow, payload: bytes | None, cpu: int) -> int | None:
-        """`bpf_prog_run()` of the group's classic program on this packet (None: unknown)."""
+        """`bpf_prog_run()` of the group's classic program on this packet (None: unknown).
+        Memoized where it reads only the payload's first bytes (`cbpf.payload_reach`), its
+        length, the CPU and the skb's protocol (`SKF_AD_PROTOCOL`: the destination's family,
+        which its address tells)."""
         key = None
         if self.reach is not None:
             reach, length = self.reach
             key = (None if payload is None else payload[:reach],
-                   len(payload) if length and payload is not None else None, cpu)
+                   len(payload) if length and payload is not None else None, cpu, flow[0])
             if key in self.classic:
                 return self.classic[key]
         skb = loopback_skb(self.protocol, parse_ip(flow[2]), flow[3], parse_ip(flow[0]),
@@ -326,6 +334,8 @@ class Route:
         except cbpf.Unknown:
             index = None
         if key is not None:
+            if len(self.classic) >= CLASSIC_MEMO:
+                self.classic.clear()
             self.classic[key] = index
         return index
 
