@@ -15,6 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tracekit.kernel import cbpf
+from tracekit.kernel.packet import ETH_P_IP
 from tracekit.kernel.socket_layer import host
 from tracekit.simulator.api import injected_faults, simulate
 from tracekit.replay import engine, stretch
@@ -636,3 +638,72 @@ def test_a_classic_program_reading_the_protocol_answers_each_family(tmp_path_fac
     decisions = faithful[2].decisions  # (socks[0] is sk 0, socks[1] sk 1)
     v6 = decisions.laddr.str.contains(":")
     assert set(decisions.expected[~v6]) <= {0} and set(decisions.expected[v6]) <= {1}
+
+
+_AD = cbpf.SKF_AD_OFF & 0xFFFFFFFF
+SHARED_PROGRAMS = {  # what each reads of a packet, besides nothing
+    "ip version": [(cbpf.BPF_LD | cbpf.BPF_W | cbpf.BPF_ABS, 0, 0, _AD + cbpf.SKF_AD_PROTOCOL),
+                   (cbpf.BPF_JMP | cbpf.BPF_JEQ | cbpf.BPF_K, 0, 1, ETH_P_IP),
+                   (cbpf.BPF_RET | cbpf.BPF_K, 0, 0, 0), (cbpf.BPF_RET | cbpf.BPF_K, 0, 0, 1)],
+    "cpu": [(cbpf.BPF_LD | cbpf.BPF_W | cbpf.BPF_ABS, 0, 0, _AD + cbpf.SKF_AD_CPU),
+            (cbpf.BPF_RET | cbpf.BPF_A, 0, 0, 0)],
+    "second byte": [(cbpf.BPF_LD | cbpf.BPF_B | cbpf.BPF_ABS, 0, 0, 1),
+                    (cbpf.BPF_ALU | cbpf.BPF_AND | cbpf.BPF_K, 0, 0, 3),
+                    (cbpf.BPF_RET | cbpf.BPF_A, 0, 0, 0)],
+    "length": [(cbpf.BPF_LD | cbpf.BPF_W | cbpf.BPF_LEN, 0, 0, 0),
+               (cbpf.BPF_ALU | cbpf.BPF_AND | cbpf.BPF_K, 0, 0, 3),
+               (cbpf.BPF_RET | cbpf.BPF_A, 0, 0, 0)],
+    "constant": [(cbpf.BPF_RET | cbpf.BPF_K, 0, 0, 1)],
+}
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(program=st.sampled_from(sorted(SHARED_PROGRAMS)),
+       groups=st.lists(st.tuples(st.sampled_from(["udp", "tcp"]),
+                                 st.sampled_from(["127.0.0.1", "::1"]), st.integers(2, 4)),
+                       min_size=2, max_size=3),
+       data=st.data())
+def test_one_classic_program_on_several_groups_of_a_host_agrees(tmp_path_factory, monkeypatch,
+                                                               program, groups, data):
+    """The same classic program attached to TCP and UDP groups on IPv4 and IPv6 of one host:
+    the walk keeps the program's answers per host, on what the program reads (the IP version,
+    the CPU, payload bytes, the length, or nothing), so packets of other groups that differ
+    only otherwise share an answer; the per-row path's bytes. (Route changes between arrivals
+    and their observations keep the flows open: their arrivals are queued by the answer.)"""
+    b, sk, targets = TraceBuilder(), 0, []
+    prog = cbpf.encode_sock_filter(SHARED_PROGRAMS[program])
+    for g, (proto, laddr, size) in enumerate(groups):
+        family = 6 if ":" in laddr else 4
+        members = list(range(sk, sk + size))
+        for s in members:
+            b.add("socket", sk=s, proto=proto, family=family)
+            b.add("setsockopt", sk=s, name="SO_REUSEPORT", value=1, ret=0)
+            b.add("bind", sk=s, laddr=laddr, lport=9000 + g, ret=0)
+            if proto == "tcp":
+                b.add("listen", sk=s, ret=0)
+        b.add("setsockopt", sk=members[0], name="SO_ATTACH_REUSEPORT_CBPF", prog=prog, ret=0)
+        targets.append((proto, laddr, 9000 + g, members))
+        sk += size
+    spare = sk  # a socket whose options start new route epochs: flows span them, open
+    b.add("socket", sk=spare, proto="tcp", family=4)
+    rport, waiting = 30000, []
+    for _ in range(data.draw(st.integers(10, 40))):
+        if data.draw(st.booleans()):
+            b.add("setsockopt", sk=spare, name="SO_REUSEPORT", value=1, ret=0)
+        proto, laddr, lport, members = data.draw(st.sampled_from(targets))
+        rport += 1
+        event = "datagram" if proto == "udp" else "syn"
+        b.add(event, proto=proto, laddr=laddr, lport=lport, raddr=laddr, rport=rport,
+              hash=data.draw(st.integers(0, 2**32 - 1)), cpu=data.draw(st.integers(0, 3)),
+              payload=data.draw(st.sampled_from([b"", b"\x01", b"\x00\x02", b"\x00\x03\x01"])))
+        waiting.append((proto, laddr, lport, rport, members))
+        if data.draw(st.booleans()):
+            proto, laddr, lport, at, members = waiting.pop(0)
+            b.add("accept" if proto == "tcp" else "recv", sk=data.draw(st.sampled_from(members)),
+                  proto=proto, laddr=laddr, lport=lport, raddr=laddr, rport=at)
+    classic = calls_of(monkeypatch, "classic_pick", stretch.Route)
+    path = b.write(tmp_path_factory.mktemp("classic") / "t.parquet")
+    bulk, faithful = both_paths(path, tmp_path_factory.mktemp("out"), monkeypatch)
+    assert_same(bulk, faithful)
+    assert sum(pick is not None for pick in classic) >= 5

@@ -120,3 +120,27 @@ def test_rebuilt_membership_equals_the_models_groups(tmp_path):
         assert states, group["group"]
         assert list(states[-1].live) == group["socks"], group["group"]
         assert list(states[-1].closed) == group["closed"], group["group"]
+
+
+@pytest.mark.parametrize("made", [False, True], ids=["from-the-log", "from-made-rows"])
+def test_rows_of_some_groups_are_the_full_timelines_rows_of_them(made):
+    """`timeline_frame(..., only=keys)` (what the reports read for the groups they detail) is
+    the full timeline filtered to those groups, in the same order, whether the rows come from
+    the log (a replay in this process) or were made already (a Dask task's part)."""
+    from tracekit.replay.timeline import Timeline, timeline_frame
+
+    replay = tracekit.replay(RECORDED / "random-11-60.parquet")
+    full = replay.timeline()
+    pairs = sorted(set(zip(full["host"], full["group"])))
+    assert len(pairs) >= 3
+    keys = pairs[::2] + [("no-such-host", GROUP)]
+    membership = tracekit.replay(RECORDED / "random-11-60.parquet").membership  # rows not made
+    if made:
+        membership = Timeline.merged([membership.made()])
+    some = timeline_frame(membership, only=keys)
+    if not made:
+        assert membership._done == 0  # the other groups' rows were not made for it
+    wanted = full[[(h, g) in set(keys) for h, g in zip(full["host"], full["group"])]]
+    assert 0 < len(some) < len(full)
+    assert some.equals(wanted.reset_index(drop=True))
+    assert timeline_frame(membership).equals(full)  # the whole is still all there

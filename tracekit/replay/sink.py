@@ -49,16 +49,6 @@ class _Touch(NamedTuple):
     reuseport_id: int | None
 
 
-class _Match(NamedTuple):
-    """An observation that matched, counted without a `Decision` (no results are kept)."""
-
-    host: str
-    group: str | None
-    reuseport_id: int | None
-    expected: int
-    reset: bool  # a `reset` row: the kernel reset the connection
-
-
 _row_of = itemgetter(0)  # an event's input row
 
 
@@ -110,13 +100,30 @@ class DecisionSink:
         self._count(host, stats, "match", count)
         self._events.append((last_row, _Touch(host, label, reuseport_id), reuse))
 
-    def add_match(self, row: int, host: str, group: str | None, reuseport_id: int,
-                  expected: int, reset: bool) -> None:
-        """Input row `row`'s observation matched: what `add` of its `Decision` (verdict match,
-        no explanation) would count, for a sink that keeps no results."""
+    def add_match_counts(self, host: str,
+                         counts: dict[tuple[str | None, int, int, bool], list[int]],
+                         offset: int = 0) -> None:
+        """Observations of host `host` that matched, counted without a `Decision` each (for a
+        sink that keeps no results): `counts` maps (group, reuseport_id, expected, reset: a
+        `reset` row) to [how many, the last of their input rows, less `offset`]. What `add` of
+        each one's `Decision` gives at `flush`: counts, load and resets are sums, which no order
+        changes, and a group's `reuseport_id` is left by the last row that names one (>= 0),
+        so that row alone sets it, in row order with the batch's other decisions."""
         assert self.results is None, "a sink that keeps results needs the Decision"
-        self._events.append((row, _Match(host, group, reuseport_id if reuseport_id >= 0 else None,
-                                         expected, reset), None))
+        latest: dict[str, tuple[int, int]] = {}  # group: (its last row naming an id, the id)
+        for (group, rid, expected, reset), (count, last) in counts.items():
+            stats = None
+            if group is not None:
+                stats = self.group(host, group, None, None)
+                if expected >= 0:
+                    stats.load[str(expected)] += count
+                if reset:  # observed -1, as it matched
+                    stats.resets += count
+                if rid >= 0 and last > latest.get(group, (-1, -1))[0]:
+                    latest[group] = (last, rid)
+            self._count(host, stats, "match", count)
+        for group, (last, rid) in latest.items():
+            self._events.append((last + offset, _Touch(host, group, rid), None))
 
     def add_load(self, host: str, label: str, sk: int, count: int) -> None:
         """`count` matched decisions expected on socket `sk` of group `label`."""
@@ -126,32 +133,6 @@ class DecisionSink:
         """Bulk decisions as results (`DECISION_SCHEMA`), one per input row of `rows`."""
         if self.results is not None and len(rows):
             self._pending.append((np.asarray(rows), batch))
-
-    def _apply_match(self, m: _Match) -> None:
-        """`_apply` of a matched `Decision` (`add_match`), the counting inlined: a fleet has
-        hundreds of thousands."""
-        host, group = m.host, m.group
-        self.totals[0] += 1
-        self.totals[1] += 1
-        counts = self.hosts.get(host)
-        if counts is None:
-            counts = self.hosts[host] = _counts()
-        counts[0] += 1
-        counts[1] += 1
-        if group is None:
-            return
-        stats = self.groups.get((host, group))
-        rid = m.reuseport_id  # (None or an id: `add_match`)
-        if stats is None:
-            stats = self.group(host, group, rid, None, None)
-        elif rid is not None:  # as `group` does
-            stats.reuseport_id = rid
-        if m.expected >= 0:
-            stats.load[str(m.expected)] += 1
-        if m.reset:  # observed -1, as it matched
-            stats.resets += 1
-        stats.counts[0] += 1
-        stats.counts[1] += 1
 
     def _apply(self, d: Decision, row: int, reuse: SockReuseport | None) -> None:
         stats = None
@@ -180,11 +161,8 @@ class DecisionSink:
         """Apply the decisions of one input batch in row order, and emit them as results."""
         events, self._events = self._events, []
         events.sort(key=_row_of)
-        apply_match = self._apply_match
         for row, item, reuse in events:
-            if type(item) is _Match:
-                apply_match(item)
-            elif isinstance(item, _Touch):
+            if type(item) is _Touch:
                 self.group(item.host, item.label, item.reuseport_id, None, reuse)
             else:
                 self._apply(item, row, reuse)

@@ -79,6 +79,28 @@ def _diff(old: Members, new: Members) -> list[tuple[int, str, int | None, int | 
     return rows
 
 
+def _rows_of_entries(entries: Iterable[tuple]) -> list[tuple]:
+    """The rows (`COLUMNS`) of `Timeline` log entries, in their order."""
+    rows: list[tuple] = []
+    add = rows.append
+    for entry in entries:
+        if entry[0] == _MIGRATIONS:
+            _tag, host, group, rid, seq, event, cause, listener, moves = entry
+            for _listener, (laddr, lport, raddr, rport), to, unknown, _group in moves:
+                change = ("migration-unknown" if unknown is not None
+                          else "migrated" if to >= 0 else "reset")
+                text = (None if laddr is None and raddr is None
+                        else f"{raddr}:{rport} -> {laddr}:{lport}")
+                add((host, group, rid, seq, event, cause, listener, change, None, None,
+                     to if unknown is None else None, text))
+            continue
+        _tag, host, group, rid, seq, event, cause, old, new = entry
+        for sk, change, from_slot, to_slot in _diff(old, new):
+            add((host, group, rid, seq, event, cause, sk, change, from_slot, to_slot, None,
+                 None))
+    return rows
+
+
 @dataclass
 class _Pending:
     """The groups one membership event touches, as they were when it began (or at its last
@@ -218,31 +240,29 @@ class Timeline:
 
     def _make_rows(self) -> None:
         """The rows of the log entries not yet made into rows."""
-        rows: list[tuple] = []
-        add = rows.append
-        for entry in self._log[self._done:]:
-            if entry[0] == _MIGRATIONS:
-                _tag, host, group, rid, seq, event, cause, listener, moves = entry
-                for _listener, (laddr, lport, raddr, rport), to, unknown, _group in moves:
-                    change = ("migration-unknown" if unknown is not None
-                              else "migrated" if to >= 0 else "reset")
-                    text = (None if laddr is None and raddr is None
-                            else f"{raddr}:{rport} -> {laddr}:{lport}")
-                    add((host, group, rid, seq, event, cause, listener, change, None, None,
-                         to if unknown is None else None, text))
-                continue
-            _tag, host, group, rid, seq, event, cause, old, new = entry
-            for sk, change, from_slot, to_slot in _diff(old, new):
-                add((host, group, rid, seq, event, cause, sk, change, from_slot, to_slot, None,
-                     None))
+        rows = _rows_of_entries(self._log[self._done:])
         self._done = len(self._log)
         if rows:
             for name, column in zip(COLUMNS, zip(*rows)):
                 self._rows[name].extend(column)
 
+    def rows_for(self, keys: Iterable[tuple[str, str]]) -> dict[str, list]:
+        """The rows of the groups `keys` ((host, group) pairs) alone, column by column, in
+        replay order: what `rows` holds for them, without making the rows of the others (a
+        report details 40 groups of a 600-host fleet's 3,000)."""
+        wanted = set(keys)
+        rows = [row for row in zip(*(self._rows[name] for name in COLUMNS))
+                if (row[0], row[1]) in wanted] if self._rows["host"] else []
+        rows += _rows_of_entries([entry for entry in self._log[self._done:]
+                                  if (entry[1], entry[2]) in wanted])
+        columns = list(zip(*rows)) if rows else [() for _ in COLUMNS]
+        return {name: list(column) for name, column in zip(COLUMNS, columns)}
+
     # -- results ----------------------------------------------------------------------------------
-    def table(self) -> pa.Table:
-        return pa.table({name: pa.array(self.rows[name], type=_SCHEMA.field(name).type)
+    def table(self, only: Iterable[tuple[str, str]] | None = None) -> pa.Table:
+        """The rows as an Arrow table; `only`: just those (host, group) pairs' (`rows_for`)."""
+        rows = self.rows if only is None else self.rows_for(only)
+        return pa.table({name: pa.array(rows[name], type=_SCHEMA.field(name).type)
                          for name in COLUMNS}, schema=_SCHEMA)
 
     def made(self) -> Timeline:
@@ -268,9 +288,11 @@ class Timeline:
         return out
 
 
-def timeline_frame(timeline: Timeline | None) -> Any:
-    """The rows as a pandas DataFrame (`COLUMNS`; nullable integers), in replay order."""
-    table = (timeline or Timeline()).table()
+def timeline_frame(timeline: Timeline | None,
+                   only: Iterable[tuple[str, str]] | None = None) -> Any:
+    """The rows as a pandas DataFrame (`COLUMNS`; nullable integers), in replay order; `only`:
+    just those (host, group) pairs' rows."""
+    table = (timeline if timeline is not None else Timeline()).table(only)
     import pandas as pd
 
     return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)

@@ -195,6 +195,9 @@ class Walk:
         if len(specials) == b - a:
             for i, row in zip(range(a, b), cols.dicts(np.arange(a, b))):
                 self.engine.row(self.hs, row, i)
+            # (a snapshot's history mark does not see every change: one that renames its group
+            # is recorded under the new name)
+            self.hs.snapshots.clear()
             return
         sk = cols.sk[a:b]
         if len(specials):

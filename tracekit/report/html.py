@@ -11,7 +11,7 @@ from typing import Any
 
 from tracekit.report.gating import gate_headline, html_balance, html_sections
 from tracekit.report.svg import Bar, Column, Segment, bar_chart, column_chart
-from tracekit.report.membership import group_frames, group_key
+from tracekit.report.membership import group_key
 from tracekit.report.timeline_chart import membership_html
 from tracekit.report.view import (
     ReportView,
@@ -194,7 +194,7 @@ def _groups(view: ReportView) -> list[str]:
     """Each group's section; the first `MAX_TIMELINES` groups with a timeline get its chart."""
     parts, charted, skipped = [], 0, 0
     detailed, rest = split_groups(view.summary.get("groups") or [])
-    frames = group_frames(view.timeline, only=map(group_key, detailed))
+    frames = view.group_timelines(map(group_key, detailed))
     for group in detailed:
         key = group_key(group)
         rows = frames.get(key)

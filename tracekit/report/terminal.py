@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tracekit.report.membership import describe_step, elided_steps, group_frames, group_key
+from tracekit.report.membership import describe_step, elided_steps, group_key
 from tracekit.report.gating import balance_line, gate_headline, terminal_sections
 from tracekit.report.view import (
     ReportView,
@@ -54,7 +54,7 @@ def render_replay(replay: Any, *, max_mismatches: int = 10, explain: bool = True
     if groups:
         parts.append(Text("\nGroups", style="bold"))
         detailed, rest = split_groups(groups)
-        frames = group_frames(view.timeline, only=map(group_key, detailed))
+        frames = view.group_timelines(map(group_key, detailed))
         parts += [_group(group, frames.get(group_key(group))) for group in detailed]
         if rest:
             parts.append(_more_groups(rest))
