@@ -191,12 +191,30 @@ def test_datagrams_to_a_port_with_a_connected_group_member_agree(
               hash=data.draw(st.integers(0, 2**32 - 1)), cpu=data.draw(st.integers(0, 2)),
               payload=b"x")
     delivered = calls_of(monkeypatch, "_deliver")
-    memoized = answers_checked(monkeypatch)
+    answers_checked(monkeypatch)
     path = b.write(tmp_path_factory.mktemp("port") / "t.parquet", kernel=kernel, complete=True)
     bulk, faithful = both_paths(path, tmp_path_factory.mktemp("out"), monkeypatch)
     assert_same(bulk, faithful)
     assert sum(delivered) >= 20
-    assert memoized
+
+
+def test_memoized_answers_are_checked_against_the_faithful_lookup(tmp_path, monkeypatch):
+    """`answers_checked` reaches memoized answers: datagrams from sources that are not the
+    connected member's peer, on two CPUs, to a group with connections."""
+    b = TraceBuilder()
+    for sk in range(3):
+        b.add("socket", sk=sk, proto="udp", family=4)
+        b.add("setsockopt", sk=sk, name="SO_REUSEPORT", value=1, ret=0)
+        b.add("bind", sk=sk, laddr="127.0.0.1", lport=9000, ret=0)
+    b.add("connect", sk=1, raddr="127.0.0.1", rport=40000, ret=0)
+    for i in range(30):
+        b.add("datagram", proto="udp", laddr="127.0.0.1", lport=9000, raddr="127.0.0.1",
+              rport=41000 + i, hash=(i % 3) * 0x55555555, cpu=i % 2, payload=b"x")
+    memoized = answers_checked(monkeypatch)
+    path = b.write(tmp_path / "t.parquet", complete=True)
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
+    assert len(memoized) >= 10
 
 
 def answers_checked(monkeypatch) -> list[int]:
