@@ -47,6 +47,15 @@ class Change:
         return any(m[0] == sk and m[2] == slot for m in self.moves)
 
 
+def _change(seq: int, event: str, sk: int | None, old: tuple[int, ...],
+            new: tuple[int, ...]) -> Change:
+    """`Change(seq, event, sk, old, new)` without the frozen dataclass's `__init__` (one
+    `object.__setattr__` per field): one per membership change of a replay."""
+    change = object.__new__(Change)
+    change.__dict__.update(seq=seq, event=event, sk=sk, old=old, new=new)
+    return change
+
+
 _sk_id = attrgetter("sk_id")
 
 Members = tuple[tuple[int, ...], tuple[int, ...]]  # (live in array order, closed section)
@@ -139,7 +148,7 @@ class GroupHistory:
             log = changes.get(label)
             if log is None:
                 log = changes[label] = deque(maxlen=self.depth)
-            log.append(Change(seq, event, sk, old, new))
+            log.append(_change(seq, event, sk, old, new))
             marks[label] = marks.get(label, 0) + 1
         return now
 
