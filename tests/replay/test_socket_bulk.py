@@ -5,6 +5,7 @@ observations were moved to other sockets or drained in socket order, and on simu
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tracekit.kernel import cbpf
+from tracekit.kernel.packet import ETH_P_IP
 from tracekit.kernel.socket_layer import host
 from tracekit.simulator.api import injected_faults, simulate
 from tracekit.replay import engine, stretch
@@ -188,10 +191,72 @@ def test_datagrams_to_a_port_with_a_connected_group_member_agree(
               hash=data.draw(st.integers(0, 2**32 - 1)), cpu=data.draw(st.integers(0, 2)),
               payload=b"x")
     delivered = calls_of(monkeypatch, "_deliver")
+    answers_checked(monkeypatch)
     path = b.write(tmp_path_factory.mktemp("port") / "t.parquet", kernel=kernel, complete=True)
     bulk, faithful = both_paths(path, tmp_path_factory.mktemp("out"), monkeypatch)
     assert_same(bulk, faithful)
     assert sum(delivered) >= 20
+
+
+def test_memoized_answers_are_checked_against_the_faithful_lookup(tmp_path, monkeypatch):
+    """`answers_checked` reaches memoized answers: datagrams from sources that are not the
+    connected member's peer, on two CPUs, to a group with connections."""
+    b = TraceBuilder()
+    for sk in range(3):
+        b.add("socket", sk=sk, proto="udp", family=4)
+        b.add("setsockopt", sk=sk, name="SO_REUSEPORT", value=1, ret=0)
+        b.add("bind", sk=sk, laddr="127.0.0.1", lport=9000, ret=0)
+    b.add("connect", sk=1, raddr="127.0.0.1", rport=40000, ret=0)
+    for i in range(30):
+        b.add("datagram", proto="udp", laddr="127.0.0.1", lport=9000, raddr="127.0.0.1",
+              rport=41000 + i, hash=(i % 3) * 0x55555555, cpu=i % 2, payload=b"x")
+    memoized = answers_checked(monkeypatch)
+    path = b.write(tmp_path / "t.parquet", complete=True)
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
+    assert len(memoized) >= 10
+
+
+def answers_checked(monkeypatch) -> list[int]:
+    """Every datagram a port memo answers from a memoized answer (`PortMemo.deliver`) is also
+    delivered by the faithful lookup on a copy of the host taken just before: the same arrival
+    (socket, labelled pick) and the same CPUs on every socket after. Returns the `seq` of each
+    datagram checked (a witness)."""
+    from tracekit.kernel.socket_layer.pairing import Pairing
+    from tracekit.replay import ports
+
+    checked: list[int] = []
+    deliver = ports.PortMemo.deliver
+
+    def last_arrival(h, flow):
+        entry = h.datagrams.flows[flow]
+        arrival = max((a for q in entry.waiting.values() for a in q), key=lambda a: a.order)
+        return arrival.predicted, arrival.item, arrival.payload
+
+    def twin_of(h):
+        """A copy of the host but for the datagrams waiting (the lookup does not read them)."""
+        waiting, h.datagrams = h.datagrams, Pairing()
+        try:
+            return copy.deepcopy(h)
+        finally:
+            h.datagrams = waiting
+
+    def cpus(h):
+        return {sk_id: s.sk.sk_incoming_cpu for sk_id, s in h.socks.items()}
+
+    def checking(self, h, flow, hash, cpu, seq, payload):
+        answer = self.answers.get(self.key(flow, hash, cpu, payload))
+        if answer is None or answer is ports.NO_MEMO:
+            return deliver(self, h, flow, hash, cpu, seq, payload)
+        twin = twin_of(h)
+        twin.place_datagram(flow, *twin.udp_lookup(flow, hash, cpu, payload), cpu, payload)
+        deliver(self, h, flow, hash, cpu, seq, payload)
+        assert last_arrival(h, flow) == last_arrival(twin, flow), f"seq {seq}: {answer}"
+        assert cpus(h) == cpus(twin), f"seq {seq}"
+        checked.append(seq)
+
+    monkeypatch.setattr(ports.PortMemo, "deliver", checking)
+    return checked
 
 
 def test_the_bulk_path_decides_closed_flows_of_a_recording(tmp_path, monkeypatch):
@@ -433,6 +498,7 @@ def test_port_memos_follow_changes_to_their_own_and_other_ports(tmp_path_factory
                       hash=data.draw(st.integers(0, 2**32 - 1)),
                       cpu=data.draw(st.integers(0, 2)), payload=b"x")
     memos_checked(monkeypatch)
+    answers_checked(monkeypatch)
     path = b.write(tmp_path_factory.mktemp("ports") / "t.parquet", kernel=kernel, complete=True)
     bulk, faithful = both_paths(path, tmp_path_factory.mktemp("out"), monkeypatch)
     assert_same(bulk, faithful)
@@ -544,3 +610,118 @@ def test_a_socket_opened_under_a_listening_sockets_id_takes_its_connections(tmp_
     bulk, faithful = both_paths(path, tmp_path, monkeypatch)
     assert_same(bulk, faithful)
     assert bulk[2].decisions.query("rport == 1001").expected.tolist() == [-1]
+
+
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kernel=st.sampled_from(["5.15.0", "6.12.0", "6.18.0"]), data=st.data())
+def test_a_classic_program_reading_the_protocol_answers_each_family(tmp_path_factory, monkeypatch,
+                                                                   kernel, data):
+    """A dual-stack UDP group (`::`, not v6only) whose classic program loads `SKF_AD_PROTOCOL`
+    (the EtherType: IPv4 or IPv6) and picks by it, its group changed between datagrams to
+    127.0.0.1 and ::1 (routes rebuilt, the program's memoized answers kept by the host): each
+    family gets the program's own answer, the per-row path's bytes."""
+    from tracekit.kernel.cbpf import SKF_AD_OFF, SKF_AD_PROTOCOL, encode_sock_filter
+
+    load = SKF_AD_OFF + SKF_AD_PROTOCOL + 2**32
+    prog = encode_sock_filter([(0x20, 0, 0, load), (0x15, 0, 1, 0x0800), (0x06, 0, 0, 0),
+                               (0x06, 0, 0, 1)])
+    b = TraceBuilder()
+    live: list[int] = []
+    for sk in range(data.draw(st.integers(2, 4))):
+        b.add("socket", sk=sk, proto="udp", family=6)
+        b.add("setsockopt", sk=sk, name="SO_REUSEPORT", value=1, ret=0)
+        b.add("bind", sk=sk, laddr="::", lport=9000, ret=0)
+        live.append(sk)
+    b.add("setsockopt", sk=0, name="SO_ATTACH_REUSEPORT_CBPF", prog=prog, ret=0)
+    rport = 40000
+    for _ in range(data.draw(st.integers(2, 5))):
+        for _ in range(data.draw(st.integers(1, 8))):
+            rport += 1
+            v4 = data.draw(st.booleans())
+            b.add("datagram", proto="udp", laddr="127.0.0.1" if v4 else "::1", lport=9000,
+                  raddr="127.0.0.1" if v4 else "::1", rport=rport,
+                  hash=data.draw(st.integers(0, 2**32 - 1)), cpu=data.draw(st.integers(0, 1)),
+                  payload=b"x")
+        sk = len(live) + 10
+        b.add("socket", sk=sk, proto="udp", family=6)  # the group changes: its route too
+        b.add("setsockopt", sk=sk, name="SO_REUSEPORT", value=1, ret=0)
+        b.add("bind", sk=sk, laddr="::", lport=9000, ret=0)
+        live.append(sk)
+    classic = calls_of(monkeypatch, "classic_pick", stretch.Route)
+    path = b.write(tmp_path_factory.mktemp("proto") / "t.parquet", kernel=kernel, complete=True)
+    bulk, faithful = both_paths(path, tmp_path_factory.mktemp("out"), monkeypatch)
+    assert_same(bulk, faithful)
+    assert sum(pick is not None for pick in classic) >= 2
+    decisions = faithful[2].decisions  # (socks[0] is sk 0, socks[1] sk 1)
+    v6 = decisions.laddr.str.contains(":")
+    assert set(decisions.expected[~v6]) <= {0} and set(decisions.expected[v6]) <= {1}
+
+
+_AD = cbpf.SKF_AD_OFF & 0xFFFFFFFF
+SHARED_PROGRAMS = {  # what each reads of a packet, besides nothing
+    "ip version": [(cbpf.BPF_LD | cbpf.BPF_W | cbpf.BPF_ABS, 0, 0, _AD + cbpf.SKF_AD_PROTOCOL),
+                   (cbpf.BPF_JMP | cbpf.BPF_JEQ | cbpf.BPF_K, 0, 1, ETH_P_IP),
+                   (cbpf.BPF_RET | cbpf.BPF_K, 0, 0, 0), (cbpf.BPF_RET | cbpf.BPF_K, 0, 0, 1)],
+    "cpu": [(cbpf.BPF_LD | cbpf.BPF_W | cbpf.BPF_ABS, 0, 0, _AD + cbpf.SKF_AD_CPU),
+            (cbpf.BPF_RET | cbpf.BPF_A, 0, 0, 0)],
+    "second byte": [(cbpf.BPF_LD | cbpf.BPF_B | cbpf.BPF_ABS, 0, 0, 1),
+                    (cbpf.BPF_ALU | cbpf.BPF_AND | cbpf.BPF_K, 0, 0, 3),
+                    (cbpf.BPF_RET | cbpf.BPF_A, 0, 0, 0)],
+    "length": [(cbpf.BPF_LD | cbpf.BPF_W | cbpf.BPF_LEN, 0, 0, 0),
+               (cbpf.BPF_ALU | cbpf.BPF_AND | cbpf.BPF_K, 0, 0, 3),
+               (cbpf.BPF_RET | cbpf.BPF_A, 0, 0, 0)],
+    "constant": [(cbpf.BPF_RET | cbpf.BPF_K, 0, 0, 1)],
+}
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(program=st.sampled_from(sorted(SHARED_PROGRAMS)),
+       groups=st.lists(st.tuples(st.sampled_from(["udp", "tcp"]),
+                                 st.sampled_from(["127.0.0.1", "::1"]), st.integers(2, 4)),
+                       min_size=2, max_size=3),
+       data=st.data())
+def test_one_classic_program_on_several_groups_of_a_host_agrees(tmp_path_factory, monkeypatch,
+                                                               program, groups, data):
+    """The same classic program attached to TCP and UDP groups on IPv4 and IPv6 of one host:
+    the walk keeps the program's answers per host, on what the program reads (the IP version,
+    the CPU, payload bytes, the length, or nothing), so packets of other groups that differ
+    only otherwise share an answer; the per-row path's bytes. (Route changes between arrivals
+    and their observations keep the flows open: their arrivals are queued by the answer.)"""
+    b, sk, targets = TraceBuilder(), 0, []
+    prog = cbpf.encode_sock_filter(SHARED_PROGRAMS[program])
+    for g, (proto, laddr, size) in enumerate(groups):
+        family = 6 if ":" in laddr else 4
+        members = list(range(sk, sk + size))
+        for s in members:
+            b.add("socket", sk=s, proto=proto, family=family)
+            b.add("setsockopt", sk=s, name="SO_REUSEPORT", value=1, ret=0)
+            b.add("bind", sk=s, laddr=laddr, lport=9000 + g, ret=0)
+            if proto == "tcp":
+                b.add("listen", sk=s, ret=0)
+        b.add("setsockopt", sk=members[0], name="SO_ATTACH_REUSEPORT_CBPF", prog=prog, ret=0)
+        targets.append((proto, laddr, 9000 + g, members))
+        sk += size
+    spare = sk  # a socket whose options start new route epochs: flows span them, open
+    b.add("socket", sk=spare, proto="tcp", family=4)
+    rport, waiting = 30000, []
+    for _ in range(data.draw(st.integers(10, 40))):
+        if data.draw(st.booleans()):
+            b.add("setsockopt", sk=spare, name="SO_REUSEPORT", value=1, ret=0)
+        proto, laddr, lport, members = data.draw(st.sampled_from(targets))
+        rport += 1
+        event = "datagram" if proto == "udp" else "syn"
+        b.add(event, proto=proto, laddr=laddr, lport=lport, raddr=laddr, rport=rport,
+              hash=data.draw(st.integers(0, 2**32 - 1)), cpu=data.draw(st.integers(0, 3)),
+              payload=data.draw(st.sampled_from([b"", b"\x01", b"\x00\x02", b"\x00\x03\x01"])))
+        waiting.append((proto, laddr, lport, rport, members))
+        if data.draw(st.booleans()):
+            proto, laddr, lport, at, members = waiting.pop(0)
+            b.add("accept" if proto == "tcp" else "recv", sk=data.draw(st.sampled_from(members)),
+                  proto=proto, laddr=laddr, lport=lport, raddr=laddr, rport=at)
+    classic = calls_of(monkeypatch, "classic_pick", stretch.Route)
+    path = b.write(tmp_path_factory.mktemp("classic") / "t.parquet")
+    bulk, faithful = both_paths(path, tmp_path_factory.mktemp("out"), monkeypatch)
+    assert_same(bulk, faithful)
+    assert sum(pick is not None for pick in classic) >= 5

@@ -276,7 +276,20 @@ def payload_reach(insns: Sequence[Insn]) -> tuple[int, bool] | None:
     whether it loads the packet length. Its result is then a function of the first `reach` bytes
     of the payload (and of how many there are), the length if `length`, and the ancillary
     fields it loads. None when a load may reach the headers (a negative or indirect offset)."""
-    reach, length = 0, False
+    reads = payload_reads(insns)
+    if reads is None:
+        return None
+    offsets, length = reads
+    return (offsets[-1] + 1 if offsets else 0), length
+
+
+def payload_reads(insns: Sequence[Insn]) -> tuple[tuple[int, ...], bool] | None:
+    """`payload_reach` byte by byte: `(offsets, length)`, the offsets of the payload bytes loads
+    can touch (ascending) and whether it loads the packet length. Its result is then a function
+    of those bytes, of which loads the payload is long enough for (its length up to the last
+    offset), the length if `length`, and the ancillary fields it loads."""
+    offsets: set[int] = set()
+    length = False
     for code, _jt, _jf, k in insns:
         cls, mode = code & 0x07, code & 0xE0
         if cls not in (BPF_LD, BPF_LDX) or mode in (BPF_IMM, BPF_MEM):
@@ -291,8 +304,16 @@ def payload_reach(insns: Sequence[Insn]) -> tuple[int, bool] | None:
             if _s32(k) < 0:
                 return None
             size = 1 if mode == BPF_MSH else _SIZES.get(code & 0x18, 4)
-            reach = max(reach, _s32(k) + size)
-    return reach, length
+            offsets.update(range(_s32(k), _s32(k) + size))
+    return tuple(sorted(offsets)), length
+
+
+def ancillary_loads(insns: Sequence[Insn]) -> frozenset[int]:
+    """The SKF_AD_* fields (indices) a program loads: what it reads of the skb besides the
+    packet."""
+    return frozenset(index for code, _jt, _jf, k in insns
+                     if code & 0x07 == BPF_LD and code & 0xE0 == BPF_ABS
+                     and (index := _ancillary(k)) is not None)
 
 
 class _Unknowable(Exception):

@@ -26,6 +26,7 @@ from tracekit.errors import StoryError
 from tracekit.kernel.bpf import Skb
 from tracekit.kernel.net import Net
 from tracekit.kernel.profiles import Profile
+from tracekit.kernel.sock import Sock
 from tracekit.kernel.sock_reuseport import SockReuseport
 from tracekit.kernel.socket_layer import Host, Pick
 from tracekit.kernel.socket_layer import kernel_calls as kc
@@ -58,6 +59,10 @@ MEMBERSHIP = {"bind", "listen", "connect", "shutdown", "close", "reuseport_alloc
 # observation (`accept`, `recv`) of a socket the model does not know is judged `lost-events`.
 OBSERVATIONS = {"accept", "recv", "reset"}
 ON_A_SOCKET = {"bind", "listen", "connect", "shutdown", "close"}
+# membership events that never migrate (only a stopping listener does: `close`, `shutdown`), so
+# nothing reads the timeline while they run: where none of their sockets is in a group before,
+# the history's and the timeline's hooks are called after them (`Engine._record`), if at all
+UNHOOKED_WITHOUT_GROUP = MEMBERSHIP - {"close", "shutdown"}
 RET_CALLS = {"reuseport_alloc", "reuseport_add_sock", "reuseport_attach_prog",
              "reuseport_detach_prog"}
 # kernel-layer calls other than selection and migration: the model's function of the same name
@@ -167,23 +172,43 @@ class Engine:
         try:
             host.seq = row["seq"]
             _check_row(row, event)
-            if event in ON_A_SOCKET:
-                _check_socket(host, row["sk"])
             if event not in MEMBERSHIP:
                 self._apply(hs, row, index)
                 return
-            involved = [host.sock(x).sk for x in (row["sk"], row["sk2"]) if x is not None]
+            sk, sk2 = row["sk"], row["sk2"]
+            if event in ON_A_SOCKET:
+                _check_socket(host, sk)
+            involved = ([host.sock(sk).sk] if sk2 is None and sk is not None
+                        else [host.sock(x).sk for x in (sk, sk2) if x is not None])
+            if event in UNHOOKED_WITHOUT_GROUP and _groupless(involved):
+                # in no group before: the history and the timeline have nothing to record yet
+                self._apply(hs, row, index)
+                if not _groupless(involved):
+                    self._record(hs, {}, involved, row["seq"], event, sk)
+                return
             token = hs.history.before(involved)
             timeline = self.timeline
             if timeline is not None:
-                timeline.before(hs.name, token, host.label_of, row["seq"], event, row["sk"])
+                timeline.before(hs.name, token, host.label_of, row["seq"], event, sk)
             self._apply(hs, row, index)
-            now = hs.history.after(token, involved, host.label_of, row["seq"], event, row["sk"])
+            now = hs.history.after(token, involved, host.label_of, row["seq"], event, sk)
             if timeline is not None:
                 timeline.after(involved, now)
         except StoryError as error:
             error.host, error.seq = hs.name, row["seq"]
             raise
+
+    def _record(self, hs: HostState, token: dict, involved: list, seq: int, event: str,
+                sk: int | None) -> None:
+        """The history's and the timeline's hooks around an event whose groups before were
+        `token` (`GroupHistory.before`), called after it: what calling them around it records
+        when nothing reads the timeline during the event (it migrates nothing)."""
+        host, timeline = hs.host, self.timeline
+        if timeline is not None:
+            timeline.before(hs.name, token, host.label_of, seq, event, sk)
+        now = hs.history.after(token, involved, host.label_of, seq, event, sk)
+        if timeline is not None:
+            timeline.after(involved, now)
 
     def _apply(self, hs: HostState, row: dict[str, Any], index: int) -> None:
         host, event = hs.host, row["event"]
@@ -332,13 +357,14 @@ class Engine:
         if self.timeline is not None:
             first = done[0]
             self.timeline.migrations(hs.name, hs.host.seq, first.group, first.listener, done)
-        outcomes: dict[str, int] = {}  # (in order of first appearance, as counted one by one)
-        for m in done:
-            if m.unknown is None:
-                outcome = "migrated" if m.to >= 0 else "reset"
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        for outcome, count in outcomes.items():
-            self.sink.migration(hs.name, done[0].group, outcome, count)
+        # the predicted outcomes, counted in order of first appearance (as one by one)
+        moved = [to >= 0 for _listener, _flow, to, unknown, _group in done if unknown is None]
+        if moved:
+            migrated = moved.count(True)
+            counts = (("migrated", migrated), ("reset", len(moved) - migrated))
+            for outcome, count in counts if moved[0] else counts[::-1]:
+                if count:
+                    self.sink.migration(hs.name, done[0].group, outcome, count)
 
     # -- end --------------------------------------------------------------------------------------
     def finish(self, complete: bool) -> None:
@@ -384,11 +410,23 @@ def _check_row(row: dict[str, Any], event: str) -> None:
             raise StoryError(f"missing (event {event!r} requires it)", column)
     for column in ("laddr", "raddr"):
         text = row[column]
-        if text is not None and not is_ip_text(text):
-            raise StoryError(f"{text!r} is not an IPv4 or IPv6 address", column)
+        if text is not None and text not in _IP_TEXTS:
+            if not is_ip_text(text):
+                raise StoryError(f"{text!r} is not an IPv4 or IPv6 address", column)
+            if len(_IP_TEXTS) < IP_TEXTS:
+                _IP_TEXTS.add(text)
 
 
 _REQUIRES = {event.name: event.requires for event in load_spec().events}
+IP_TEXTS = 4096
+_IP_TEXTS: set[str] = set()  # addresses `is_ip_text` accepted (a trace names a few, often)
+
+
+def _groupless(socks: list[Sock]) -> bool:
+    for sk in socks:
+        if sk.sk_reuseport_cb is not None:
+            return False
+    return True
 
 
 def _check_socket(host: Host, sk: int) -> None:

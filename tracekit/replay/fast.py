@@ -216,6 +216,16 @@ class GroupState:
         """SO_INCOMING_CPU preferences decide (`_cpu_matters`)."""
         return bool(self.members and self.profile.incoming_cpu and self.incoming_cpu)
 
+    def slot_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """`slot_tables` of the group in this state."""
+        if self.by_cpu:
+            members = tuple([(sk_id, state != TCP_ESTABLISHED, cpu)
+                             for sk_id, state, cpu in self.members])
+        else:
+            members = tuple([(sk_id, state != TCP_ESTABLISHED, -1)
+                             for sk_id, state, _cpu in self.members])
+        return _tables(members, self.by_cpu)
+
     def replica(self, sk_id: int, cpu: int | None) -> Sock:
         """A socket `sk_id` selecting from a copy of the group, on `cpu`: the faithful functions
         called on it answer what they answered on the group at that moment."""

@@ -121,7 +121,14 @@ class PortMemo:
         self.state = state  # the `port_state` key it answers for
         self.v4 = isinstance(parse_ip(laddr), IPv4Address)
         self.connected = connected
-        self.bonus = bonus
+        # the connected sockets in a group: their `sk_incoming_cpu` is part of its selection
+        # (the pick's snapshot, an `incoming_cpu` group's choice); of the others only whether
+        # it earns a datagram's CPU the bonus matters
+        self.grouped = [s for s in connected if s.sk.sk_reuseport_cb is not None]
+        # a source port no connected socket's peer has: every such one scores alike
+        self.rports = frozenset([s.rport for s in connected if s.rport])
+        # the CPUs of the other sockets that earn a bonus: fixed in this state
+        self.cpus = frozenset([s.sk.sk_incoming_cpu for s in bonus if not _connected(s)])
         self.routes = routes  # a `Route` per group (None: an empty group)
         # a group with connections: its pick's own score can decide (`udp_rescore`)
         self.rescored = [route is not None and route.reuse.has_conns for route in routes]
@@ -129,22 +136,27 @@ class PortMemo:
         self.sources: dict[tuple[str, int], tuple[bool, ...]] = {}  # `source_matches`, by source
 
     def key(self, flow: Flow, hash: int | None, cpu: int, payload: bytes | None) -> tuple:
+        """What of this datagram the lookup's answer depends on: whether its source is each
+        connected socket's peer, the CPU of each connected socket in a group, what each group
+        picks (`_picked`), which sockets the CPU earns a score bonus (a connected socket whose
+        peer it is not scores nothing)."""
         connected = self.connected
         if connected:  # (their peers are part of the port's state: kept with the memo)
-            source = (flow[2], flow[3])
+            sport = flow[3]
+            source = (flow[2], sport if sport in self.rports else -1)
             matches = self.sources.get(source)
             if matches is None:
                 saddr = parse_ip(flow[2])
-                matches = self.sources[source] = tuple([source_matches(s, saddr, flow[3], self.v4)
+                matches = self.sources[source] = tuple([source_matches(s, saddr, sport, self.v4)
                                                         for s in connected])
-            cpus = tuple([s.sk.sk_incoming_cpu for s in connected])
+            cpus = tuple([s.sk.sk_incoming_cpu for s in self.grouped])
+            raised = tuple([match and s.sk.sk_incoming_cpu == cpu
+                            for s, match in zip(connected, matches)])
         else:
-            matches = cpus = ()
+            matches = cpus = raised = ()
         picked = tuple([_picked(route, flow, hash, cpu, payload, rescored)
                         for route, rescored in zip(self.routes, self.rescored)])
-        # the CPU matters to the lookup through the scores it raises and through `picked`
-        bonus = tuple([s.sk.sk_incoming_cpu == cpu for s in self.bonus])
-        return matches, cpus, picked, bonus
+        return matches, cpus, picked, raised, cpu if cpu in self.cpus else -1
 
     def deliver(self, host: Host, flow: Flow, hash: int | None, cpu: int, seq: int,
                 payload: bytes | None) -> None:

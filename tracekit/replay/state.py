@@ -52,6 +52,7 @@ class HostState:
     snapshots: dict[Any, Snapshot] = field(default_factory=dict)  # id(reuse) or ("sk", id)
     routes: dict[Any, Any] = field(default_factory=dict)  # socket-layer routes (replay.stretch)
     ports: dict[Any, Any] = field(default_factory=dict)  # UDP lookups memoized (replay.ports)
+    classic: dict[Any, Any] = field(default_factory=dict)  # classic programs' answers (stretch)
 
 
 class Faithful(Protocol):

@@ -33,6 +33,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ import pyarrow.compute as pc
 
 from tracekit.kernel import cbpf
 from tracekit.kernel.packet import loopback_skb
-from tracekit.kernel.sock import IPPROTO_TCP, IPPROTO_UDP
+from tracekit.kernel.sock import IPPROTO_TCP, IPPROTO_UDP, TCP_ESTABLISHED
 from tracekit.kernel.socket_layer.addresses import normal_ip, parse_ip
 from tracekit.kernel.socket_layer.host import Flow, Host, Socket
 from tracekit.kernel.socket_layer.selection import Pick, prog_label, replace_pick
@@ -55,6 +56,7 @@ from tracekit.trace.checks import is_ip_text
 __all__ = ["ROUTE_KEEPING", "SocketColumns", "SocketWalk"]
 
 _new = object.__new__
+_set = object.__setattr__
 
 SYN, ACCEPT, RESET, DATAGRAM, RECV = 1, 2, 3, 4, 5
 KINDS = {"syn": SYN, "accept": ACCEPT, "reset": RESET, "datagram": DATAGRAM, "recv": RECV}
@@ -75,12 +77,15 @@ DENSE = 1 << 18
 HOLD = 8192
 """Rows at most that a walk with an open end leaves to the next batch (`SocketWalk._cut`)."""
 ROUTE_CACHE = 1024
+CLASSIC_ANSWERS = 1 << 14
+"""Answers a host keeps per classic program (`ClassicAnswers`) before it forgets them all."""
 """Routes a host keeps for reuse across stretches (`HostState.routes`)."""
 PORT_KEEPING = frozenset({"syn", "datagram", "accept", "recv", "reset", "sysctl"})
 """Rows after which every route and port memo (`tracekit.replay.ports`) still holds: they
 change no socket, group or bucket a lookup reads (a datagram's delivery changes a connected
 socket's `sk_incoming_cpu`, which memos read live; `sysctl` only what migration reads)."""
 _UNSEEN = -2  # (`SocketWalk._route`: a destination not yet resolved in this epoch)
+_HASH_PICK = Pick(sk=-1, reason="hash")  # (what `Route.base` is made from)
 
 
 class SocketColumns:
@@ -231,34 +236,36 @@ class Route:
         host = host_state.host
         reuse: SockReuseport = head.sk.sk_reuseport_cb  # type: ignore[assignment]
         self.reuse = reuse
-        self.state = fast.GroupState.of(reuse) if state is None else state
-        self.label = host.label_of(reuse) if label is None else label
-        self.history: HistoryView = host_state.history.view(self.label)
+        self.state = state = fast.GroupState.of(reuse) if state is None else state
+        self.label = label = host.label_of(reuse) if label is None else label
+        self.history: HistoryView = host_state.history.view(label)
         self.reuseport_id = reuse.reuseport_id
-        live = reuse.live()
-        self.socks = {s.sk_id: host.sock(s.sk_id) for s in live}
-        self.base = Pick(sk=-1, reason="hash", reuseport_id=reuse.reuseport_id,
-                         num_socks=reuse.num_socks, socks=tuple(s.sk_id for s in live),
-                         incoming_cpus=tuple(s.sk_incoming_cpu for s in live),
-                         established=tuple(s.sk_id for s in live if s.sk_state == 1),
-                         prog=prog_label(reuse), group=self.label)
+        members = state.members  # the live sockets: (sk_id, sk_state, sk_incoming_cpu)
+        ids = tuple([m[0] for m in members])
+        sock = host.sock
+        self.socks = {sk_id: sock(sk_id) for sk_id in ids}
+        self.base = replace_pick(_HASH_PICK, reuseport_id=reuse.reuseport_id,
+                                 num_socks=reuse.num_socks, socks=ids,
+                                 incoming_cpus=tuple([m[2] for m in members]),
+                                 established=tuple([m[0] for m in members
+                                                    if m[1] == TCP_ESTABLISHED]),
+                                 prog=prog_label(reuse), group=label)
         self.fields = self.base.__dict__  # what every pick of the route starts from
-        self.slot_of = {sk_id: i for i, sk_id in enumerate(self.base.socks)}
+        self.slot_of = {sk_id: i for i, sk_id in enumerate(ids)}
         # two live members with one id (a trace that reused a socket's id before closing it):
         # a pick's slot is the chosen socket's own, which an id does not tell (`_route`)
-        self.ambiguous = len(self.slot_of) < len(self.base.socks)
-        self.cpu_values, tables = fast.slot_tables(reuse)
+        self.ambiguous = len(self.slot_of) < len(ids)
+        self.cpu_values, tables = state.slot_tables()
         self.cpu_row = {cpu: k + 1 for k, cpu in enumerate(self.cpu_values.tolist())}
         self.tables = tables.tolist()
         self.by_cpu = self.state.by_cpu
         self.table = self.tables[0]
         self.n = reuse.num_socks
-        # a classic program runs first (`run_bpf_filter()`): its answer per packet, memoized on
-        # what it reads of the packet when that is the payload's first bytes and the CPU
+        # a classic program runs first (`run_bpf_filter()`): its answers, kept by the host
         self.prog = reuse.prog
         self.protocol = IPPROTO_UDP if head.proto == "udp" else IPPROTO_TCP
-        self.reach = cbpf.payload_reach(reuse.prog.insns) if reuse.prog is not None else None
-        self.classic: dict[Any, int | None] = {}
+        self.classic = None if reuse.prog is None else ClassicAnswers.of(host_state,
+                                                                          reuse.prog.insns)
 
     def current(self, host: Host) -> bool:
         """Whether the host's sockets of the route's ids are still those it queues on (a trace
@@ -283,9 +290,7 @@ class Route:
             sk = self.table[start]
             slot = self.slot_of[sk]
             reason = "established-skip" if slot != start else "hash"
-        pick = _new(Pick)
-        fields = pick.__dict__
-        fields.update(self.fields)
+        fields = self.fields.copy()
         fields["sk"] = sk
         fields["reason"] = reason
         fields["hash"] = hash
@@ -293,6 +298,8 @@ class Route:
         fields["start"] = start
         fields["slot"] = slot
         fields["seq"] = seq
+        pick = _new(Pick)
+        _set(pick, "__dict__", fields)
         return pick
 
     def classic_pick(self, hash: int, cpu: int, seq: int, flow: Flow,
@@ -312,22 +319,70 @@ class Route:
 
     def cbpf_index(self, flow: Flow, payload: bytes | None, cpu: int) -> int | None:
         """`bpf_prog_run()` of the group's classic program on this packet (None: unknown)."""
-        key = None
-        if self.reach is not None:
-            reach, length = self.reach
-            key = (None if payload is None else payload[:reach],
-                   len(payload) if length and payload is not None else None, cpu)
-            if key in self.classic:
-                return self.classic[key]
+        classic: ClassicAnswers = self.classic  # type: ignore[assignment]
+        key = classic.key(flow, payload, cpu)
+        if key is not None:
+            index = classic.answers.get(key, _UNSEEN)
+            if index is not _UNSEEN:
+                return index
         skb = loopback_skb(self.protocol, parse_ip(flow[2]), flow[3], parse_ip(flow[0]),
                            flow[1], payload, cpu)
         try:
-            index: int | None = cbpf.bpf_prog_run(self.prog.insns, skb)  # type: ignore[union-attr]
+            index = cbpf.bpf_prog_run(classic.insns, skb)
         except cbpf.Unknown:
             index = None
         if key is not None:
-            self.classic[key] = index
+            if len(classic.answers) >= CLASSIC_ANSWERS:
+                classic.answers.clear()
+            classic.answers[key] = index
         return index
+
+
+class ClassicAnswers:
+    """A classic program's answers on one host's packets, memoized on exactly what it reads of
+    a packet over loopback (`loopback_skb`) where its packet loads are at fixed offsets into
+    the payload (`cbpf.payload_reads`): the payload bytes at those offsets, how many of them
+    the payload has, its length if it loads it, the CPU if it loads `SKF_AD_CPU` and the IP
+    version if it loads `SKF_AD_PROTOCOL`. Every group of the host the program (these
+    instructions) is attached to shares them. A program that may read the headers is run on
+    every packet (`key` None)."""
+
+    __slots__ = ("insns", "memo", "offsets", "reach", "read", "length", "cpu", "family",
+                 "answers")
+
+    def __init__(self, insns: tuple[cbpf.Insn, ...]) -> None:
+        self.insns = insns
+        reads = cbpf.payload_reads(insns)
+        self.memo = reads is not None
+        self.offsets, self.length = reads if reads is not None else ((), False)
+        self.reach = self.offsets[-1] + 1 if self.offsets else 0
+        # the bytes at the offsets (an int for one): a payload as long as the reach has them all
+        self.read = itemgetter(*self.offsets) if self.offsets else None
+        loads = cbpf.ancillary_loads(insns)
+        self.cpu = cbpf.SKF_AD_CPU in loads
+        self.family = cbpf.SKF_AD_PROTOCOL in loads
+        self.answers: dict[tuple, int | None] = {}
+
+    @classmethod
+    def of(cls, host_state: HostState, insns: tuple[cbpf.Insn, ...]) -> ClassicAnswers:
+        memo = host_state.classic.get(insns)
+        if memo is None:
+            memo = host_state.classic[insns] = cls(insns)
+        return memo
+
+    def key(self, flow: Flow, payload: bytes | None, cpu: int) -> tuple | None:
+        """What the program reads of this packet (None: more than the key can say)."""
+        if not self.memo:
+            return None
+        read = self.read
+        if payload is None or read is None:
+            part: Any = None  # (no byte loaded, or none to load: every load is unknown)
+        elif len(payload) >= self.reach:
+            part = read(payload)
+        else:  # a load past its end fails: the bytes it has (how many says which loads fail)
+            part = bytes([payload[o] for o in self.offsets if o < len(payload)])
+        return (part, len(payload) if self.length and payload is not None else None,
+                cpu if self.cpu else None, ":" in flow[0] if self.family else None)
 
 
 @dataclass

@@ -3,6 +3,7 @@ child by child: the same sockets, the same picks, the same MIB counts, whatever 
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,13 @@ from tracekit.kernel.sock_reuseport import (
     reuseport_stop_listen_sock,
     reuseport_update_incoming_cpu,
 )
-from tracekit.kernel.socket_layer.selection import migrate_queue_traced, migrate_traced, replace_pick
+from tracekit.kernel.socket_layer.selection import (
+    Pick,
+    migrate_queue_traced,
+    migrate_traced,
+    new_pick,
+    replace_pick,
+)
 
 PROGS = ("none", "cbpf", "ebpf", "ebpf-migrate", "ebpf-migrate-unregistered")
 RET_1 = ((cbpf.BPF_RET | cbpf.BPF_K, 0, 0, 1),)  # a classic program: always index 1
@@ -84,3 +91,29 @@ def test_the_queue_of_a_group_without_live_listeners_is_reset():
     out = migrate_queue_traced(closing, child_of(net), [5, None, 2**31], group="g")
     assert [nsk for nsk, _ in out] == [None, None, None]
     assert [p.sk for _, p in out] == [-1, -1, -1]
+
+
+PICK_VALUES = {
+    "unknown": st.one_of(st.none(), st.sampled_from(["no-hash", "no-cpu"])),
+    "group": st.one_of(st.none(), st.text(max_size=8)), "reuseport_id": st.integers(-1, 9),
+    "hash": st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+    "cpu": st.one_of(st.none(), st.integers(0, 3)), "num_socks": st.integers(0, 9),
+    "start": st.one_of(st.none(), st.integers(0, 9)), "socks": st.lists(st.integers(0, 9)).map(tuple),
+    "dropped": st.booleans(), "seq": st.one_of(st.none(), st.integers(0, 99)),
+    "migrated_from": st.one_of(st.none(), st.tuples(st.integers(0, 9), st.integers(0, 99),
+                                                    st.integers(0, 3))),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(sk=st.integers(-1, 9), reason=st.sampled_from(["migration", "hash"]),
+       values=st.fixed_dictionaries({}, optional=PICK_VALUES))
+def test_new_pick_is_the_pick_its_init_makes(sk, reason, values):
+    made, built = new_pick(sk, reason, **values), Pick(sk=sk, reason=reason, **values)
+    assert made == built and hash(made) == hash(built)
+    assert list(made.__dict__.items()) == list(built.__dict__.items())
+
+
+def test_new_pick_refuses_what_pick_has_no_field_for():
+    with pytest.raises(TypeError):
+        new_pick(-1, "migration", colour="red")

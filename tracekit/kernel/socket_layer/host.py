@@ -486,22 +486,23 @@ class Host:
         migrated = (migrate_queue_traced(s.sk, self._child, hashes, **label) if MIGRATE_IN_BULK
                     else ((nsk, replace_pick(pick, **label)) for nsk, pick
                           in (migrate_traced(s.sk, self._child(), hash) for hash in hashes)))
-        listener, mib, socks = s.sk.sk_id, self.net.mib, self.socks
+        listener, socks = s.sk.sk_id, self.socks
         done: list[Migration] = []
+        add, migration = done.append, tuple.__new__  # (`Migration(...)`, without its `__new__`)
+        succeeded = 0
         for conn, (nsk, pick) in zip(queue, migrated):
-            if isinstance(nsk, _Unknown):
-                conn.listener, conn.pick = None, pick
-                to, unknown = -1, pick.unknown or "no-hash"
-            elif isinstance(nsk, Sock):
-                mib["TCPMigrateReqSuccess"] += 1
-                target = socks[nsk.sk_id]
-                conn.listener, conn.pick = target, pick
+            conn.pick = pick
+            if isinstance(nsk, Sock):
+                succeeded += 1
+                target = conn.listener = socks[nsk.sk_id]
                 target.accept_queue.append(conn)
-                to, unknown = nsk.sk_id, None
-            else:  # no listener took it (the pick says sk -1): the kernel resets it
-                conn.listener, conn.pick = None, pick
-                to, unknown = -1, None
-            done.append(Migration(listener, conn.flow, to, unknown, group))
+                add(migration(Migration, (listener, conn.flow, nsk.sk_id, None, group)))
+            else:  # unknown, or no listener took it (the pick says sk -1): the kernel resets it
+                conn.listener = None
+                unknown = (pick.unknown or "no-hash") if isinstance(nsk, _Unknown) else None
+                add(migration(Migration, (listener, conn.flow, -1, unknown, group)))
+        if succeeded:  # (inet_csk_listen_stop() counts each child it moved)
+            self.net.mib["TCPMigrateReqSuccess"] += succeeded
         self.migrations.extend(done)
         if self.on_migrations is not None:
             self.on_migrations(done)

@@ -61,6 +61,8 @@ class Pick:
 
 
 _PICK_FIELDS = frozenset(f.name for f in fields(Pick))
+# every field in declaration order, as `Pick.__init__` fills `__dict__` (`sk`, `reason`: given)
+_PICK_DEFAULTS = {f.name: None if f.name in ("sk", "reason") else f.default for f in fields(Pick)}
 
 
 def replace_pick(pick: Pick, **changes: Any) -> Pick:
@@ -70,6 +72,16 @@ def replace_pick(pick: Pick, **changes: Any) -> Pick:
         raise TypeError(f"Pick has no field(s) {sorted(changes.keys() - _PICK_FIELDS)}")
     new = object.__new__(Pick)
     new.__dict__.update(pick.__dict__, **changes)
+    return new
+
+
+def new_pick(sk: int, reason: str, **values: Any) -> Pick:
+    """`Pick(sk, reason, **values)` without running the frozen dataclass's `__init__` (one
+    `object.__setattr__` per field): a stopping listener makes one or two per group."""
+    if not _PICK_FIELDS.issuperset(values):
+        raise TypeError(f"Pick has no field(s) {sorted(values.keys() - _PICK_FIELDS)}")
+    new = object.__new__(Pick)
+    new.__dict__.update(_PICK_DEFAULTS, sk=sk, reason=reason, **values)
     return new
 
 
@@ -190,9 +202,8 @@ def migrate_traced(sk: Sock, child: Sock, hash: int | None) -> tuple[Sock | None
     net = sock_net(sk)
     cpu = net.cpu
     if reuse is None:
-        return None, Pick(sk=-1, reason="migration", cpu=cpu)
-    snap = _snapshot(reuse)
-    base = Pick(sk=-1, reason="migration", hash=hash, cpu=cpu, **snap)
+        return None, new_pick(-1, "migration", cpu=cpu)
+    base = new_pick(-1, "migration", hash=hash, cpu=cpu, **_snapshot(reuse))
     prog = reuse.prog
     capable_prog = prog is not None and prog.expected_attach_type == BPF_SK_REUSEPORT_SELECT_OR_MIGRATE
     if hash is None and reuse.num_socks and (capable_prog or net.sysctl_tcp_migrate_req):
@@ -235,7 +246,7 @@ def migrate_queue_traced(sk: Sock, new_child: Callable[[], Sock], hashes: list[i
     if prog is not None and prog.expected_attach_type == BPF_SK_REUSEPORT_SELECT_OR_MIGRATE:
         return [_migrated(sk, new_child(), hash, label) for hash in hashes]
     net = sock_net(sk)
-    base = replace_pick(Pick(sk=-1, reason="migration", cpu=net.cpu, **_snapshot(reuse)), **label)
+    base = new_pick(-1, "migration", cpu=net.cpu, **_snapshot(reuse), **label)
     n = reuse.num_socks
     slot_of = {id(s): i for i, s in enumerate(reuse.live())}
     unknown = _unknown_reason_of(reuse)
@@ -243,6 +254,7 @@ def migrate_queue_traced(sk: Sock, new_child: Callable[[], Sock], hashes: list[i
     # the hash only picks the slot the search starts from (`reciprocal_scale(hash, num_socks)`),
     # so children that start at one slot get one answer: asked once, its pick copied
     answers: dict[int, tuple[Sock | None | _Unknown, Pick]] = {}
+    new, set_dict = object.__new__, object.__setattr__
     out: list[tuple[Sock | None | _Unknown, Pick]] = []
     for hash in hashes:
         if hash is None:
@@ -263,8 +275,11 @@ def migrate_queue_traced(sk: Sock, new_child: Callable[[], Sock], hashes: list[i
             known = answers[start] = (result, pick)
         elif known[0] is None:  # reuseport_migrate_sock() counts each child it fails
             net.mib["TCPMigrateReqFailure"] += 1
-        pick = object.__new__(Pick)  # `replace_pick(known[1], hash=hash)`, once per child
-        pick.__dict__.update(known[1].__dict__, hash=hash)
+        # `replace_pick(known[1], hash=hash)`, once per child: its fields copied, the hash set
+        values = known[1].__dict__.copy()
+        values["hash"] = hash
+        pick = new(Pick)
+        set_dict(pick, "__dict__", values)
         out.append((known[0], pick))
     return out
 
