@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tracekit.replay.history import _moves
+from tracekit.replay.history import Change, _change, _moves
 
 
 def by_definition(old: tuple[int, ...], new: tuple[int, ...]) -> tuple:
@@ -34,3 +34,12 @@ def test_a_detach_moves_the_last_socket_into_the_hole(old, data):
     moves = _moves(old, new)
     assert moves == by_definition(old, new)
     assert (old[hole], hole, None) in moves
+
+
+@given(st.integers(0, 10**6), st.sampled_from(["bind", "close"]), st.one_of(st.none(), st.integers(0, 40)),
+       arrays, arrays)
+def test_a_change_recorded_is_the_change_its_init_makes(seq, event, sk, old, new):
+    made, built = _change(seq, event, sk, old, new), Change(seq, event, sk, old, new)
+    assert made == built and hash(made) == hash(built) and repr(made) == repr(built)
+    assert list(made.__dict__.items()) == list(built.__dict__.items())
+    assert made.moves == built.moves and made.describe() == built.describe()

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tracekit.kernel.cbpf import BPF_K, BPF_RET, encode_sock_filter
-from tracekit.replay import engine
+from tracekit.replay import engine, walk
 from tracekit.replay.api import replay
 from tracekit.trace import write_trace
 
@@ -79,6 +79,15 @@ def kernel_story(draw, host: str = "h1") -> list[dict]:
     return rows
 
 
+def _story_trace(tmp_path, stories):
+    rows = []
+    for n, story in enumerate(stories):
+        for seq, row in enumerate(story, start=1):
+            rows.append({**row, "host": f"h{n}", "seq": seq})
+    return write_trace(tmp_path / "story.parquet", rows, {"tracekit.kernel": "6.18.0"},
+                       source="test")
+
+
 def _replay(path, monkeypatch, bulk: bool):
     monkeypatch.setattr(engine, "BULK", bulk)
     result = replay(path, results=True)
@@ -90,12 +99,7 @@ def _replay(path, monkeypatch, bulk: bool):
 @given(stories=st.lists(kernel_story(), min_size=1, max_size=2), walk=st.sampled_from([3, 8, 1000]))
 def test_generated_kernel_stories_replay_alike_in_bulk_and_row_by_row(tmp_path, monkeypatch,
                                                                        stories, walk):
-    rows = []
-    for n, story in enumerate(stories):
-        for seq, row in enumerate(story, start=1):
-            rows.append({**row, "host": f"h{n}", "seq": seq})
-    path = write_trace(tmp_path / "story.parquet", rows, {"tracekit.kernel": "6.18.0"},
-                       source="test")
+    path = _story_trace(tmp_path, stories)
     monkeypatch.setattr(engine, "WALK_ROWS", walk)
     bulk, bulk_timeline = _replay(path, monkeypatch, True)
     faithful, faithful_timeline = _replay(path, monkeypatch, False)
@@ -125,3 +129,29 @@ def test_a_walk_of_special_rows_only_forgets_the_snapshots_it_may_have_made_stal
     faithful, _ = _replay(path, monkeypatch, False)
     assert faithful.decisions.group.tolist() == ["tcp 127.0.0.1:80", "group 1"]
     assert bulk.decisions.equals(faithful.decisions)
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(stories=st.lists(kernel_story(), min_size=1, max_size=2), walk_rows=st.sampled_from([3, 1000]))
+def test_every_snapshot_a_walk_reads_is_the_group_as_it_is_then(tmp_path, monkeypatch, stories,
+                                                                walk_rows):
+    """The snapshots kept between special rows, and those restated after a member's state
+    changed (`Snapshot.restated`), against one made afresh (`Engine.snapshot`) each time a walk
+    reads one."""
+    path = _story_trace(tmp_path, stories)
+    monkeypatch.setattr(engine, "WALK_ROWS", walk_rows)
+    read = walk.Walk._snapshot
+    checked = []
+
+    def checking(self, sk_id):
+        snap = read(self, sk_id)
+        s = self.hs.host.socks[sk_id]
+        fresh = self.engine.snapshot(self.hs, s, s.sk.sk_reuseport_cb)
+        assert (snap.reuse, snap.state, snap.label, snap.history, snap.mark, snap.forced) == \
+            (fresh.reuse, fresh.state, fresh.label, fresh.history, fresh.mark, fresh.forced)
+        checked.append(snap)
+        return snap
+
+    monkeypatch.setattr(walk.Walk, "_snapshot", checking)
+    replay(path, results=True)

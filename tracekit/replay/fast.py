@@ -203,8 +203,13 @@ class GroupState:
         members = tuple([(s.sk_id, s.sk_state, s.sk_incoming_cpu)  # type: ignore[union-attr]
                          for s in reuse.socks[:reuse.num_socks]])
         first = reuse.socks[0]
-        profile = first.sk_net.profile if first is not None else None
-        return cls(reuse.reuseport_id, members, reuse.incoming_cpu, profile)  # type: ignore[arg-type]
+        # (the fields set without the frozen `__init__`'s four `object.__setattr__` calls,
+        # which cost more than reading the members: a snapshot per group change is made)
+        state = object.__new__(cls)
+        state.__dict__.update(reuseport_id=reuse.reuseport_id, members=members,
+                              incoming_cpu=reuse.incoming_cpu,
+                              profile=first.sk_net.profile if first is not None else None)
+        return state
 
     @property
     def by_cpu(self) -> bool:

@@ -47,6 +47,15 @@ class Change:
         return any(m[0] == sk and m[2] == slot for m in self.moves)
 
 
+def _change(seq: int, event: str, sk: int | None, old: tuple[int, ...],
+            new: tuple[int, ...]) -> Change:
+    """`Change(seq, event, sk, old, new)` without the frozen dataclass's `__init__` (one
+    `object.__setattr__` per field): one per membership change of a replay."""
+    change = object.__new__(Change)
+    change.__dict__.update(seq=seq, event=event, sk=sk, old=old, new=new)
+    return change
+
+
 _sk_id = attrgetter("sk_id")
 
 Members = tuple[tuple[int, ...], tuple[int, ...]]  # (live in array order, closed section)
@@ -92,14 +101,23 @@ class GroupHistory:
         self.changes: dict[str, deque[Change]] = {}
         self.last: dict[int, tuple[int, ...]] = {}  # reuseport_id -> live sockets after the last change
         self.marks: dict[str, int] = {}  # label -> changes recorded so far
+        self.views: dict[str, tuple[int, HistoryView]] = {}  # label -> (mark, its view then)
 
     def mark(self, label: str | None) -> int:
         """How many changes `label` has had: a view taken at one mark holds until the next."""
         return self.marks.get(label or "", 0)
 
     def view(self, label: str | None) -> HistoryView:
-        """The recent changes of `label` as they are now, unaffected by later ones."""
-        return HistoryView(label or "", tuple(self.changes.get(label or "", ())))
+        """The recent changes of `label` as they are now, unaffected by later ones (one view
+        per label and mark: it holds until the label's next change)."""
+        key = label or ""
+        mark = self.marks.get(key, 0)
+        known = self.views.get(key)
+        if known is not None and known[0] == mark:
+            return known[1]
+        view = HistoryView(key, tuple(self.changes.get(key, ())))
+        self.views[key] = (mark, view)
+        return view
 
     def before(self, socks: list[Sock]) -> dict[int, tuple[SockReuseport, Members]]:
         """The groups of `socks` and their `members` before an event (the token `after` and
@@ -139,7 +157,7 @@ class GroupHistory:
             log = changes.get(label)
             if log is None:
                 log = changes[label] = deque(maxlen=self.depth)
-            log.append(Change(seq, event, sk, old, new))
+            log.append(_change(seq, event, sk, old, new))
             marks[label] = marks.get(label, 0) + 1
         return now
 

@@ -32,6 +32,14 @@ class Snapshot:
     forced: bool  # a program decides: every row one by one
     walk: int = -1  # the `Walk` that last tagged rows with it
     index: int = -1  # position among that walk's snapshots
+    restate: bool = False  # a row changed a member's state (not the group's membership or label)
+
+    def restated(self) -> Snapshot:
+        """The group now, after rows that changed only its members' `sk_state` or
+        `sk_incoming_cpu` (and its `incoming_cpu` count): what `Faithful.snapshot` would make,
+        with this one's label, history and program, which such rows leave alone."""
+        return Snapshot(self.reuse, fast.GroupState.of(self.reuse) if self.reuse is not None
+                        else None, self.label, self.history, self.mark, self.forced)
 
 
 @dataclass

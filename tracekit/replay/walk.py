@@ -258,6 +258,8 @@ class Walk:
         snap = hs.snapshots.get(key)
         if snap is None or snap.reuse is not reuse or snap.mark != hs.history.mark(snap.label):
             snap = hs.snapshots[key] = self.engine.snapshot(hs, s, reuse)
+        elif snap.restate:
+            snap = hs.snapshots[key] = snap.restated()
         if snap.walk != self.number:
             snap.walk = self.number
             snap.index = len(self.used)
@@ -284,6 +286,11 @@ class Walk:
         event = row["event"]
         if event in KEEPS_GROUPS:
             self._one(i, row)
+        elif event in RESTATES:
+            self._one(i, row)
+            snap = self.hs.snapshots.get(_group_key(self.hs.host.socks, row["sk"]))
+            if snap is not None:
+                snap.restate = True
         elif event in TOUCHES_OWN_GROUPS:
             socks, snapshots = self.hs.host.socks, self.hs.snapshots
             sk, sk2 = row["sk"], row["sk2"]
@@ -383,13 +390,16 @@ class Walk:
         ], schema=DECISION_SCHEMA)
 
 
-# what a special row can change of the groups bulk rows read: nothing; the groups of its `sk` and
-# `sk2` (kernel-layer calls and socket options act on those alone); anything (socket-layer events)
-KEEPS_GROUPS = {SELECT, "reuseport_migrate_sock", "sysctl"}
+# what a special row can change of the groups bulk rows read: nothing (`has_conns`, which
+# `reuseport_has_conns_set` sets, is read by the UDP lookup, not by `reuseport_select_sock`); the
+# state of its `sk` in its group (`GroupState`), not its membership, label, program or history
+# (`Snapshot.restated`); the groups of its `sk` and `sk2` (kernel-layer calls and socket options
+# act on those alone); anything (socket-layer events)
+KEEPS_GROUPS = {SELECT, "reuseport_migrate_sock", "sysctl", "reuseport_has_conns_set"}
+RESTATES = {"sk_state", "reuseport_update_incoming_cpu"}
 TOUCHES_OWN_GROUPS = {"setsockopt", "reuseport_alloc", "reuseport_add_sock",
                       "reuseport_detach_sock", "reuseport_stop_listen_sock",
-                      "reuseport_attach_prog", "reuseport_detach_prog", "reuseport_has_conns_set",
-                      "reuseport_update_incoming_cpu", "sk_state"}
+                      "reuseport_attach_prog", "reuseport_detach_prog"}
 
 
 def _group_key(socks: dict[int, Any], sk_id: int | None) -> Any:
