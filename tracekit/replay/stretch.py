@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from operator import itemgetter
 from typing import Any
 
@@ -588,15 +588,20 @@ class SocketWalk:
         a, b, sc, cols = self.a, self.b, self.sc, self.cols
         dicts = cols.rows_of(a, b)
         dest = sc.laddr[a:b] * 65536 + sc.lport[a:b]
-        # the arrivals a route may decide in order: those of `ordered` and those of closed flows
-        # that fall back to it (`_fall_back`: a group with a classic program, say)
-        taken = np.concatenate((ordered, arrivals))
-        at = taken + a
-        arriving = ((kind[taken] == SYN) | (kind[taken] == DATAGRAM)) & sc.decidable[at]
-        queueable = dict(zip(taken[arriving].tolist(), zip(
-            kind[taken][arriving].tolist(), dest[taken][arriving].tolist(),
-            cols.hash[at][arriving].tolist(), cols.cpu[at][arriving].tolist(),
-            cols.seq[at][arriving].tolist())))
+        # the arrivals a route may decide in order: those of `ordered`, and those of closed
+        # flows that fall back to it (`_fall_back`: a group with a classic program, say), added
+        # when they do (not made for every closed arrival: most are decided in bulk)
+        queueable: dict[int, tuple] = {}
+
+        def add_queueable(taken: np.ndarray) -> None:
+            at = taken + a
+            arriving = ((kind[taken] == SYN) | (kind[taken] == DATAGRAM)) & sc.decidable[at]
+            queueable.update(zip(taken[arriving].tolist(), zip(
+                kind[taken][arriving].tolist(), dest[taken][arriving].tolist(),
+                cols.hash[at][arriving].tolist(), cols.cpu[at][arriving].tolist(),
+                cols.seq[at][arriving].tolist())))
+
+        add_queueable(ordered)
         epochs = int(epoch[-1]) + 1
         arrival_bounds = np.searchsorted(epoch[arrivals], np.arange(epochs + 1)).tolist()
         ordered_bounds = np.searchsorted(epoch[ordered], np.arange(epochs + 1)).tolist()
@@ -609,7 +614,7 @@ class SocketWalk:
         routes = self.route_at
         kinds = kind.tolist()
         row_bounds = np.searchsorted(epoch, np.arange(epochs + 1)).tolist()
-        lists = _Lists(arrivals.tolist(), kinds, dest.tolist(), flows.tolist())
+        lists = _Lists(arrivals, kinds, dest, flows)
         observe, route_of, queue, deliver, one = (self._observe, self._route, self._queue,
                                                   self._deliver, self._one)
         known = self.routes
@@ -622,8 +627,9 @@ class SocketWalk:
             if hi > lo:
                 fallback = self._tag(lo, hi, arrivals, arrival_key, lists, routes)
                 if fallback:
-                    todo = self._fall_back(todo, fallback, lists.flows, in_closed,
-                                           row_bounds[e], row_bounds[e + 1])
+                    todo, added = self._fall_back(todo, fallback, lists.flows, in_closed,
+                                                  row_bounds[e], row_bounds[e + 1])
+                    add_queueable(np.array(added, dtype=np.int64))
             for r in todo:
                 k = kinds[r]
                 if k == ACCEPT or k == RECV or k == RESET:
@@ -740,14 +746,14 @@ class SocketWalk:
         return route
 
     def _fall_back(self, todo: list[int], out: set[int], flows: list[int],
-                   in_closed: np.ndarray, lo: int, hi: int) -> list[int]:
+                   in_closed: np.ndarray, lo: int, hi: int) -> tuple[list[int], list[int]]:
         """Flows whose destination no hash decides in the epoch of rows `lo:hi`: their rows
-        join `todo`."""
+        join `todo`. Returns the new `todo` and the rows added."""
         mine = [r for r, flow, closed in zip(range(lo, hi), flows[lo:hi],
                                               in_closed[lo:hi].tolist())
                 if closed and flow in out]
         in_closed[mine] = False
-        return sorted(todo + mine)
+        return sorted(todo + mine), mine
 
     def _one(self, r: int, row: dict) -> None:
         """Row `r` through the faithful path, the namespace's CPU as the per-row path leaves it.
@@ -980,15 +986,26 @@ class SocketWalk:
         host.seq, host.net.cpu = saved_seq, saved_cpu
 
 
-@dataclass
 class _Lists:
     """What `SocketWalk._tag` reads per arrival, as lists: the closed arrivals (rows), and by
-    row the event kind, destination and flow."""
+    row the event kind, destination and flow; each made from its array when first read (a walk
+    whose epochs are all decided in bulk never reads them: steady traffic)."""
 
-    arrivals: list[int]
-    kind: list[int]
-    dest: list[int]
-    flows: list[int]
+    def __init__(self, arrivals: np.ndarray, kind: list[int], dest: np.ndarray,
+                 flows: np.ndarray) -> None:
+        self._arrivals, self.kind, self._dest, self._flows = arrivals, kind, dest, flows
+
+    @cached_property
+    def arrivals(self) -> list[int]:
+        return self._arrivals.tolist()
+
+    @cached_property
+    def dest(self) -> list[int]:
+        return self._dest.tolist()
+
+    @cached_property
+    def flows(self) -> list[int]:
+        return self._flows.tolist()
 
 
 def _first_at(flow: np.ndarray, count: int) -> np.ndarray:
