@@ -505,31 +505,41 @@ def test_port_memos_follow_changes_to_their_own_and_other_ports(tmp_path_factory
 
 
 def routes_checked(monkeypatch) -> list[int]:
-    """Every arrival `SocketWalk._route` answers from a route it kept checks that the route is
-    the one the host's lookup gives now, built afresh. Returns the rows of those answers (a
-    witness)."""
+    """Every time the walk reads the routes it keeps (`SocketWalk.route_at`: before it queues
+    an arrival, `_queue`, and before it tags an epoch's closed arrivals, `_tag`), each route it
+    holds is checked to be the one the host's lookup gives now, built afresh. Returns the rows
+    of those checks that found a kept route (a witness)."""
     kept: list[int] = []
-    original = stretch.SocketWalk._route
 
-    def checked(self, routes, k, dest, r):
-        if (k, dest) in routes:
-            index = routes[(k, dest)]
-            sc, i = self.sc, r + self.a
-            head = self.hs.host.hash_route(stretch.ARRIVAL_EVENT[k], sc.addresses[int(sc.laddr[i])],
-                                           int(sc.lport[i]), classic=True)
+    def check(self, r):
+        for (k, dest), index in self.route_at.items():
+            laddr, lport = self.sc.addresses[dest // stretch.PORTS], dest % stretch.PORTS
+            head = self.hs.host.hash_route(stretch.ARRIVAL_EVENT[k], laddr, lport, classic=True)
             fresh = None if head is None else stretch.Route(self.hs, head)
             if fresh is not None and fresh.ambiguous:
                 fresh = None
-            assert (index is None) == (fresh is None), f"row {i}: {index} {fresh}"
+            where = f"row {r + self.a}, {laddr}:{lport}"
+            assert (index is None) == (fresh is None), f"{where}: {index} {fresh}"
             if fresh is not None:
                 route = self.routes[index]
                 assert (route.state, route.label, route.prog, route.history, route.socks) == \
                     (fresh.state, fresh.label, fresh.prog, fresh.history, fresh.socks), \
-                    f"row {i}: a stale route"
+                    f"{where}: a stale route"
+        if self.route_at:
             kept.append(r)
-        return original(self, routes, k, dest, r)
 
-    monkeypatch.setattr(stretch.SocketWalk, "_route", checked)
+    queue, tag = stretch.SocketWalk._queue, stretch.SocketWalk._tag
+
+    def queue_checked(self, r, *args):
+        check(self, r)
+        return queue(self, r, *args)
+
+    def tag_checked(self, lo, hi, arrivals, *args):
+        check(self, int(arrivals[lo]))
+        return tag(self, lo, hi, arrivals, *args)
+
+    monkeypatch.setattr(stretch.SocketWalk, "_queue", queue_checked)
+    monkeypatch.setattr(stretch.SocketWalk, "_tag", tag_checked)
     return kept
 
 
@@ -588,6 +598,13 @@ def test_routes_follow_changes_to_their_own_and_other_ports(tmp_path_factory, mo
     path = b.write(tmp_path_factory.mktemp("routes") / "t.parquet", kernel=kernel)
     bulk, faithful = both_paths(path, tmp_path_factory.mktemp("out"), monkeypatch)
     assert_same(bulk, faithful)
+
+
+def test_routes_were_kept_and_checked(tmp_path, monkeypatch):
+    """The check of kept routes reads some: a recording's walks keep routes across rows."""
+    kept = routes_checked(monkeypatch)
+    replay(FLEET[0])
+    assert kept
 
 
 def test_a_socket_opened_under_a_listening_sockets_id_takes_its_connections(tmp_path,
