@@ -25,11 +25,13 @@ loop, Arrow's pools) left a worker hanging on one.
 from __future__ import annotations
 
 import bisect
+import math
 import os
 import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from itertools import accumulate
 from contextlib import ExitStack
 from typing import Any, Callable
 
@@ -44,7 +46,7 @@ from tracekit.replay.sink import MAX_MISMATCHES
 from tracekit.replay.summary import overall_verdict
 from tracekit.trace.layout import HostRows, host_rows
 
-__all__ = ["replay_on_dask", "merge_replays", "plan_tasks", "task_count", "local_cluster",
+__all__ = ["replay_on_dask", "merge_replays", "plan_tasks", "shares", "task_count", "local_cluster",
            "LOCAL_WORKER_CONFIG"]
 
 _COUNTS = ("decisions", "matched", "mismatched", "unknown")
@@ -95,20 +97,24 @@ def local_cluster(workers: int | None = None) -> Any:
                             processes=True, dashboard_address=None)
 
 
-def plan_tasks(hosts: Sequence[HostRows], tasks: int) -> list[list[str]]:
-    """Cut ``hosts`` (in sorted order) into at most ``tasks`` runs of similar row counts.
+def plan_tasks(hosts: Sequence[HostRows], tasks: int,
+               workers: int | None = None) -> list[list[str]]:
+    """Cut ``hosts`` (in sorted order) into at most ``tasks`` runs of similar row counts, or,
+    for ``workers``, of shrinking row counts (`shares`).
 
-    The k-th cut goes where the rows before it come closest to k/tasks of all rows, among the
-    ends of units (row group chains), so no two tasks read the same row group; inside a unit only
-    when the unit alone holds more than one task's share. Such a cut costs the next task one more
-    read of that unit, a few per cent of a share's replay; a share of imbalance costs a whole task
-    on the last worker (600 hosts in 15 row groups of 65k rows cut for 16 tasks: 16 runs of 61k
-    rows, not 15 of 65k, one worker replaying 8 of them while the other waits).
+    The k-th cut goes where the rows before it come closest to the first k shares of all rows,
+    among the ends of units (row group chains), so no two tasks read the same row group; inside a
+    unit only when the unit alone holds more rows than the smallest share. Such a cut costs the
+    next task one more read of that unit, a few per cent of a share's replay; a share of
+    imbalance costs a whole task on the last worker (600 hosts in 15 row groups of 65k rows cut
+    for 16 tasks: 16 runs, not 15 of 65k, one worker replaying 8 of them while the other waits).
     """
     if not hosts:
         return []
     tasks = max(1, min(tasks, len(hosts)))
     total = sum(h.rows for h in hosts)
+    share = shares(tasks, workers)
+    bounds = list(accumulate(share))
     unit_rows: dict[int, int] = {}
     for h in hosts:
         unit_rows[h.unit] = unit_rows.get(h.unit, 0) + h.rows
@@ -116,14 +122,14 @@ def plan_tasks(hosts: Sequence[HostRows], tasks: int) -> list[list[str]]:
     rows = 0
     for i, (h, following) in enumerate(zip(hosts, hosts[1:])):
         rows += h.rows
-        if following.unit != h.unit or unit_rows[h.unit] * tasks > total:
+        if following.unit != h.unit or unit_rows[h.unit] > min(share) * total:
             ends.append(i)
             before.append(rows)
     cuts = set()
     for k in range(1, tasks):
         if not ends:
             break
-        target = k * total / tasks
+        target = bounds[k - 1] * total
         at = bisect.bisect_left(before, target)
         nearest = min((j for j in (at - 1, at) if 0 <= j < len(ends)), key=lambda j: abs(before[j] - target))
         cuts.add(ends[nearest])
@@ -133,6 +139,20 @@ def plan_tasks(hosts: Sequence[HostRows], tasks: int) -> list[list[str]]:
         start = end + 1
     runs.append([h.host for h in hosts[start:]])
     return runs
+
+
+def shares(tasks: int, workers: int | None = None) -> list[float]:
+    """The share of all rows of each of ``tasks`` tasks, in the order they are handed out: equal,
+    or for ``workers`` taking tasks in that order as they free up, shrinking (guided
+    self-scheduling): in rounds of `workers` tasks, each round's weight two less than the one
+    before, so the last round is a sixth of the first for 8 tasks a worker. A worker that draws
+    slower rows then waits for the others for at most one small last task, not an average one
+    (tasks of equal rows differ by about 20% in CPU)."""
+    if not workers or tasks <= workers:
+        return [1 / tasks] * tasks
+    rounds = math.ceil(tasks / workers)
+    weights = [2 * (rounds - i // workers) + 1 for i in range(tasks)]
+    return [w / sum(weights) for w in weights]
 
 
 def task_count(workers: int, total_rows: int, hosts: int) -> int:
@@ -229,7 +249,7 @@ def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
         if tasks is None:
             workers = sum(client.nthreads().values()) or 1
             tasks = task_count(workers, sum(h.rows for h in hosts), len(hosts))
-        runs = plan_tasks(hosts, tasks)
+        runs = plan_tasks(hosts, tasks, workers=len(client.nthreads()) or 1)
         if profile == "fit":
             fit = _fit_on_dask(client, path, runs, policies, no_workers_timeout)
             profile, chosen_by = fit.best.name, fit.describe()
@@ -282,6 +302,7 @@ def _gather(client: Any, futures: dict[Any, list[str]], progress: Callable[[int,
     pending, done = set(futures), 0
     total = sum(len(run) for run in futures.values())
     alone_since: float | None = None
+    results: dict[Any, Any] = {}
     try:
         while pending:
             try:
@@ -290,8 +311,10 @@ def _gather(client: Any, futures: dict[Any, list[str]], progress: Callable[[int,
             except TimeoutError:  # nothing finished in this while
                 finished = set()
             for future in finished:
-                if future.status != "finished":
-                    future.result()  # raises the worker's exception here
+                # fetched now, while the other tasks run, not all at the end (the worker's
+                # exception is raised here)
+                results[future] = future.result()
+                future.release()
                 done += len(futures[future])
                 if progress is not None:
                     progress(done, total)
@@ -304,7 +327,7 @@ def _gather(client: Any, futures: dict[Any, list[str]], progress: Callable[[int,
                 raise TracekitError(f"replay on Dask failed: no worker left for "
                                     f"{no_workers_timeout:g} s with {left} host(s) to "
                                     "replay; nothing was merged")
-        return client.gather(list(futures))
+        return [results[future] for future in futures]
     except KilledWorker as error:
         run = futures.get(_future_of(futures, error.task), ["?"])
         hosts = f"host {run[0]}" if len(run) == 1 else f"hosts {run[0]} to {run[-1]}"
