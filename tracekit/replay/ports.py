@@ -26,7 +26,7 @@ from tracekit.kernel.sock import TCP_ESTABLISHED, Sock
 from tracekit.kernel.socket_layer.addresses import ANY, ip_text, parse_ip, v4_view, v6_view
 from tracekit.kernel.socket_layer.host import LOOPBACK_IFINDEX, Flow, Host, Socket
 from tracekit.kernel.socket_layer.lookup import udp_compute_score
-from tracekit.kernel.socket_layer.selection import Pick, replace_pick
+from tracekit.kernel.socket_layer.selection import Pick, new_pick, replace_pick
 from tracekit.replay import fast
 
 __all__ = ["PortMemo", "port_state", "source_matches"]
@@ -207,13 +207,12 @@ class PortMemo:
         peer, those whose peer it is, and which socket of `exact4` the 4-tuple lookup returns
         (the first that `udp_compute_score()` without a CPU scores), if any."""
         saddr = parse_ip(saddr_text)
-        matches = tuple([source_matches(s, saddr, sport, self.v4) for s in self.connected])
-        peers = [s for s, match in zip(self.connected, matches) if match]
         for i, s in enumerate(self.exact4):
             if udp_compute_score(s, saddr, sport, self.daddr, self.lport, LOOPBACK_IFINDEX,
                                  None) >= 0:
-                return matches, peers, i
-        return matches, peers, None
+                return (), [], i  # (the rest is not read)
+        matches = tuple([source_matches(s, saddr, sport, self.v4) for s in self.connected])
+        return matches, [s for s, match in zip(self.connected, matches) if match], None
 
     def deliver(self, host: Host, flow: Flow, hash: int | None, cpu: int, seq: int,
                 payload: bytes | None, route_of: Callable[[Socket], Any]) -> None:
@@ -233,8 +232,8 @@ class PortMemo:
             return
         if len(key) == 1:  # what `udp_lookup()` returns from `udp4_lib_lookup4()`
             s = self.exact4[key[0]]
-            placed = host.place_datagram(flow, s.sk, Pick(sk=s.sk.sk_id, reason="connected"),
-                                         cpu, payload)
+            placed = host.place_datagram(flow, s.sk, new_pick(s.sk.sk_id, "connected"), cpu,
+                                         payload)
             self.answers[key] = ("fixed", placed)
             return
         chosen, pick = host.udp_lookup(flow, hash, cpu, payload)
