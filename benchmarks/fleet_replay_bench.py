@@ -10,7 +10,7 @@ of no-op tasks (the scheduler's cost per task) and tasks of the smallest host al
 fixed cost). Every replay's `--json` summary must be byte-identical.
 
 From those measurements it simulates W workers (`simulate`): the planner's tasks for W workers
-(`plan_tasks`), each costing the fitted ``fixed + per_row * rows`` plus re-reading any row group
+(`plan_tasks`, shrinking task by task), each costing the fitted ``fixed + per_row * rows`` plus re-reading any row group
 another task also reads, list-scheduled in submission order; plus the scheduler's cost per task,
 the client's serial work (planning, merging) and, past one machine, moving each task's result
 over the network (``--network-mbps``). A model, not a measurement: it says where the curve bends.
@@ -67,7 +67,7 @@ def simulate(hosts, workers: int, costs: Costs, network_mbps: float | None) -> f
     """Predicted wall time of a replay on ``workers`` single-threaded workers."""
     from tracekit.replay.distributed import plan_tasks, task_count
 
-    runs = plan_tasks(hosts, task_count(workers, sum(h.rows for h in hosts), len(hosts)))
+    runs = plan_tasks(hosts, task_count(workers, sum(h.rows for h in hosts), len(hosts)), workers)
     unit_of = {h.host: h.unit for h in hosts}
     rows_of = {h.host: h.rows for h in hosts}
     readers: dict[int, int] = {}
@@ -198,7 +198,8 @@ def main() -> None:
     cluster.close()
     start = time.perf_counter()
     hosts = host_rows(trace)
-    runs = plan_tasks(hosts, task_count(args.workers, sum(h.rows for h in hosts), len(hosts)))
+    runs = plan_tasks(hosts, task_count(args.workers, sum(h.rows for h in hosts), len(hosts)),
+                      args.workers)
     planning = time.perf_counter() - start
     rows_of = {h.host: h.rows for h in hosts}
     by_first = {run[0]: sum(rows_of[h] for h in run) for run in runs}
@@ -246,7 +247,7 @@ def main() -> None:
     for workers in (1, 2, 4, 8, 16, 32, 64):
         network = args.network_mbps if workers > args.workers else None
         predicted = simulate(hosts, workers, costs, network)
-        count = len(plan_tasks(hosts, task_count(workers, sum(rows_of.values()), len(hosts))))
+        count = len(plan_tasks(hosts, task_count(workers, sum(rows_of.values()), len(hosts)), workers))
         print(f"| {workers} | {count} | {predicted:.2f} | {single_s / predicted:.2f}x | {alone / predicted:.2f}x |")
     if not identical:
         sys.exit("the Dask summaries differ from the single-process summary")

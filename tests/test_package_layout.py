@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tracekit"
 FLOW = ["cli", "recorder", "simulator", "probe", "vmlab", "replay", "report", "trace", "kernel"]
 # A Replay renders itself through report/ (__rich__, _repr_html_); report/ charts read replay timelines.
 MUTUAL = {("replay", "report"), ("report", "replay")}
-LEAVES = {"errors", "lazy"}  # modules every package may import
+LEAVES = {"errors", "lazy", "teardown"}  # modules every package may import
 
 
 def _imported_packages(path: Path) -> set[str]:

@@ -135,6 +135,26 @@ def test_plan_cuts_whole_units_of_similar_rows():
     assert plan_tasks(hosts, 100) == [[h.host] for h in hosts]
 
 
+def test_shares_shrink_for_workers_and_plans_follow_them():
+    from tracekit.replay.distributed import plan_tasks, shares
+    from tracekit.trace.layout import HostRows
+
+    assert shares(4) == [0.25] * 4 and shares(2, 2) == [0.5, 0.5] and shares(3, 8) == [1 / 3] * 3
+    for tasks, workers in ((16, 2), (12, 3), (5, 2), (32, 4)):
+        share = shares(tasks, workers)
+        assert sum(share) == pytest.approx(1)
+        assert share == sorted(share, reverse=True) and share[0] > share[-1]
+        # each worker's first round is a share the others match: tasks of one round are equal
+        assert len(set(share[:workers])) == 1
+    # the fleet benchmark's layout: 600 hosts in 15 row groups; 16 tasks for 2 workers
+    hosts = [HostRows(f"h{i:03d}", 1_600, unit=i // 40) for i in range(600)]
+    runs = plan_tasks(hosts, 16, workers=2)
+    sizes = [len(run) for run in runs]
+    assert [h for run in runs for h in run] == [h.host for h in hosts]
+    assert len(runs) == 16 and sizes == sorted(sizes, reverse=True)
+    assert sizes[-1] * 4 < sizes[0] and sizes[-1] <= 16  # the last round is small
+
+
 def test_plan_balances_the_workers_before_it_spares_a_read():
     from tracekit.replay.distributed import MIN_TASK_ROWS, plan_tasks, task_count
     from tracekit.trace.layout import HostRows

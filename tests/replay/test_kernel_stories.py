@@ -49,9 +49,9 @@ def kernel_story(draw, host: str = "h1") -> list[dict]:
             row.update(event="reuseport_alloc" if kind == "alloc" else "reuseport_add_sock",
                        value=draw(st.sampled_from([0, 1])), ret=draw(st.sampled_from(RETS)))
             if kind == "add":
-                # (onto another socket: a socket added to its own group sits in it twice,
-                # where the per-row path's explanation of a pick misnames the slot)
-                row["sk2"] = draw(st.sampled_from([x for x in SOCKS if x != sk]))
+                # (onto itself too: a socket added to its own group sits in it twice, and a
+                # pick's slot is the first holding it from the hash's start on, as the scan goes)
+                row["sk2"] = draw(st.sampled_from(SOCKS))
             if addressed == "always" or (addressed == "later" and step >= 3):
                 row.update(proto="tcp", laddr="127.0.0.1", lport=draw(st.sampled_from([80, 81])))
         elif kind == "detach":
@@ -155,3 +155,21 @@ def test_every_snapshot_a_walk_reads_is_the_group_as_it_is_then(tmp_path, monkey
 
     monkeypatch.setattr(walk.Walk, "_snapshot", checking)
     replay(path, results=True)
+
+
+def test_a_socket_in_its_group_twice_is_picked_at_the_slot_the_scan_reaches(tmp_path, monkeypatch):
+    """sk 1 added to its own group sits in slots 0 and 1 ([1, 1, 2]); a hash whose start is slot 1
+    picks it there: reason `hash`, slot 1, both ways (not `established-skip` from slot 0)."""
+    bind = {"proto": "udp", "laddr": "127.0.0.1", "lport": 80}
+    start_at_1 = 2**32 // 3 + 1  # reciprocal_scale(hash, 3) == 1
+    rows = [{"event": "reuseport_alloc", "sk": 1, "value": 0, **bind},
+            {"event": "reuseport_add_sock", "sk": 1, "sk2": 1, "value": 0, "ret": 0, **bind},
+            {"event": "reuseport_add_sock", "sk": 2, "sk2": 1, "value": 0, "ret": 0, **bind},
+            {"event": "reuseport_select_sock", "sk": 2, "hash": start_at_1, "observed": 1},
+            {"event": "reuseport_select_sock", "sk": 2, "hash": 0, "observed": 1}]
+    path = _story_trace(tmp_path, [[{**row, "host": "h0"} for row in rows]])
+    bulk, _ = _replay(path, monkeypatch, True)
+    faithful, _ = _replay(path, monkeypatch, False)
+    assert bulk.decisions.equals(faithful.decisions)
+    picks = faithful.decisions[faithful.decisions.event == "reuseport_select_sock"]
+    assert picks.reason.tolist() == ["hash", "hash"] and set(faithful.decisions.verdict) == {"match"}

@@ -183,3 +183,26 @@ def test_columns_null_in_every_row_group_read_are_typed_nulls(tmp_path):
             [(1, None, None), (2, None, None), (3, None, None), (4, None, b"x")]
         [only] = {b.schema for b in iter_batches(path, batch_size=batch_size)}
         assert only.equals(SCHEMA)
+
+
+@pytest.mark.parametrize("dictionaries", [(), ("laddr",)])
+@pytest.mark.parametrize("wanted", [["h1"], ["h0", "h2"], ["h1", "h3"], ["h0", "h1", "h2", "h3"],
+                                    ["h9"]])
+def test_rows_of_some_hosts_are_those_of_the_whole_read(tmp_path, monkeypatch, wanted, dictionaries):
+    """`iter_batches(hosts=...)` of a multi-host file keeps exactly the rows of those hosts, in
+    order, with the whole read's types: consecutive hosts (a slice), hosts with another between
+    them in one row group (a copy), a host straddling row groups, and no host at all."""
+    monkeypatch.setattr(write_module, "ROW_GROUP_ROWS", 10)
+    sizes = {"h0": 3, "h1": 2, "h2": 4, "h3": 12}  # row groups: h0 h1 h2 h3 | h3 | h3
+    batches = [_batch(h, list(range(1, 1 + n))) for h, n in sizes.items()]
+    out = write_trace(tmp_path / "t.parquet", batches, {"tracekit.kernel": "6.1"}, source="test")
+    assert pq.ParquetFile(out).metadata.num_row_groups == 3
+    columns = ["host", "seq", "event", "laddr"]
+    whole = pa.Table.from_batches(list(iter_batches(out, columns=columns, dictionaries=dictionaries)))
+    expected = whole.filter(pa.compute.is_in(whole.column("host").cast(pa.string()),
+                                              value_set=pa.array(wanted)))
+    got = list(iter_batches(out, columns=columns, hosts=wanted, dictionaries=dictionaries))
+    assert all(b.schema == whole.schema for b in got)
+    table = pa.Table.from_batches(got, schema=whole.schema)
+    assert table.to_pylist() == expected.to_pylist()
+    assert table.num_rows == sum(sizes.get(h, 0) for h in wanted)

@@ -143,6 +143,7 @@ def command(trace: str, profile: str, json_path: str | None, results_path: str |
     from rich.console import Console
 
     from tracekit.cli.allocator import keep_freed_memory
+    from tracekit.teardown import leave_for_exit
     from tracekit.replay.api import gate
     from tracekit.replay.api import replay as run_replay
     from tracekit.report import render_replay
@@ -164,6 +165,7 @@ def command(trace: str, profile: str, json_path: str | None, results_path: str |
             else:
                 result = run_replay(trace, profile=profile, policies=policies or None,
                                     results=results, explain_all=explain_all, progress=progress)
+            leave_for_exit()  # the dead model state, not collected (`tracekit.teardown`)
         gate(result, baseline=baseline_path, fail_on=fail_on, what_if=what_if,
              policies=policies or None, results=results or None)
         rendered = _rendered(result, json_path, html_path, junit_path)

@@ -102,7 +102,12 @@ def _heap_frozen() -> Iterator[None]:
     full collection, and each batch's big row lists in every young one, took a fifth of the
     replay's time. The replay makes next to no cyclic garbage (two objects in a whole 60-host
     fleet), so there is nothing to collect that would matter; whatever there is, the collector
-    finds after the replay. Nothing is frozen or unfrozen if something else froze the heap."""
+    finds after the replay. It covers the making of the result too: the first full collection
+    after it walks the whole model state (a second of CPU for a 600-host fleet, in the summary's
+    balance figures when it was not covered). Once the replay has returned, its model state is
+    garbage (in cycles: a socket and its group point at each other), left to the collector, or
+    to the process's exit in a command (`tracekit.teardown`). Nothing is frozen or unfrozen if
+    something else froze the heap."""
     enabled = gc.isenabled()
     frozen = not gc.get_freeze_count()
     if frozen:
@@ -179,8 +184,8 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
     total = _total_rows(path) if progress is not None or path.is_file() else 0
     ahead = total >= IMPORT_AHEAD_ROWS * 2
     done = 0
-    try:
-        with _heap_frozen():
+    with _heap_frozen():  # until the result is made: the summary's work too (see there)
+        try:
             for batch in iter_batches(path, columns=COLUMNS, hosts=hosts,
                                       dictionaries=DICTIONARIES, batch_size=READ_ROWS):
                 engine.feed(batch)
@@ -194,36 +199,37 @@ def replay(trace_or_path: str | os.PathLike[str], profile: str | Profile = "auto
             engine.drain()
             if chunks is not None:
                 chunks.flush()
-        settled_from = (sum(b.num_rows for b in kept) if kept is not None else len(sink.kept),
-                        len(kept) if kept is not None else 0, len(sink.first_mismatches))
-        engine.finish(complete=metadata.get(COMPLETE_KEY) == "complete")
-        if chunks is not None:
-            chunks.flush()
-    except BaseException as error:
+            settled_from = (sum(b.num_rows for b in kept) if kept is not None else len(sink.kept),
+                            len(kept) if kept is not None else 0, len(sink.first_mismatches))
+            engine.finish(complete=metadata.get(COMPLETE_KEY) == "complete")
+            if chunks is not None:
+                chunks.flush()
+        except BaseException as error:
+            if writer is not None:
+                writer.abort()
+            if isinstance(error, StoryError):
+                raise error.located(str(trace_or_path)) from None
+            raise
         if writer is not None:
-            writer.abort()
-        if isinstance(error, StoryError):
-            raise error.located(str(trace_or_path)) from None
-        raise
-    if writer is not None:
-        writer.close()
-    engine.register_groups()
-    summary = build_summary(
-        sink,
-        profile={"name": chosen.name, "chosen_by": chosen_by, "switches": chosen.switches()},
-        trace={"path": str(trace_or_path), "format": found,
-               "source": metadata.get("tracekit.source"), "kernel": metadata.get("tracekit.kernel"),
-               "metadata": dict(sorted((k, v) for k, v in metadata.items()
-                                       if k.startswith("tracekit.")))},
-    )
-    if kept is not None:
-        table = pa.Table.from_batches(kept, schema=DECISION_SCHEMA)
-    else:
-        from tracekit.replay.decision import decisions_to_batch
+            writer.close()
+        engine.register_groups()
+        summary = build_summary(
+            sink,
+            profile={"name": chosen.name, "chosen_by": chosen_by, "switches": chosen.switches()},
+            trace={"path": str(trace_or_path), "format": found,
+                   "source": metadata.get("tracekit.source"),
+                   "kernel": metadata.get("tracekit.kernel"),
+                   "metadata": dict(sorted((k, v) for k, v in metadata.items()
+                                           if k.startswith("tracekit.")))},
+        )
+        if kept is not None:
+            table = pa.Table.from_batches(kept, schema=DECISION_SCHEMA)
+        else:
+            from tracekit.replay.decision import decisions_to_batch
 
-        table = pa.Table.from_batches([decisions_to_batch(sink.kept)], schema=DECISION_SCHEMA)
-    result = Replay(summary=summary, decisions=table.to_pandas(), results=kept,
-                    membership=membership, settled_from=settled_from)
+            table = pa.Table.from_batches([decisions_to_batch(sink.kept)], schema=DECISION_SCHEMA)
+        result = Replay(summary=summary, decisions=table.to_pandas(), results=kept,
+                        membership=membership, settled_from=settled_from)
     return gate(result, baseline=baseline, fail_on=fail_on, what_if=what_if, policies=policies,
                 results=results if writer is not None else None)
 

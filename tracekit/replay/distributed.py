@@ -25,11 +25,13 @@ loop, Arrow's pools) left a worker hanging on one.
 from __future__ import annotations
 
 import bisect
+import math
 import os
 import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from itertools import accumulate
 from contextlib import ExitStack
 from typing import Any, Callable
 
@@ -42,9 +44,10 @@ from tracekit.replay.fit import ProfileFit, ProfileScore, best_fit
 from tracekit.replay.timeline import Timeline
 from tracekit.replay.sink import MAX_MISMATCHES
 from tracekit.replay.summary import overall_verdict
+from tracekit.teardown import ENDS_WITH_COMMAND, ends_with_command, leave_for_exit
 from tracekit.trace.layout import HostRows, host_rows
 
-__all__ = ["replay_on_dask", "merge_replays", "plan_tasks", "task_count", "local_cluster",
+__all__ = ["replay_on_dask", "merge_replays", "plan_tasks", "shares", "task_count", "local_cluster",
            "LOCAL_WORKER_CONFIG"]
 
 _COUNTS = ("decisions", "matched", "mismatched", "unknown")
@@ -60,6 +63,8 @@ def _replay_hosts(path: str, hosts: list[str], profile: str, policies: dict[str,
                   explain_all=explain_all, hosts=hosts)
     if part.membership is not None:
         part.membership.made()  # the timeline's rows worked out here, beside the other tasks
+    if ends_with_command():
+        leave_for_exit()  # this task's dead model state (`tracekit.teardown`)
     return part
 
 
@@ -78,37 +83,46 @@ workers started otherwise, ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False`` 
 environment turns the profiler off, and ``--preload tracekit.replay.distributed`` imports
 tracekit before the first task."""
 
-def local_cluster(workers: int | None = None) -> Any:
+def local_cluster(workers: int | None = None, *, one_replay: bool = False) -> Any:
     """A LocalCluster for replays on this machine: `workers` (default one per CPU) single-threaded
     worker processes forked from a fork server that imported tracekit, without the statistical
-    profiler (`LOCAL_WORKER_CONFIG`), no dashboard. Use it as a context manager."""
+    profiler (`LOCAL_WORKER_CONFIG`), no dashboard. Use it as a context manager.
+
+    `one_replay`: the cluster serves one replay and closes (what `replay_on_dask(path, "local")`
+    starts): its workers leave each task's dead model state to their exit instead of having the
+    collector walk it again in every later task (`tracekit.teardown`), so their memory grows
+    with every task until the cluster closes."""
     import dask
     from distributed import LocalCluster
     from distributed.utils import get_mp_context
 
     from tracekit.replay import forkserver
 
-    with dask.config.set(LOCAL_WORKER_CONFIG):
+    with dask.config.set({**LOCAL_WORKER_CONFIG, ENDS_WITH_COMMAND: one_replay}):
         get_mp_context()  # distributed names its fork server's imports once; ours replace them
         forkserver.start()  # (a no-op when the CLI started it already)
         return LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
                             processes=True, dashboard_address=None)
 
 
-def plan_tasks(hosts: Sequence[HostRows], tasks: int) -> list[list[str]]:
-    """Cut ``hosts`` (in sorted order) into at most ``tasks`` runs of similar row counts.
+def plan_tasks(hosts: Sequence[HostRows], tasks: int,
+               workers: int | None = None) -> list[list[str]]:
+    """Cut ``hosts`` (in sorted order) into at most ``tasks`` runs of similar row counts, or,
+    for ``workers``, of shrinking row counts (`shares`).
 
-    The k-th cut goes where the rows before it come closest to k/tasks of all rows, among the
-    ends of units (row group chains), so no two tasks read the same row group; inside a unit only
-    when the unit alone holds more than one task's share. Such a cut costs the next task one more
-    read of that unit, a few per cent of a share's replay; a share of imbalance costs a whole task
-    on the last worker (600 hosts in 15 row groups of 65k rows cut for 16 tasks: 16 runs of 61k
-    rows, not 15 of 65k, one worker replaying 8 of them while the other waits).
+    The k-th cut goes where the rows before it come closest to the first k shares of all rows,
+    among the ends of units (row group chains), so no two tasks read the same row group; inside a
+    unit only when the unit alone holds more rows than the smallest share. Such a cut costs the
+    next task one more read of that unit, a few per cent of a share's replay; a share of
+    imbalance costs a whole task on the last worker (600 hosts in 15 row groups of 65k rows cut
+    for 16 tasks: 16 runs, not 15 of 65k, one worker replaying 8 of them while the other waits).
     """
     if not hosts:
         return []
     tasks = max(1, min(tasks, len(hosts)))
     total = sum(h.rows for h in hosts)
+    share = shares(tasks, workers)
+    bounds = list(accumulate(share))
     unit_rows: dict[int, int] = {}
     for h in hosts:
         unit_rows[h.unit] = unit_rows.get(h.unit, 0) + h.rows
@@ -116,14 +130,14 @@ def plan_tasks(hosts: Sequence[HostRows], tasks: int) -> list[list[str]]:
     rows = 0
     for i, (h, following) in enumerate(zip(hosts, hosts[1:])):
         rows += h.rows
-        if following.unit != h.unit or unit_rows[h.unit] * tasks > total:
+        if following.unit != h.unit or unit_rows[h.unit] > min(share) * total:
             ends.append(i)
             before.append(rows)
     cuts = set()
     for k in range(1, tasks):
         if not ends:
             break
-        target = k * total / tasks
+        target = bounds[k - 1] * total
         at = bisect.bisect_left(before, target)
         nearest = min((j for j in (at - 1, at) if 0 <= j < len(ends)), key=lambda j: abs(before[j] - target))
         cuts.add(ends[nearest])
@@ -133,6 +147,20 @@ def plan_tasks(hosts: Sequence[HostRows], tasks: int) -> list[list[str]]:
         start = end + 1
     runs.append([h.host for h in hosts[start:]])
     return runs
+
+
+def shares(tasks: int, workers: int | None = None) -> list[float]:
+    """The share of all rows of each of ``tasks`` tasks, in the order they are handed out: equal,
+    or for ``workers`` taking tasks in that order as they free up, shrinking (guided
+    self-scheduling): in rounds of `workers` tasks, each round's weight two less than the one
+    before, so the last round is a sixth of the first for 8 tasks a worker. A worker that draws
+    slower rows then waits for the others for at most one small last task, not an average one
+    (tasks of equal rows differ by about 20% in CPU)."""
+    if not workers or tasks <= workers:
+        return [1 / tasks] * tasks
+    rounds = math.ceil(tasks / workers)
+    weights = [2 * (rounds - i // workers) + 1 for i in range(tasks)]
+    return [w / sum(weights) for w in weights]
 
 
 def task_count(workers: int, total_rows: int, hosts: int) -> int:
@@ -222,14 +250,15 @@ def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
     with ExitStack() as stack:
         if isinstance(client, str):
             if client == "local":
-                cluster = stack.enter_context(local_cluster(min(len(hosts), os.cpu_count() or 1)))
+                cluster = stack.enter_context(local_cluster(min(len(hosts), os.cpu_count() or 1),
+                                                            one_replay=True))
                 client = stack.enter_context(Client(cluster))
             else:
                 client = stack.enter_context(Client(client))
         if tasks is None:
             workers = sum(client.nthreads().values()) or 1
             tasks = task_count(workers, sum(h.rows for h in hosts), len(hosts))
-        runs = plan_tasks(hosts, tasks)
+        runs = plan_tasks(hosts, tasks, workers=len(client.nthreads()) or 1)
         if profile == "fit":
             fit = _fit_on_dask(client, path, runs, policies, no_workers_timeout)
             profile, chosen_by = fit.best.name, fit.describe()
@@ -282,6 +311,7 @@ def _gather(client: Any, futures: dict[Any, list[str]], progress: Callable[[int,
     pending, done = set(futures), 0
     total = sum(len(run) for run in futures.values())
     alone_since: float | None = None
+    results: dict[Any, Any] = {}
     try:
         while pending:
             try:
@@ -290,8 +320,10 @@ def _gather(client: Any, futures: dict[Any, list[str]], progress: Callable[[int,
             except TimeoutError:  # nothing finished in this while
                 finished = set()
             for future in finished:
-                if future.status != "finished":
-                    future.result()  # raises the worker's exception here
+                # fetched now, while the other tasks run, not all at the end (the worker's
+                # exception is raised here)
+                results[future] = future.result()
+                future.release()
                 done += len(futures[future])
                 if progress is not None:
                     progress(done, total)
@@ -304,7 +336,7 @@ def _gather(client: Any, futures: dict[Any, list[str]], progress: Callable[[int,
                 raise TracekitError(f"replay on Dask failed: no worker left for "
                                     f"{no_workers_timeout:g} s with {left} host(s) to "
                                     "replay; nothing was merged")
-        return client.gather(list(futures))
+        return [results[future] for future in futures]
     except KilledWorker as error:
         run = futures.get(_future_of(futures, error.task), ["?"])
         hosts = f"host {run[0]}" if len(run) == 1 else f"hosts {run[0]} to {run[-1]}"

@@ -56,7 +56,6 @@ from tracekit.trace.checks import is_ip_text
 __all__ = ["ROUTE_KEEPING", "SocketColumns", "SocketWalk"]
 
 _new = object.__new__
-_set = object.__setattr__
 
 SYN, ACCEPT, RESET, DATAGRAM, RECV = 1, 2, 3, 4, 5
 KINDS = {"syn": SYN, "accept": ACCEPT, "reset": RESET, "datagram": DATAGRAM, "recv": RECV}
@@ -216,8 +215,11 @@ class RowValues:
         self.cpu_known = sc.cpu_known[a:b].tolist()
         self.hash = cols.hash[a:b].tolist()
         self.hash_valid = sc.hash_valid[a:b].tolist()
-        self.laddr, self.raddr = sc.laddr[a:b].tolist(), sc.raddr[a:b].tolist()
-        self.lport, self.rport = sc.lport[a:b].tolist(), sc.rport[a:b].tolist()
+        self.decidable = sc.decidable[a:b].tolist()  # a hash and a CPU
+        laddr, lport = sc.laddr[a:b], sc.lport[a:b]
+        self.dest = (laddr * PORTS + lport).tolist()  # what `SocketWalk.route_at` keys
+        self.laddr, self.raddr = laddr.tolist(), sc.raddr[a:b].tolist()
+        self.lport, self.rport = lport.tolist(), sc.rport[a:b].tolist()
         self.laddr_text, self.raddr_text = sc.texts("laddr", a, b), sc.texts("raddr", a, b)
 
     def flow(self, r: int) -> Flow:
@@ -251,6 +253,7 @@ class Route:
                                                     if m[1] == TCP_ESTABLISHED]),
                                  prog=prog_label(reuse), group=label)
         self.fields = self.base.__dict__  # what every pick of the route starts from
+        self.ids = ids
         self.slot_of = {sk_id: i for i, sk_id in enumerate(ids)}
         # two live members with one id (a trace that reused a socket's id before closing it):
         # a pick's slot is the chosen socket's own, which an id does not tell (`_route`)
@@ -290,7 +293,9 @@ class Route:
             sk = self.table[start]
             slot = self.slot_of[sk]
             reason = "established-skip" if slot != start else "hash"
-        fields = self.fields.copy()
+        pick = _new(Pick)
+        fields = pick.__dict__
+        fields.update(self.fields)
         fields["sk"] = sk
         fields["reason"] = reason
         fields["hash"] = hash
@@ -298,8 +303,6 @@ class Route:
         fields["start"] = start
         fields["slot"] = slot
         fields["seq"] = seq
-        pick = _new(Pick)
-        _set(pick, "__dict__", fields)
         return pick
 
     def classic_pick(self, hash: int, cpu: int, seq: int, flow: Flow,
@@ -307,14 +310,24 @@ class Route:
         """What `select_traced` gives when the group's classic program runs first: the socket
         at the index it returns, else the hash's pick; None when the trace cannot tell what the
         program returns (the per-row path says why)."""
-        index = self.cbpf_index(flow, payload, cpu)
+        classic: ClassicAnswers = self.classic  # type: ignore[assignment]
+        key = classic.key(flow, payload, cpu)  # (`cbpf_index`, its memo inlined)
+        index = _UNSEEN if key is None else classic.answers.get(key, _UNSEEN)
+        if index is _UNSEEN:
+            index = self.cbpf_index(flow, payload, cpu)
         if index is None:
             return None
-        if index < self.n:
-            return replace_pick(self.base, sk=self.base.socks[index], reason="cbpf", hash=hash,
-                                cpu=cpu, slot=index, cbpf_index=index, seq=seq)
-        pick = self.pick(hash, cpu, seq)  # (new: no one else holds it yet)
-        pick.__dict__["cbpf_index"] = index
+        pick = self.pick(hash, cpu, seq) if index >= self.n else _new(Pick)
+        fields = pick.__dict__
+        if index < self.n:  # `replace_pick(self.base, ...)` spelled out
+            fields.update(self.fields)
+            fields["sk"] = self.ids[index]
+            fields["reason"] = "cbpf"
+            fields["hash"] = hash
+            fields["cpu"] = cpu
+            fields["slot"] = index
+            fields["seq"] = seq
+        fields["cbpf_index"] = index
         return pick
 
     def cbpf_index(self, flow: Flow, payload: bytes | None, cpu: int) -> int | None:
@@ -587,21 +600,7 @@ class SocketWalk:
         it) the routes of its closed arrivals, which fall back to `ordered` where none decides."""
         a, b, sc, cols = self.a, self.b, self.sc, self.cols
         dicts = cols.rows_of(a, b)
-        dest = sc.laddr[a:b] * 65536 + sc.lport[a:b]
-        # the arrivals a route may decide in order: those of `ordered`, and those of closed
-        # flows that fall back to it (`_fall_back`: a group with a classic program, say), added
-        # when they do (not made for every closed arrival: most are decided in bulk)
-        queueable: dict[int, tuple] = {}
-
-        def add_queueable(taken: np.ndarray) -> None:
-            at = taken + a
-            arriving = ((kind[taken] == SYN) | (kind[taken] == DATAGRAM)) & sc.decidable[at]
-            queueable.update(zip(taken[arriving].tolist(), zip(
-                kind[taken][arriving].tolist(), dest[taken][arriving].tolist(),
-                cols.hash[at][arriving].tolist(), cols.cpu[at][arriving].tolist(),
-                cols.seq[at][arriving].tolist())))
-
-        add_queueable(ordered)
+        dest = sc.laddr[a:b] * PORTS + sc.lport[a:b]
         epochs = int(epoch[-1]) + 1
         arrival_bounds = np.searchsorted(epoch[arrivals], np.arange(epochs + 1)).tolist()
         ordered_bounds = np.searchsorted(epoch[ordered], np.arange(epochs + 1)).tolist()
@@ -618,6 +617,7 @@ class SocketWalk:
         observe, route_of, queue, deliver, one = (self._observe, self._route, self._queue,
                                                   self._deliver, self._one)
         known = self.routes
+        v: RowValues | None = None  # (made when a row is first taken in order)
         for e in range(epochs):
             todo = ordered_list[ordered_bounds[e]:ordered_bounds[e + 1]]
             if e > 0:  # the route change that opens the epoch
@@ -627,21 +627,27 @@ class SocketWalk:
             if hi > lo:
                 fallback = self._tag(lo, hi, arrivals, arrival_key, lists, routes)
                 if fallback:
-                    todo, added = self._fall_back(todo, fallback, lists.flows, in_closed,
-                                                  row_bounds[e], row_bounds[e + 1])
-                    add_queueable(np.array(added, dtype=np.int64))
+                    todo = self._fall_back(todo, fallback, lists.flows, in_closed,
+                                           row_bounds[e], row_bounds[e + 1])
             for r in todo:
                 k = kinds[r]
+                if not k:  # neither an arrival nor an observation
+                    one(r, dicts[r])
+                    continue
+                if v is None:
+                    v = self.values
+                    decidable, dests, hashes, cpus, seqs = (v.decidable, v.dest, v.hash, v.cpu,
+                                                            v.seq)
                 if k == ACCEPT or k == RECV or k == RESET:
                     observe(r, k)
                     continue
-                values = queueable.get(r)
-                if values is not None:
-                    k, d, hash, cpu, seq = values
+                if decidable[r]:  # an arrival a route may decide
+                    d = dests[r]
                     route = routes.get((k, d), _UNSEEN)
                     if route is _UNSEEN:
                         route = route_of(routes, k, d, r)
-                    if route is not None and queue(r, k, known[route], hash, cpu, seq):
+                    if route is not None and queue(r, k, known[route], hashes[r], cpus[r],
+                                                   seqs[r]):
                         continue
                 if k == DATAGRAM and deliver(r):
                     continue
@@ -658,14 +664,19 @@ class SocketWalk:
         no route decides."""
         fallback: set[int] = set()
         kind, dest, flows = lists.kind, lists.dest, lists.flows
-        if hi - lo <= FEW:
-            route_of, hash_route = self.route_of, self._hash_route
-            for j, r in enumerate(lists.arrivals[lo:hi], start=lo):
-                route = hash_route(routes, kind[r], dest[r], r)
-                if route is None:
+        if hi - lo <= FEW:  # (`_hash_route` inlined, and the routes kept looked up first)
+            known, tagged = self.routes, []
+            for r in lists.arrivals[lo:hi]:
+                k, d = kind[r], dest[r]
+                route = routes.get((k, d), _UNSEEN)
+                if route is _UNSEEN:
+                    route = self._route(routes, k, d, r)
+                if route is None or known[route].prog is not None:
                     fallback.add(flows[r])
+                    tagged.append(-1)
                 else:
-                    route_of[j] = route
+                    tagged.append(route)
+            self.route_of[lo:hi] = tagged
             return fallback
         code, values, first = self._destinations(arrivals, key)
         mine = code[lo:hi]
@@ -746,14 +757,14 @@ class SocketWalk:
         return route
 
     def _fall_back(self, todo: list[int], out: set[int], flows: list[int],
-                   in_closed: np.ndarray, lo: int, hi: int) -> tuple[list[int], list[int]]:
+                   in_closed: np.ndarray, lo: int, hi: int) -> list[int]:
         """Flows whose destination no hash decides in the epoch of rows `lo:hi`: their rows
-        join `todo`. Returns the new `todo` and the rows added."""
+        join `todo`. Returns the new `todo`."""
         mine = [r for r, flow, closed in zip(range(lo, hi), flows[lo:hi],
                                               in_closed[lo:hi].tolist())
                 if closed and flow in out]
         in_closed[mine] = False
-        return sorted(todo + mine), mine
+        return sorted(todo + mine)
 
     def _one(self, r: int, row: dict) -> None:
         """Row `r` through the faithful path, the namespace's CPU as the per-row path leaves it.
@@ -793,7 +804,7 @@ class SocketWalk:
         `tally` (handed to the sink when the walk ends: `DecisionSink.add_match_counts`).
         (Nothing here reads or sets the namespace's CPU, so the CPU is left for the next row
         that does.)"""
-        hs, v = self.hs, self.values
+        hs, v = self.hs, self._values  # (made before the walk takes a row in order)
         host = hs.host
         seq = v.seq[r]
         host.seq = seq
@@ -846,7 +857,7 @@ class SocketWalk:
     def _queue(self, r: int, k: int, route: Route, hash: int, cpu: int, seq: int) -> bool:
         """An arrival its group decides: queued as `syn` / `datagram` would after their lookup.
         False (nothing done) where the group's classic program's answer is unknown."""
-        host, sc, i, v = self.hs.host, self.sc, r + self.a, self.values
+        host, sc, i, v = self.hs.host, self.sc, r + self.a, self._values
         addresses = v.addresses  # (`v.flow(r)`, inlined)
         flow = (addresses[v.laddr[r]], v.lport[r], addresses[v.raddr[r]], v.rport[r])
         payload = sc.payload(i) if route.prog is not None or k == DATAGRAM else None

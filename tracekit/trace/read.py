@@ -149,9 +149,27 @@ def _rows_of_hosts(path: str | os.PathLike[str], columns: Sequence[str] | None, 
         batches = iter_batches(path, names, batch_size, dictionaries=dictionaries)
     value_set = pa.array(wanted, pa.string())
     for batch in batches:
-        kept = batch.filter(pc.is_in(pc.cast(batch.column("host"), pa.string()), value_set=value_set))
+        kept = _of_hosts(batch, value_set)
         if kept.num_rows:
             yield kept if columns is None else kept.select(list(columns))
+
+
+def _of_hosts(batch: pa.RecordBatch, value_set: pa.Array) -> pa.RecordBatch:
+    """The rows of `batch` whose host is in `value_set`: a slice where they are consecutive (a
+    run of a sorted file's hosts), else a copy. The host column is dictionary-encoded (`SCHEMA`),
+    so which rows to keep is worked out once per host name, not once per row."""
+    column = batch.column("host")
+    if pa.types.is_dictionary(column.type):
+        wanted = pc.is_in(column.dictionary, value_set=value_set).to_numpy(zero_copy_only=False)
+        mask = wanted[column.indices.to_numpy(zero_copy_only=False)]
+    else:
+        mask = pc.is_in(column, value_set=value_set).to_numpy(zero_copy_only=False)
+    at = np.flatnonzero(mask)
+    if not len(at):
+        return batch.slice(0, 0)
+    if at[-1] - at[0] + 1 == len(at):
+        return batch.slice(int(at[0]), len(at))
+    return batch.filter(pa.array(mask))
 
 
 def host_row_groups(parquet: pq.ParquetFile, hosts: Sequence[str]) -> list[int]:

@@ -138,6 +138,7 @@ class Expectation(NamedTuple):
     deferred: bool = False  # a `recv` decided at the end (`Host.settle`)
 
 
+_expectation = tuple.__new__  # (`_expectation(Expectation, (expected, pick, unknown, deferred))`)
 DEFERRED_EXPECTATION = Expectation(-1, None, deferred=True)
 LOST_EVENTS = Expectation(-1, None, "lost-events")
 
@@ -642,7 +643,9 @@ class Host:
         pick = conn.pick
         if pick.unknown is not None:
             return Expectation(-1, pick, pick.unknown)
-        return Expectation(listener.sk.sk_id if listener is not None else -1, pick)
+        # (`Expectation(...)` without its `__new__`: every accept and reset makes one)
+        return _expectation(Expectation, (listener.sk.sk_id if listener is not None else -1, pick,
+                                          None, False))
 
     def recv(self, sk: int, laddr: str, lport: int, raddr: str, rport: int,
              payload: bytes | None = None, token: object = None) -> Expectation:
@@ -667,7 +670,7 @@ class Host:
 def _received(pick: Pick | None) -> Expectation:
     if pick is None:
         return LOST_EVENTS
-    return Expectation(pick.sk, pick, pick.unknown)
+    return _expectation(Expectation, (pick.sk, pick, pick.unknown, False))
 
 
 def classic_prog(prog: bytes | None, ret: int | None) -> BpfProg | None:

@@ -82,6 +82,7 @@ class Observed(NamedTuple):
 
 
 NOTHING = Observed()
+_observed = tuple.__new__
 DEFERRED = Observed(deferred=True)
 
 
@@ -177,8 +178,9 @@ class _Flow:
         """The waiting (or held) datagram these bytes name: of several, one the model put on `sk`,
         else one it could not place, else the oldest."""
         queue = self.waiting.get(sk)
-        if queue and queue[0].payload == payload:
-            return self.take(queue)
+        if queue and queue[0].payload == payload:  # (`take`, inlined: the common case)
+            self.size -= 1
+            return queue.popleft()
         found: list[_Arrival] = [a for q in self.waiting.values() for a in q if a.payload == payload]
         if found:
             rank = {sk: 0, UNPLACED: 1}
@@ -233,8 +235,10 @@ class Pairing:
                     entry.matched = deque(maxlen=MATCHES)
                 entry.matched.append(_Holder(self.clock, sk, None, arrival, deferred=False))
         if arrival is not None:
-            self._forget_if_done(flow, entry)
-            return Observed(arrival.item)
+            if not entry.size and not entry.deferred:  # (`_forget_if_done`, inlined)
+                del self.flows[flow]
+            # (`Observed(arrival.item)` without its `__new__`: every `recv` makes one)
+            return _observed(Observed, (arrival.item, False))
         held = entry.oldest(sk)
         if held is None:
             return NOTHING

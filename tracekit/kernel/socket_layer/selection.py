@@ -136,9 +136,9 @@ def _hash_reason(reuse: SockReuseport, hash: int, chosen: Sock | None) -> tuple[
     n = reuse.num_socks
     start = reciprocal_scale(hash, n)
     slot = None
-    if chosen is not None:
+    if chosen is not None:  # the slot the scan took: the first holding it from `start` on
         live = reuse.live()
-        slot = next((i for i, s in enumerate(live) if s is chosen), None)
+        slot = next((i % n for i in range(start, start + n) if live[i % n] is chosen), None)
     if _cpu_matters(reuse):
         return "incoming-cpu", start, slot
     if slot is not None and slot != start:
