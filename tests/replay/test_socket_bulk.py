@@ -217,11 +217,46 @@ def test_memoized_answers_are_checked_against_the_faithful_lookup(tmp_path, monk
     assert len(memoized) >= 10
 
 
+@pytest.mark.parametrize("kernel", ["6.6.0", "6.18.0"])
+def test_datagrams_of_peers_and_of_others_skip_the_lookup(tmp_path, monkeypatch, kernel):
+    """A group with SO_INCOMING_CPU members, one of them connected (in the group before 6.13,
+    out of it after), and a wildcard socket connected (rehashed to the exact bucket): every
+    datagram of a connected socket's peer goes to it by the 4-tuple lookup without the host's
+    lookup, whatever the CPU, and the others' answers are memoized although each peer datagram
+    moves its socket's `sk_incoming_cpu` (the group's route is the one for the CPUs now): at
+    most a lookup per group pick and CPU bonus. Each checked against the faithful lookup."""
+    b = TraceBuilder()
+    for sk, cpu in ((0, 0), (1, None), (2, 1)):
+        b.add("socket", sk=sk, proto="udp", family=4)
+        b.add("setsockopt", sk=sk, name="SO_REUSEPORT", value=1, ret=0)
+        if cpu is not None:
+            b.add("setsockopt", sk=sk, name="SO_INCOMING_CPU", value=cpu, ret=0)
+        b.add("bind", sk=sk, laddr="127.0.0.1", lport=9000, ret=0)
+    b.add("socket", sk=3, proto="udp", family=4)
+    b.add("bind", sk=3, laddr="0.0.0.0", lport=9000, ret=0)
+    b.add("connect", sk=3, raddr="127.0.0.1", rport=40001, ret=0)
+    b.add("connect", sk=1, raddr="127.0.0.1", rport=40000, ret=0)
+    peers = []
+    for i in range(40):
+        rport = (40000, 40001, 41000 + i, 42000 + i)[i % 4]
+        if i % 4 < 2:
+            peers.append(len(b.rows) + 1)  # (its seq)
+        b.add("datagram", proto="udp", laddr="127.0.0.1", lport=9000, raddr="127.0.0.1",
+              rport=rport, hash=(i * 2654435761) % 2**32, cpu=(i // 2) % 2, payload=b"x")
+    checked = answers_checked(monkeypatch)
+    path = b.write(tmp_path / "t.parquet", kernel=kernel, complete=True)
+    bulk, faithful = both_paths(path, tmp_path, monkeypatch)
+    assert_same(bulk, faithful)
+    assert set(peers) <= set(checked)
+    lookups = 2 * 40 - len(checked)  # (two bulk replays)
+    assert lookups <= 2 * 4, lookups
+
+
 def answers_checked(monkeypatch) -> list[int]:
-    """Every datagram a port memo answers from a memoized answer (`PortMemo.deliver`) is also
-    delivered by the faithful lookup on a copy of the host taken just before: the same arrival
-    (socket, labelled pick) and the same CPUs on every socket after. Returns the `seq` of each
-    datagram checked (a witness)."""
+    """Every datagram a port memo delivers without the host's lookup (`PortMemo.deliver`: a
+    memoized answer, or the 4-tuple lookup's socket) is also delivered by the faithful lookup
+    on a copy of the host taken just before: the same arrival (socket, labelled pick) and the
+    same CPUs on every socket after. Returns the `seq` of each datagram checked (a witness)."""
     from tracekit.kernel.socket_layer.pairing import Pairing
     from tracekit.replay import ports
 
@@ -244,17 +279,24 @@ def answers_checked(monkeypatch) -> list[int]:
     def cpus(h):
         return {sk_id: s.sk.sk_incoming_cpu for sk_id, s in h.socks.items()}
 
-    def checking(self, h, flow, hash, cpu, seq, payload):
-        answer = self.answers.get(self.key(flow, hash, cpu, payload))
-        if answer is None or answer is ports.NO_MEMO:
-            return deliver(self, h, flow, hash, cpu, seq, payload)
+    lookups: list[int] = []
+    lookup = host.Host.udp_lookup
+
+    def counted(self, *args):
+        lookups.append(1)
+        return lookup(self, *args)
+
+    def checking(self, h, flow, hash, cpu, seq, payload, route_of):
         twin = twin_of(h)
         twin.place_datagram(flow, *twin.udp_lookup(flow, hash, cpu, payload), cpu, payload)
-        deliver(self, h, flow, hash, cpu, seq, payload)
-        assert last_arrival(h, flow) == last_arrival(twin, flow), f"seq {seq}: {answer}"
+        looked = len(lookups)
+        deliver(self, h, flow, hash, cpu, seq, payload, route_of)
+        assert last_arrival(h, flow) == last_arrival(twin, flow), f"seq {seq}"
         assert cpus(h) == cpus(twin), f"seq {seq}"
-        checked.append(seq)
+        if len(lookups) == looked:
+            checked.append(seq)
 
+    monkeypatch.setattr(host.Host, "udp_lookup", counted)
     monkeypatch.setattr(ports.PortMemo, "deliver", checking)
     return checked
 
@@ -463,15 +505,19 @@ def test_port_memos_a_walk_keeps_are_those_of_the_port_now(path, tmp_path, monke
 def test_port_memos_follow_changes_to_their_own_and_other_ports(tmp_path_factory, monkeypatch,
                                                                kernel, data):
     """UDP sockets on two ports (in groups or not, wildcard or not, with SO_INCOMING_CPU, some
-    connecting, closing, rebinding, ids reused, even before a close) between datagrams to both:
-    each memo a walk keeps is the memo of its port as it is now, and the bytes are the per-row
-    path's. (A group holding two sockets of one id is replayed row by row: `Route.ambiguous`.)"""
+    connecting, closing, rebinding, ids reused, even before a close, classic programs attached
+    and detached) and TCP listeners on the same port numbers, between datagrams to both: each
+    memo a walk keeps (`SocketWalk._one` forgets only those a row may change: `SOCKET_ROWS`)
+    is the memo of its port as it is now, and the bytes are the per-row path's. (A group
+    holding two sockets of one id is replayed row by row: `Route.ambiguous`.)"""
     b = TraceBuilder()
     ports_, peer = (9000, 9001), 40000
     live: set[int] = set()
+    programs = [cbpf.encode_sock_filter(SHARED_PROGRAMS[name]) for name in ("cpu", "second byte")]
     for _ in range(data.draw(st.integers(10, 40))):
-        step = data.draw(st.sampled_from(["open", "open", "cpu", "connect", "close",
-                                          "datagrams", "datagrams", "datagrams"]))
+        step = data.draw(st.sampled_from(["open", "open", "cpu", "connect", "close", "program",
+                                          "tcp", "shutdown", "datagrams", "datagrams",
+                                          "datagrams"]))
         if step == "open":
             sk = data.draw(st.integers(0, 7))
             b.add("socket", sk=sk, proto="udp", family=4)
@@ -480,6 +526,23 @@ def test_port_memos_follow_changes_to_their_own_and_other_ports(tmp_path_factory
             b.add("bind", sk=sk, laddr=data.draw(st.sampled_from(["127.0.0.1", "0.0.0.0"])),
                   lport=data.draw(st.sampled_from(ports_)), ret=0)
             live.add(sk)
+        elif step == "tcp":  # a listener of an id some UDP socket may have had or have
+            sk = data.draw(st.integers(0, 9))
+            b.add("socket", sk=sk, proto="tcp", family=4)
+            b.add("setsockopt", sk=sk, name="SO_REUSEPORT", value=1, ret=0)
+            b.add("bind", sk=sk, laddr="127.0.0.1", lport=data.draw(st.sampled_from(ports_)),
+                  ret=0)
+            b.add("listen", sk=sk, ret=0)
+            live.discard(sk)
+        elif step == "program" and live:
+            sk = data.draw(st.sampled_from(sorted(live)))
+            if data.draw(st.booleans()):
+                b.add("setsockopt", sk=sk, name="SO_ATTACH_REUSEPORT_CBPF",
+                      prog=data.draw(st.sampled_from(programs)), ret=0)
+            else:
+                b.add("setsockopt", sk=sk, name="SO_DETACH_REUSEPORT_BPF", ret=0)
+        elif step == "shutdown" and live:
+            b.add("shutdown", sk=data.draw(st.sampled_from(sorted(live))), value=2, cpu=1)
         elif step == "cpu" and live:
             b.add("setsockopt", sk=data.draw(st.sampled_from(sorted(live))),
                   name="SO_INCOMING_CPU", value=data.draw(st.integers(0, 2)), ret=0)
@@ -496,7 +559,8 @@ def test_port_memos_follow_changes_to_their_own_and_other_ports(tmp_path_factory
                       lport=data.draw(st.sampled_from(ports_)), raddr="127.0.0.1",
                       rport=data.draw(st.sampled_from([peer, peer + 1, peer + 2])),
                       hash=data.draw(st.integers(0, 2**32 - 1)),
-                      cpu=data.draw(st.integers(0, 2)), payload=b"x")
+                      cpu=data.draw(st.integers(0, 2)),
+                      payload=data.draw(st.sampled_from([b"x", b"\x00\x01", b"\x00\x02"])))
     memos_checked(monkeypatch)
     answers_checked(monkeypatch)
     path = b.write(tmp_path_factory.mktemp("ports") / "t.parquet", kernel=kernel, complete=True)

@@ -22,9 +22,10 @@ from ipaddress import IPv4Address
 from typing import Any, Callable
 
 from tracekit.kernel.bpf import BPF_PROG_TYPE_SK_REUSEPORT
-from tracekit.kernel.sock import Sock
+from tracekit.kernel.sock import TCP_ESTABLISHED, Sock
 from tracekit.kernel.socket_layer.addresses import ANY, ip_text, parse_ip, v4_view, v6_view
-from tracekit.kernel.socket_layer.host import Flow, Host, Socket
+from tracekit.kernel.socket_layer.host import LOOPBACK_IFINDEX, Flow, Host, Socket
+from tracekit.kernel.socket_layer.lookup import udp_compute_score
 from tracekit.kernel.socket_layer.selection import Pick, replace_pick
 from tracekit.replay import fast
 
@@ -55,12 +56,12 @@ def _connected(s: Socket) -> bool:
 
 
 def port_state(host: Host, laddr: str, lport: int
-               ) -> tuple[tuple, list[Socket], list, list[Socket]] | None:
+               ) -> tuple[tuple, list[Socket], list, list[Socket], frozenset[int]] | None:
     """What `udp_lookup` reads of the host for a datagram to laddr:lport, but the
     `sk_incoming_cpu` of connected sockets (a datagram delivered to one changes it): a key,
-    the connected sockets, one member of each group, and the sockets whose score a CPU can
-    raise (`udp_compute_score()`'s bonus). None where a program makes the datagram matter
-    beyond its bytes (an eBPF program)."""
+    the connected sockets, one member of each group, the sockets whose score a CPU can raise
+    (`udp_compute_score()`'s bonus), and the ids of every socket it read. None where a program
+    makes the datagram matter beyond its bytes (an eBPF program)."""
     daddr = parse_ip(laddr)
     scanned = _scanned(host, daddr, lport)
     heads: dict[int, Socket] = {}
@@ -89,16 +90,19 @@ def port_state(host: Host, laddr: str, lport: int
                        reuse.has_conns, host.label_of(reuse), id(reuse.prog)))
     # each id's socket now, and its label: a pick of a socket outside any group is labelled
     # with the bind of the host's socket of its id (`Host._label_pick`), wherever that is
+    ids = {s.sk.sk_id for s in sockets.values()}
     owners = tuple([(sk_id, id(owner), owner.label if owner is not None else None)
-                    for sk_id in sorted({s.sk.sk_id for s in sockets.values()})
+                    for sk_id in sorted(ids)
                     for owner in (host.socks.get(sk_id),)])
+    for head in heads.values():
+        ids.update([m.sk_id for m in head.sk.sk_reuseport_cb.closed()])  # type: ignore[union-attr]
     key = (laddr, lport, host.bound, host.labelled, tuple(id(s) for s in scanned),
            tuple(_socket_state(s, not _connected(s)) for s in sockets.values()), tuple(groups),
            owners)
     connected = [s for s in sockets.values() if _connected(s)]
     # the sockets whose `sk_incoming_cpu` can equal a datagram's CPU (a score's bonus)
     bonus = [s for s in sockets.values() if _connected(s) or s.sk.sk_incoming_cpu >= 0]
-    return key, connected, list(heads.values()), bonus
+    return key, connected, list(heads.values()), bonus, frozenset(ids)
 
 
 def source_matches(s: Socket, saddr: Any, sport: int, v4: bool) -> bool:
@@ -116,71 +120,134 @@ def source_matches(s: Socket, saddr: Any, sport: int, v4: bool) -> bool:
 class PortMemo:
     """The memoized answers of one port in one state (`port_state`)."""
 
-    def __init__(self, laddr: str, connected: list[Socket], routes: list[Any],
-                 bonus: list[Socket], state: tuple = ()) -> None:
+    def __init__(self, laddr: str, lport: int, connected: list[Socket], routes: list[Any],
+                 bonus: list[Socket], exact: list[Socket], state: tuple = (),
+                 heads: list[Socket] | None = None, ids: frozenset[int] = frozenset()) -> None:
         self.state = state  # the `port_state` key it answers for
+        self.ids = ids  # the ids of the sockets that state read
         self.v4 = isinstance(parse_ip(laddr), IPv4Address)
         self.connected = connected
+        self.daddr = daddr = parse_ip(laddr)
+        self.lport = lport
+        # the connected sockets `udp_lookup()` may return at once, the datagram's 4-tuple
+        # theirs (`udp4_lib_lookup4()`): ESTABLISHED with a peer address, in the exact bucket
+        self.exact4 = [s for s in exact if s.sk.sk_state == TCP_ESTABLISHED and s.raddr is not None]
         # the connected sockets in a group: their `sk_incoming_cpu` is part of its selection
-        # (the pick's snapshot, an `incoming_cpu` group's choice); of the others only whether
-        # it earns a datagram's CPU the bonus matters
+        # (the pick's snapshot, an `incoming_cpu` group's choice), so the group's route is the
+        # one for their CPUs now (`routes_now`); of the others only whether it earns a
+        # datagram's CPU the bonus matters
         self.grouped = [s for s in connected if s.sk.sk_reuseport_cb is not None]
         # a source port no connected socket's peer has: every such one scores alike
         self.rports = frozenset([s.rport for s in connected if s.rport])
         # the CPUs of the other sockets that earn a bonus: fixed in this state
         self.cpus = frozenset([s.sk.sk_incoming_cpu for s in bonus if not _connected(s)])
         self.routes = routes  # a `Route` per group (None: an empty group)
+        self.heads = heads if heads is not None else []  # a member of each group
+        # the routes for each CPUs of `grouped` met (the first: `routes`)
+        self.by_cpus: dict[tuple, list[Any]] = {self._grouped_cpus(): routes}
         # a group with connections: its pick's own score can decide (`udp_rescore`)
         self.rescored = [route is not None and route.reuse.has_conns for route in routes]
+        self.one = len(routes) == 1
         self.answers: dict[tuple, tuple] = {}
-        self.sources: dict[tuple[str, int], tuple[bool, ...]] = {}  # `source_matches`, by source
+        # by source: `source_matches` of each connected socket, the sockets it matches, and
+        # the index in `exact4` of the one `udp4_lib_lookup4()` returns (None: none)
+        self.sources: dict[tuple[str, int], tuple[tuple[bool, ...], list[Socket],
+                                                  int | None]] = {}
 
-    def key(self, flow: Flow, hash: int | None, cpu: int, payload: bytes | None) -> tuple:
-        """What of this datagram the lookup's answer depends on: whether its source is each
-        connected socket's peer, the CPU of each connected socket in a group, what each group
-        picks (`_picked`), which sockets the CPU earns a score bonus (a connected socket whose
-        peer it is not scores nothing)."""
-        connected = self.connected
-        if connected:  # (their peers are part of the port's state: kept with the memo)
+    def _grouped_cpus(self) -> tuple:
+        return tuple([s.sk.sk_incoming_cpu for s in self.grouped])
+
+    def routes_now(self, route_of: Callable[[Socket], Any]) -> list[Any]:
+        """The groups' routes as the groups are now: those for the CPUs of the connected
+        sockets in them now (the rest of each group is the memo's state)."""
+        if not self.grouped:
+            return self.routes
+        cpus = self._grouped_cpus()
+        routes = self.by_cpus.get(cpus)
+        if routes is None:
+            if len(self.by_cpus) >= 64:
+                self.by_cpus.clear()
+            routes = self.by_cpus[cpus] = [
+                route_of(h) if route is not None else None
+                for h, route in zip(self.heads, self.routes)]
+        return routes
+
+    def key(self, flow: Flow, hash: int | None, cpu: int, payload: bytes | None,
+            routes: list[Any]) -> tuple:
+        """What of this datagram the lookup's answer depends on, the groups' `routes` as they
+        are now (`routes_now`): whether its source is each connected socket's peer, which of
+        its peers the CPU earns a score bonus (a connected socket whose peer it is not scores
+        nothing), what each group picks (`_picked`), whether the CPU earns any other socket
+        the bonus. Not the CPUs of the connected sockets in groups: they change only what a
+        group picks, which `_picked` tells, and the pick's record, which the route rebuilds.
+        Where a connected socket takes the datagram by its 4-tuple (`udp4_lib_lookup4()`),
+        only which one: `(index in exact4,)`."""
+        if self.connected:  # (their peers are part of the port's state: kept with the memo)
             sport = flow[3]
             source = (flow[2], sport if sport in self.rports else -1)
-            matches = self.sources.get(source)
-            if matches is None:
-                saddr = parse_ip(flow[2])
-                matches = self.sources[source] = tuple([source_matches(s, saddr, sport, self.v4)
-                                                        for s in connected])
-            cpus = tuple([s.sk.sk_incoming_cpu for s in self.grouped])
-            raised = tuple([match and s.sk.sk_incoming_cpu == cpu
-                            for s, match in zip(connected, matches)])
+            known = self.sources.get(source)
+            if known is None:
+                known = self.sources[source] = self._source(flow[2], sport)
+            matches, peers, first4 = known
+            if first4 is not None:
+                return (first4,)
+            raised = tuple([s.sk.sk_incoming_cpu == cpu for s in peers]) if peers else ()
         else:
-            matches = cpus = raised = ()
-        picked = tuple([_picked(route, flow, hash, cpu, payload, rescored)
-                        for route, rescored in zip(self.routes, self.rescored)])
-        return matches, cpus, picked, raised, cpu if cpu in self.cpus else -1
+            matches = raised = ()
+        if self.one:
+            picked = _picked(routes[0], flow, hash, cpu, payload, self.rescored[0])
+        else:
+            picked = tuple([_picked(route, flow, hash, cpu, payload, rescored)
+                            for route, rescored in zip(routes, self.rescored)])
+        return matches, raised, picked, cpu if cpu in self.cpus else -1
+
+    def _source(self, saddr_text: str, sport: int
+                ) -> tuple[tuple[bool, ...], list[Socket], int | None]:
+        """What the lookup reads of a datagram's source: whether it is each connected socket's
+        peer, those whose peer it is, and which socket of `exact4` the 4-tuple lookup returns
+        (the first that `udp_compute_score()` without a CPU scores), if any."""
+        saddr = parse_ip(saddr_text)
+        matches = tuple([source_matches(s, saddr, sport, self.v4) for s in self.connected])
+        peers = [s for s, match in zip(self.connected, matches) if match]
+        for i, s in enumerate(self.exact4):
+            if udp_compute_score(s, saddr, sport, self.daddr, self.lport, LOOPBACK_IFINDEX,
+                                 None) >= 0:
+                return matches, peers, i
+        return matches, peers, None
 
     def deliver(self, host: Host, flow: Flow, hash: int | None, cpu: int, seq: int,
-                payload: bytes | None) -> None:
-        """`Host.datagram` for this datagram, with `host.seq` and `host.net.cpu` set."""
-        key = self.key(flow, hash, cpu, payload)
+                payload: bytes | None, route_of: Callable[[Socket], Any]) -> None:
+        """`Host.datagram` for this datagram, with `host.seq` and `host.net.cpu` set
+        (`route_of`: the route through a group's member as the group is now)."""
+        routes = self.routes_now(route_of) if self.grouped else self.routes
+        key = self.key(flow, hash, cpu, payload, routes)
         answer = self.answers.get(key)
         if answer is not None and answer is not NO_MEMO:
             kind, value = answer
             if kind == "dropped":
                 host.place_datagram(flow, None, None, cpu, payload)
                 return
-            pick = (_rebuilt(self.routes[value], flow, hash, cpu, seq, payload)
+            pick = (_rebuilt(routes[value], flow, hash, cpu, seq, payload)
                     if kind == "group" else replace_pick(value, seq=seq))
             host.queue_datagram(flow, host.socks[pick.sk], pick, cpu, payload)
+            return
+        if len(key) == 1:  # what `udp_lookup()` returns from `udp4_lib_lookup4()`
+            s = self.exact4[key[0]]
+            placed = host.place_datagram(flow, s.sk, Pick(sk=s.sk.sk_id, reason="connected"),
+                                         cpu, payload)
+            self.answers[key] = ("fixed", placed)
             return
         chosen, pick = host.udp_lookup(flow, hash, cpu, payload)
         placed = host.place_datagram(flow, chosen, pick, cpu, payload)
         if answer is None:
-            self.answers[key] = self._answer(chosen, pick, placed, flow, hash, cpu, seq, payload)
+            self.answers[key] = self._answer(chosen, pick, placed, routes, flow, hash, cpu, seq,
+                                             payload)
 
-    def _answer(self, chosen: Any, found: Pick | None, placed: Pick, flow: Flow,
-                hash: int | None, cpu: int, seq: int, payload: bytes | None) -> tuple:
+    def _answer(self, chosen: Any, found: Pick | None, placed: Pick, routes: list[Any],
+                flow: Flow, hash: int | None, cpu: int, seq: int,
+                payload: bytes | None) -> tuple:
         """How to rebuild `placed` for another datagram of the same key, if it can be (`found`:
-        the lookup's own pick)."""
+        the lookup's own pick; `routes`: the groups' routes when it was found)."""
         if chosen is None and found is None:  # no socket scored: dropped, by nobody's choice
             return ("dropped", None)
         if not isinstance(chosen, Sock) or placed.sk != chosen.sk_id:
@@ -188,7 +255,7 @@ class PortMemo:
         if placed.reason in FIXED_REASONS and placed.hash is None:
             return ("fixed", placed)
         if placed.reason in HASH_REASONS and (hash is not None or placed.reason == "cbpf"):
-            for g, route in enumerate(self.routes):
+            for g, route in enumerate(routes):
                 if route is not None and route.reuseport_id == placed.reuseport_id \
                         and route.slot_of.get(placed.sk) is not None \
                         and _rebuilt(route, flow, hash, cpu, seq, payload) == placed:
@@ -230,7 +297,7 @@ def memo_of(cache: dict, host: Host, laddr: str, lport: int,
     state = port_state(host, laddr, lport)
     if state is None:
         return None
-    key, connected, heads, bonus = state
+    key, connected, heads, bonus, ids = state
     memo = cache.get(key)
     if memo is None:
         if len(cache) >= 1024:
@@ -239,5 +306,7 @@ def memo_of(cache: dict, host: Host, laddr: str, lport: int,
                   for h in heads]
         if any(route is not None and route.ambiguous for route in routes):
             return None  # two sockets of one id in a group: an id does not tell their slots
-        memo = cache[key] = PortMemo(laddr, connected, routes, bonus, key)
+        exact = host.udp_buckets.get((lport, ip_text(parse_ip(laddr))), [])
+        memo = cache[key] = PortMemo(laddr, lport, connected, routes, bonus, exact, key, heads,
+                                     ids)
     return memo

@@ -83,6 +83,13 @@ PORT_KEEPING = frozenset({"syn", "datagram", "accept", "recv", "reset", "sysctl"
 """Rows after which every route and port memo (`tracekit.replay.ports`) still holds: they
 change no socket, group or bucket a lookup reads (a datagram's delivery changes a connected
 socket's `sk_incoming_cpu`, which memos read live; `sysctl` only what migration reads)."""
+SOCKET_ROWS = frozenset({"socket", "bind", "listen", "setsockopt", "connect", "shutdown", "close"})
+"""Rows of one socket (`sk`) after which a port memo still holds unless that socket was or is on
+the memo's port (its `lport` before or after), or is one whose state the memo read (`PortMemo.ids`:
+the port's sockets, its groups' members; a `socket` row reusing an id replaces the host's socket
+of that id, which labels a pick), or the row made the host's labels come from binds (`Host.bound`,
+`Host.labelled`). Each changes only its socket, the socket's group, whose members share its port,
+and the buckets of its port (a stopping listener's migrations move TCP connections only)."""
 _UNSEEN = -2  # (`SocketWalk._route`: a destination not yet resolved in this epoch)
 _HASH_PICK = Pick(sk=-1, reason="hash")  # (what `Route.base` is made from)
 
@@ -769,13 +776,39 @@ class SocketWalk:
     def _one(self, r: int, row: dict) -> None:
         """Row `r` through the faithful path, the namespace's CPU as the per-row path leaves it.
         A row that may change a socket, group or bucket (any but `PORT_KEEPING`) makes the
-        walk forget its routes and port memos."""
-        if row["event"] not in PORT_KEEPING:
-            self.ports.clear()
-            self.route_at.clear()
+        walk forget its routes and the port memos it may have changed (`SOCKET_ROWS`; all for
+        any other row)."""
+        event = row["event"]
+        if event in PORT_KEEPING:
+            self._sync_cpu(r)
+            self.engine.row(self.hs, row, r + self.a)
+            self.done = r
+            return
+        self.route_at.clear()
+        memos = self.ports
+        sk = row["sk"]
+        if memos and (event not in SOCKET_ROWS or sk is None or row.get("sk2") is not None):
+            memos.clear()
+        if not memos:
+            self._sync_cpu(r)
+            self.engine.row(self.hs, row, r + self.a)
+            self.done = r
+            return
+        host = self.hs.host
+        s = host.socks.get(sk)
+        before = s.lport if s is not None else None
+        labels = (host.bound, host.labelled)
         self._sync_cpu(r)
         self.engine.row(self.hs, row, r + self.a)
         self.done = r
+        if (host.bound, host.labelled) != labels:
+            memos.clear()
+            return
+        s = host.socks.get(sk)
+        after = s.lport if s is not None else None
+        for dest in [dest for dest, memo in memos.items()
+                     if memo is None or dest[1] == before or dest[1] == after or sk in memo.ids]:
+            del memos[dest]
 
     def _deliver(self, r: int) -> bool:
         """A datagram no hash route decides, delivered by its port's memoized lookup
@@ -795,7 +828,7 @@ class SocketWalk:
         host.net.cpu = cpu
         self.done = r
         memo.deliver(host, v.flow(r), v.hash[r] if v.hash_valid[r] else None, cpu, seq,
-                     self.sc.payload(r + self.a))
+                     self.sc.payload(r + self.a), self._known_route)
         return True
 
     def _observe(self, r: int, k: int) -> None:
