@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tracekit.replay import engine
+from tracekit.replay import engine, hooks
 from tracekit.replay.api import replay, write_results
 from tracekit.report.json import summary_json
 from tracekit.simulator.api import simulate
@@ -21,6 +21,7 @@ TRACES = sorted(RECORDED.glob("*.parquet")) + sorted((RECORDED / "fleet").glob("
 def outputs(path: Path, tmp_path: Path, monkeypatch, skip: bool) -> tuple:
     """Results bytes (every row explained: explanations read the history), summary JSON, the
     timeline's rows and each host's recent changes per group, with or without the skip."""
+    monkeypatch.setattr(hooks, "ONE_PASS", False)  # (the faithful hooks: `test_one_pass_hooks`)
     monkeypatch.setattr(engine, "UNHOOKED_WITHOUT_GROUP",
                         engine.MEMBERSHIP - {"close", "shutdown"} if skip else frozenset())
     calls: list[int] = []

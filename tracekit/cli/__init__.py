@@ -39,7 +39,7 @@ import click
 from tracekit.errors import TracekitError
 
 __all__ = ["COMMANDS", "EXIT_OK", "EXIT_DIVERGENCES", "EXIT_BAD_INPUT", "EXIT_INTERNAL",
-           "cli_errors", "errors_to_exit_codes", "fail", "main"]
+           "cli_errors", "errors_to_exit_codes", "fail", "main", "run"]
 
 COMMANDS = ("normalize", "validate", "record", "replay", "simulate", "export", "probe")
 
@@ -125,6 +125,16 @@ def main() -> None:
 
     Traces are Parquet files in the tracekit-trace/1 format; see the README.
     """
+
+
+def run() -> None:
+    """The ``tracekit`` command (and ``python -m tracekit``): `main` in a process that ends with
+    it, so a replay's dead state is left to the exit (`tracekit.teardown`). Tests run `main`
+    in-process, where nothing is left."""
+    from tracekit.teardown import command_process
+
+    command_process()
+    main(prog_name="tracekit")
 
 
 def _register_commands() -> None:

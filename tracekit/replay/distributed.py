@@ -44,7 +44,7 @@ from tracekit.replay.fit import ProfileFit, ProfileScore, best_fit
 from tracekit.replay.timeline import Timeline
 from tracekit.replay.sink import MAX_MISMATCHES
 from tracekit.replay.summary import overall_verdict
-from tracekit.teardown import ENDS_WITH_COMMAND, ends_with_command, leave_for_exit
+from tracekit.teardown import ENDS_WITH_COMMAND, leave_for_exit
 from tracekit.trace.layout import HostRows, host_rows
 
 __all__ = ["replay_on_dask", "merge_replays", "plan_tasks", "shares", "task_count", "local_cluster",
@@ -63,8 +63,7 @@ def _replay_hosts(path: str, hosts: list[str], profile: str, policies: dict[str,
                   explain_all=explain_all, hosts=hosts)
     if part.membership is not None:
         part.membership.made()  # the timeline's rows worked out here, beside the other tasks
-    if ends_with_command():
-        leave_for_exit()  # this task's dead model state (`tracekit.teardown`)
+    leave_for_exit()  # this task's dead model state, in a one-replay worker (`tracekit.teardown`)
     return part
 
 

@@ -32,7 +32,7 @@ from tracekit.kernel.socket_layer import Host, Pick
 from tracekit.kernel.socket_layer import kernel_calls as kc
 from tracekit.kernel.socket_layer.host import Expectation, Migration
 from tracekit.kernel.socket_layer.selection import replace_pick, select_traced
-from tracekit.replay import fast
+from tracekit.replay import fast, hooks
 from tracekit.replay.decision import Decision, verdict_of
 from tracekit.replay.explain import UNKNOWN_TEXT, explain, explain_ret
 from tracekit.replay.history import GroupHistory, HistoryView
@@ -95,6 +95,7 @@ class Engine:
                  timeline: Timeline | None = None) -> None:
         self.profile = profile
         self.timeline = timeline  # membership changes and migrations, when asked
+        self.one_pass = hooks.OnePass(timeline)  # its and the history's hooks, one-socket rows
         self.policies = dict(policies or {})
         self.sink = sink
         self.explain_all = explain_all
@@ -178,6 +179,13 @@ class Engine:
             sk, sk2 = row["sk"], row["sk2"]
             if event in ON_A_SOCKET:
                 _check_socket(host, sk)
+            if sk2 is None and sk is not None and hooks.ONE_PASS:
+                s = host.sock(sk).sk
+                one_pass, seq = self.one_pass, row["seq"]
+                token = one_pass.before(hs, s, seq, event, sk)
+                self._apply(hs, row, index)
+                one_pass.after(hs, token, s, seq, event, sk)
+                return
             involved = ([host.sock(sk).sk] if sk2 is None and sk is not None
                         else [host.sock(x).sk for x in (sk, sk2) if x is not None])
             if event in UNHOOKED_WITHOUT_GROUP and _groupless(involved):

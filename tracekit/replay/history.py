@@ -144,22 +144,33 @@ class GroupHistory:
                 known = now.get(rid)
                 if known is None or known[0] is not reuse:
                     now[rid] = (reuse, members(reuse), label_of(reuse))
-        last, changes, marks = self.last, self.changes, self.marks
+        record = self.record
         for rid, (reuse, (new, _closed), label) in now.items():
             before = token.get(rid)
-            old = before[1][0] if before is not None else last.get(rid, ())
-            if reuse.num_socks + reuse.num_closed_socks:
-                last[rid] = new
-            else:
-                last.pop(rid, None)  # freed: the id may name a new group next
-            if old == new or label is None:
-                continue
-            log = changes.get(label)
-            if log is None:
-                log = changes[label] = deque(maxlen=self.depth)
-            log.append(_change(seq, event, sk, old, new))
-            marks[label] = marks.get(label, 0) + 1
+            record(rid, before[1][0] if before is not None else None, new,
+                   not (reuse.num_socks + reuse.num_closed_socks), label, seq, event, sk)
         return now
+
+    def record(self, rid: int, old: tuple[int, ...] | None, new: tuple[int, ...], freed: bool,
+               label: str | None, seq: int, event: str, sk: int | None) -> None:
+        """One group's part of `after`: its live sockets were `old` before the event (None: as
+        after the last change recorded) and are `new` now, under `label`; `freed`: it has no
+        socket left (its id may name a new group next)."""
+        last = self.last
+        if old is None:
+            old = last.get(rid, ())
+        if freed:
+            last.pop(rid, None)
+        else:
+            last[rid] = new
+        if old == new or label is None:
+            return
+        log = self.changes.get(label)
+        if log is None:
+            log = self.changes[label] = deque(maxlen=self.depth)
+        log.append(_change(seq, event, sk, old, new))
+        marks = self.marks
+        marks[label] = marks.get(label, 0) + 1
 
     def recent(self, label: str | None, upto: int | None = None) -> list[Change]:
         log = self.changes.get(label or "", ())

@@ -143,14 +143,25 @@ class Timeline:
     def before(self, host: str, token: dict[int, tuple[SockReuseport, Members]], label_of: Any,
                seq: int, event: str, cause: int | None) -> None:
         """An event that can change the groups of `token` (`GroupHistory.before`) begins."""
-        groups = {}
-        last = self.last
-        for rid, (reuse, now) in token.items():
-            known = last.get((host, rid))
-            if known is not None and known[1] == now:
-                now = known[1]  # one tuple for both sides of consecutive changes
-            groups[rid] = (reuse, label_of(reuse), now)
+        shared = self.shared
+        self.begin(host, {rid: (reuse, label_of(reuse), shared(host, rid, now))
+                          for rid, (reuse, now) in token.items()}, seq, event, cause, label_of)
+
+    def begin(self, host: str, groups: dict[int, tuple[SockReuseport, str | None, Members]],
+              seq: int, event: str, cause: int | None, label_of: Any) -> None:
+        """`before`, the groups read already: each with its label and `members` (`shared`)."""
         self._pending = _Pending(host, groups, seq, event, cause, label_of)
+
+    def take(self) -> _Pending | None:
+        """The event `begin` opened (None: none), closed: the caller records its end."""
+        pending, self._pending = self._pending, None
+        return pending
+
+    def shared(self, host: str, rid: int, now: Members) -> Members:
+        """`now`, or the equal tuple recorded after the group's last change (one tuple for both
+        sides of consecutive changes)."""
+        known = self.last.get((host, rid))
+        return known[1] if known is not None and known[1] == now else now
 
     def after(self, socks: Iterable[Any], now: dict[int, Now] | None = None) -> None:
         """The event ends: the groups it began with and those `socks` are in now are recorded;
@@ -226,17 +237,31 @@ class Timeline:
             if not final and new == old:
                 continue  # before the migrations of a close: nothing moved, nothing renamed
             freed = reuse.num_socks + reuse.num_closed_socks == 0
-            now_label = label if freed else (
-                (pending.label_of(reuse) if fresh else seen[2]) or label)
+            if final:
+                self.record(pending.host, rid, label, old, new,
+                            pending.label_of(reuse) if fresh else seen[2], freed, pending.seq,
+                            pending.event, pending.cause)
+                continue
+            now_label = label if freed else (pending.label_of(reuse) or label)
             if new != old and now_label is not None:  # (None: a group no bind has named)
                 self._log.append((_CHANGE, pending.host, now_label, rid, pending.seq,
                                   pending.event, pending.cause, old, new))
             pending.groups[rid] = (reuse, now_label, new)
-            if final:
-                if freed:
-                    self.last.pop((pending.host, rid), None)  # the id may name a new group next
-                else:
-                    self.last[(pending.host, rid)] = (now_label, new)
+
+    def record(self, host: str, rid: int, label: str | None, old: Members, new: Members,
+               now_label: str | None, freed: bool, seq: int, event: str,
+               cause: int | None) -> None:
+        """The end of an event for one group: `old` its members when it began (or at the
+        migrations of a close) under `label`, `new` its members now under `now_label`; `freed`:
+        no socket is left in it (the label it had names its last row)."""
+        if freed or now_label is None:
+            now_label = label
+        if new != old and now_label is not None:  # (None: a group no bind has named)
+            self._log.append((_CHANGE, host, now_label, rid, seq, event, cause, old, new))
+        if freed:
+            self.last.pop((host, rid), None)  # the id may name a new group next
+        else:
+            self.last[(host, rid)] = (now_label, new)
 
     def _make_rows(self) -> None:
         """The rows of the log entries not yet made into rows."""

@@ -10,6 +10,8 @@ observation are replayed one by one, on a copy of their snapshot.
 
 from __future__ import annotations
 
+from itertools import compress, repeat
+from operator import setitem
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,7 @@ class Columns:
         self._valid = (sk_valid, hash_valid)
         self._bulk: np.ndarray | None = None
         self._observed: tuple[np.ndarray, np.ndarray | None] | None = None
+        self._likely: dict[int, dict[str, Any]] | None = None  # (`likely_rows`)
 
     @property
     def observed(self) -> np.ndarray:
@@ -126,14 +129,28 @@ class Columns:
     def rows_of(self, a: int, b: int) -> RowSource:
         """Rows `a:b` as dicts on demand, for a socket walk, which replays one by one mostly
         the rows that are neither arrivals nor observations (`SocketColumns.kind` 0), and
-        `syn`s it cannot queue in bulk (not `decidable`): those are converted together when the
-        first row is asked for, any other row alone. (A wrong guess costs time, not results.)"""
-        sc = self._socket
-        if sc is None:
-            return RowSource(self.batch.slice(a, b - a), np.arange(b - a))
-        kind = sc.kind[a:b]
-        likely = (kind == 0) | ((kind == SYN) & ~sc.decidable[a:b])
-        return RowSource(self.batch.slice(a, b - a), np.flatnonzero(likely))
+        `syn`s it cannot queue in bulk (not `decidable`): those rows of every host of the batch
+        whose walk is a socket walk are converted together when the first walk asks for a row
+        (`likely_rows`), any other row alone. (A wrong guess costs time, not results.)"""
+        if self._likely is None:
+            self._likely = self.likely_rows()
+        return RowSource(self.batch.slice(a, b - a), self._likely, a)
+
+    def likely_rows(self) -> dict[int, dict[str, Any]]:
+        """The rows (by index in the batch) a socket walk likely replays one by one, as dicts,
+        in the hosts with a socket-layer arrival or observation (the others' walks never ask)."""
+        sc = self.socket()
+        kind = sc.kind
+        likely = (kind == 0) | ((kind == SYN) & ~sc.decidable)
+        hosts = self.batch.column("host")
+        if not pa.types.is_dictionary(hosts.type):
+            hosts = pc.dictionary_encode(hosts)
+        host = hosts.indices.to_numpy(zero_copy_only=False)
+        starts = np.flatnonzero(np.r_[True, host[1:] != host[:-1]])
+        socket_host = np.maximum.reduceat(kind > 0, starts) if len(kind) else np.zeros(0, bool)
+        likely &= np.repeat(socket_host, np.diff(np.r_[starts, len(kind)]))
+        rows = np.flatnonzero(likely)
+        return dict(zip(rows.tolist(), _dicts_of(self.batch, rows)))
 
     def select_row(self, i: int) -> dict[str, Any]:
         """Bulk row `i` as the dict the per-row path reads."""
@@ -144,22 +161,19 @@ class Columns:
 
 
 class RowSource:
-    """Rows of a range as the dicts the per-row path reads (`Columns.rows_of`): the rows
-    `likely` to be asked for converted column by column when the first row is asked for, any
-    other row on its own."""
+    """Rows of a range as the dicts the per-row path reads (`Columns.rows_of`): those in
+    `rows` (made beforehand, by row index plus `offset`), any other row on its own."""
 
-    def __init__(self, part: pa.RecordBatch, likely: np.ndarray) -> None:
+    def __init__(self, part: pa.RecordBatch, rows: dict[int, dict[str, Any]],
+                 offset: int = 0) -> None:
         self.part = part
-        self.likely = likely
-        self.rows: dict[int, dict[str, Any]] | None = None  # likely rows not yet asked for
+        self.rows = rows  # likely rows not yet asked for (shared by the walks of a batch)
+        self.offset = offset
         self.columns: list[pa.Array] | None = None  # for the other rows
 
     def __getitem__(self, r: int) -> dict[str, Any]:
-        rows = self.rows
-        if rows is None:
-            rows = self.rows = dict(zip(self.likely.tolist(), [
-                dict(zip(COLUMNS, values)) for values in _values_of(self.part, self.likely)]))
-        row = rows.pop(r, None)  # (each row is asked for once: the dict is the caller's)
+        # (each row is asked for once: the dict is the caller's)
+        row = self.rows.pop(r + self.offset, None)
         if row is None:
             if self.columns is None:
                 self.columns = [self.part.column(name) for name in COLUMNS]
@@ -504,6 +518,40 @@ def _values_of(batch: pa.RecordBatch, rows: np.ndarray) -> list[tuple]:
     nothing = [None] * count
     return list(zip(*[nothing if (column := part.column(name)).null_count == count
                       else _pylist(column) for name in COLUMNS]))
+
+
+_NO_VALUES = dict.fromkeys(COLUMNS)
+FEW_ROWS = 256
+"""Fewer rows than this `_dicts_of` makes as `dict(zip(COLUMNS, values))` of `_values_of`."""
+
+
+def _dicts_of(batch: pa.RecordBatch, rows: np.ndarray) -> list[dict[str, Any]]:
+    """Rows `rows` (ascending) of `batch` as dicts of Python values (`COLUMNS`, in order): what
+    `dict(zip(COLUMNS, values))` makes of `_values_of`, made column by column and only where a
+    value is not null (a group change fills a few of the columns)."""
+    count = len(rows)
+    if count < FEW_ROWS:  # (few rows: fewer pyarrow calls, which cost more here than dicts)
+        return [dict(zip(COLUMNS, values)) for values in _values_of(batch, rows)]
+    first = int(rows[0])
+    if int(rows[-1]) - first + 1 == count:
+        part = batch.slice(first, count)
+    else:
+        part = batch.take(pa.array(rows))
+    copy = _NO_VALUES.copy
+    dicts = [copy() for _ in range(count)]
+    for name in COLUMNS:
+        column = part.column(name)
+        nulls = column.null_count
+        if nulls == count:
+            continue
+        if nulls:
+            valid = column.is_valid().to_numpy(zero_copy_only=False).tolist()
+            into = list(compress(dicts, valid))
+            column = column.drop_null()
+        else:
+            into = dicts
+        any(map(setitem, into, repeat(name), _pylist(column)))  # (setitem gives None: all run)
+    return dicts
 
 
 def _pylist(column: pa.Array) -> list[Any]:
