@@ -93,14 +93,14 @@ def test_a_listener_that_joins_another_group_takes_the_faithful_hooks(tmp_path, 
     assert "migrated" in timeline and "joined" in timeline
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(stories=st.lists(kernel_story(), min_size=1, max_size=2))
 def test_generated_kernel_stories_record_the_same_in_one_pass(tmp_path, monkeypatch, stories):
     assert_same(_story_trace(tmp_path, stories), tmp_path, monkeypatch)
 
 
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
 @given(story=stories())
