@@ -79,15 +79,3 @@ def test_the_command_leaves_the_dead_state_to_its_exit():
     assert code in ("0", "None") and frozen > 10_000
     code, frozen = _frozen_after_replay("main")
     assert code in ("0", "None") and frozen == 0
-
-
-def test_only_one_replay_clusters_leave_task_state_to_exit():
-    distributed = pytest.importorskip("distributed")
-    from tracekit.replay.distributed import local_cluster, replay_on_dask
-
-    for one_replay in (False, True):
-        with local_cluster(1, one_replay=one_replay) as cluster, \
-                distributed.Client(cluster) as client:
-            replay_on_dask(FIXTURE, client)
-            frozen = list(client.run(gc.get_freeze_count).values())
-        assert (frozen[0] > 10_000) is one_replay

@@ -8,25 +8,18 @@ report does not need that memory back: `leave_for_exit` moves every object there
 collector's permanent generation (`gc.freeze()`), which no collection walks; the operating
 system takes the memory back at exit. Objects made afterwards are collected as usual.
 
-Only in processes that end with their command (`ends_with_command`): the `tracekit` command
-itself (its entry point, `tracekit.cli.run`, says so: `command_process`), and the workers of a
-cluster that serves one replay (`tracekit.replay.distributed.local_cluster(one_replay=True)`,
-what `--dask local` starts, marks them with `ENDS_WITH_COMMAND`), whose dead states of earlier
-tasks each later full collection would walk again. Elsewhere (a notebook, the commands run
-in-process by a test, a worker of someone else's cluster) it does nothing: the collector frees
-the state.
+Only in a process that ends with its command (`ends_with_command`): the `tracekit` command
+itself, whose entry point (`tracekit.cli.run`) says so (`command_process`). Elsewhere (a
+notebook, the commands a test runs in-process, a Dask worker) it does nothing: the collector
+frees the state. (`--dask local`'s workers were tried with it and ran slower: see
+`tracekit.replay.distributed.local_cluster`.)
 """
 
 from __future__ import annotations
 
 import gc
-import sys
 
-__all__ = ["ENDS_WITH_COMMAND", "command_process", "ends_with_command", "leave_for_exit"]
-
-ENDS_WITH_COMMAND = "tracekit.worker-ends-with-command"
-"""The Dask configuration key that says a worker process ends with the command that started its
-cluster (`tracekit.replay.distributed.local_cluster`)."""
+__all__ = ["command_process", "ends_with_command", "leave_for_exit"]
 
 _command = False
 
@@ -38,11 +31,8 @@ def command_process() -> None:
 
 
 def ends_with_command() -> bool:
-    """Whether this process ends with its command: the command's own, or a worker so marked."""
-    if _command:
-        return True
-    dask = sys.modules.get("dask")  # (a worker has imported it; a plain process need not)
-    return dask is not None and bool(dask.config.get(ENDS_WITH_COMMAND, False))
+    """Whether this process ends with its command (`command_process`)."""
+    return _command
 
 
 def leave_for_exit() -> None:
