@@ -125,9 +125,9 @@ class PortMemo:
                  heads: list[Socket] | None = None, ids: frozenset[int] = frozenset()) -> None:
         self.state = state  # the `port_state` key it answers for
         self.ids = ids  # the ids of the sockets that state read
-        self.v4 = isinstance(parse_ip(laddr), IPv4Address)
-        self.connected = connected
         self.daddr = daddr = parse_ip(laddr)
+        self.v4 = isinstance(daddr, IPv4Address)
+        self.connected = connected
         self.lport = lport
         # the connected sockets `udp_lookup()` may return at once, the datagram's 4-tuple
         # theirs (`udp4_lib_lookup4()`): ESTABLISHED with a peer address, in the exact bucket

@@ -779,36 +779,36 @@ class SocketWalk:
         walk forget its routes and the port memos it may have changed (`SOCKET_ROWS`; all for
         any other row)."""
         event = row["event"]
-        if event in PORT_KEEPING:
-            self._sync_cpu(r)
-            self.engine.row(self.hs, row, r + self.a)
-            self.done = r
-            return
-        self.route_at.clear()
         memos = self.ports
-        sk = row["sk"]
-        if memos and (event not in SOCKET_ROWS or sk is None or row.get("sk2") is not None):
-            memos.clear()
-        if not memos:
-            self._sync_cpu(r)
-            self.engine.row(self.hs, row, r + self.a)
-            self.done = r
+        if event not in PORT_KEEPING:
+            self.route_at.clear()
+            if memos and (event not in SOCKET_ROWS or row["sk"] is None
+                          or row.get("sk2") is not None):
+                memos.clear()
+        if event in PORT_KEEPING or not memos:
+            self._run(r, row)
             return
-        host = self.hs.host
-        s = host.socks.get(sk)
-        before = s.lport if s is not None else None
-        labels = (host.bound, host.labelled)
-        self._sync_cpu(r)
-        self.engine.row(self.hs, row, r + self.a)
-        self.done = r
+        host, sk = self.hs.host, row["sk"]
+        before, labels = self._lport(sk), (host.bound, host.labelled)
+        self._run(r, row)
         if (host.bound, host.labelled) != labels:
             memos.clear()
             return
-        s = host.socks.get(sk)
-        after = s.lport if s is not None else None
+        after = self._lport(sk)
         for dest in [dest for dest, memo in memos.items()
                      if memo is None or dest[1] == before or dest[1] == after or sk in memo.ids]:
             del memos[dest]
+
+    def _run(self, r: int, row: dict) -> None:
+        """Row `r` through the faithful path, the namespace's CPU set as it would be."""
+        self._sync_cpu(r)
+        self.engine.row(self.hs, row, r + self.a)
+        self.done = r
+
+    def _lport(self, sk: int) -> int | None:
+        """The local port of the host's socket `sk` (None: no such socket, or unbound)."""
+        s = self.hs.host.socks.get(sk)
+        return s.lport if s is not None else None
 
     def _deliver(self, r: int) -> bool:
         """A datagram no hash route decides, delivered by its port's memoized lookup
