@@ -12,7 +12,7 @@ Only in a process that ends with its command (`ends_with_command`): the `traceki
 itself, whose entry point (`tracekit.cli.run`) says so (`command_process`). Elsewhere (a
 notebook, the commands a test runs in-process, a Dask worker) it does nothing: the collector
 frees the state. (`--dask local`'s workers were tried with it and ran slower: see
-`tracekit.replay.distributed.local_cluster`.)
+`tracekit.replay.localcluster.local_cluster`.)
 """
 
 from __future__ import annotations

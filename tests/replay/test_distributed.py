@@ -193,3 +193,53 @@ def test_host_rows_agree_between_a_file_and_host_directories(fleet):
     single, partitioned = fleet
     assert [(h.host, h.rows) for h in host_rows(single)] == [(h.host, h.rows) for h in host_rows(partitioned)]
     assert [h.unit for h in host_rows(partitioned)] == [0, 1, 2]
+
+
+def test_a_cluster_started_early_replays_the_same_and_is_closed_after(fleet):
+    from distributed.core import Status
+
+    from tracekit.replay.localcluster import LocalClusterStart
+
+    single, _ = fleet
+    starting = LocalClusterStart(2)
+    cluster = starting.cluster()
+    assert cluster.status == Status.running and len(cluster.workers) == 2
+    spread = replay_on_dask(single, starting, results=True)
+    assert cluster.status == Status.closed  # the replay closed what it was given
+    local = replay(single, results=True)
+    assert summary_json(spread.summary) == summary_json(local.summary)
+    assert spread.decisions.equals(local.decisions)
+    starting.close()  # a second close does nothing
+
+
+def test_a_cluster_started_early_is_closed_when_the_replay_fails(tmp_path):
+    from distributed.core import Status
+
+    from tracekit.errors import TracekitError
+    from tracekit.replay.localcluster import LocalClusterStart
+
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"not parquet at all")
+    starting = LocalClusterStart(1)
+    with pytest.raises(TracekitError, match="garbage.parquet"):
+        replay_on_dask(garbage, starting)
+    assert starting.cluster() is None or starting.cluster().status == Status.closed
+
+
+def test_the_command_on_dask_local_writes_the_single_process_summary(fleet, tmp_path):
+    from click.testing import CliRunner
+
+    from tracekit.cli import main
+
+    single, _ = fleet
+    outs = {}
+    for name, extra in (("single", []), ("dask", ["--dask", "local"])):
+        outs[name] = tmp_path / f"{name}.json"
+        run = CliRunner().invoke(main, ["replay", str(single), "--json", str(outs[name]), *extra])
+        assert run.exit_code == 1, run.output  # the injected faults are mismatches
+        assert "mismatch" in run.output
+    assert outs["dask"].read_bytes() == outs["single"].read_bytes()
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"not parquet at all")
+    run = CliRunner().invoke(main, ["replay", str(garbage), "--dask", "local"])
+    assert run.exit_code == 2 and "garbage.parquet" in run.output

@@ -136,10 +136,13 @@ def command(trace: str, profile: str, json_path: str | None, results_path: str |
     with --write-baseline: the mismatches are accepted), 1 mismatches or a --fail-on gate failed,
     2 bad input or usage, 3 internal error.
     """
-    if dask_address == "local":  # its workers' fork server imports tracekit meanwhile
+    starting = None
+    if dask_address == "local":  # its workers start meanwhile (the fork server's imports too)
         from tracekit.replay import forkserver
+        from tracekit.replay.localcluster import LocalClusterStart
 
         forkserver.start()
+        starting = LocalClusterStart()
     from rich.console import Console
 
     from tracekit.cli.allocator import keep_freed_memory
@@ -151,13 +154,15 @@ def command(trace: str, profile: str, json_path: str | None, results_path: str |
 
     keep_freed_memory()
     with ExitStack() as outputs:  # every file is renamed into place only if all of them succeed
+        if starting is not None:
+            outputs.enter_context(starting)  # (replay_on_dask closes it once it is done)
         results = outputs.enter_context(atomic_path(Path(results_path))) if results_path else False
         with progress_bar("replaying", sys.stderr.isatty()) as progress:
             if dask_address:
                 from tracekit.replay.api import write_results
                 from tracekit.replay.distributed import replay_on_dask
 
-                result = replay_on_dask(trace, dask_address, profile=profile,
+                result = replay_on_dask(trace, starting or dask_address, profile=profile,
                                         policies=policies or None, results=bool(results),
                                         explain_all=explain_all, progress=progress)
                 if results:

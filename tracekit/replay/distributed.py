@@ -15,9 +15,8 @@ Policies travel to the workers by pickle: register module-level functions, not l
 What a worker costs beyond its rows (measured on the 600-host fleet trace, issue 11): a row costs
 the same CPU in a worker as in one process; the overheads are the cluster's. ``"local"`` therefore
 starts its workers from a fork server that imported tracekit (and with it pandas, pyarrow and
-distributed) once (`local_cluster`), instead of spawning fresh interpreters that each import them
-again, and turns off the workers' statistical profiler, which otherwise walks the replay's stack
-every 10 ms from the worker's event loop (about 10% more CPU and a GIL handoff each time). Not a
+distributed) once (`tracekit.replay.localcluster`), instead of spawning fresh interpreters that
+each import them again, without the workers' profiler and with Dask's housekeeping slowed. Not a
 plain fork of this process: a fork while other threads hold locks (a running cluster's event
 loop, Arrow's pools) left a worker hanging on one.
 """
@@ -41,13 +40,14 @@ from tracekit.errors import TracekitError
 from tracekit.kernel.bpf import Policy
 from tracekit.replay.api import Replay, replay
 from tracekit.replay.fit import ProfileFit, ProfileScore, best_fit
+from tracekit.replay.localcluster import LOCAL_WORKER_CONFIG, LocalClusterStart, local_cluster
 from tracekit.replay.timeline import Timeline
 from tracekit.replay.sink import MAX_MISMATCHES
 from tracekit.replay.summary import overall_verdict
 from tracekit.trace.layout import HostRows, host_rows
 
 __all__ = ["replay_on_dask", "merge_replays", "plan_tasks", "shares", "task_count", "local_cluster",
-           "LOCAL_WORKER_CONFIG"]
+           "LocalClusterStart", "LOCAL_WORKER_CONFIG"]
 
 _COUNTS = ("decisions", "matched", "mismatched", "unknown")
 
@@ -69,37 +69,6 @@ def _score_hosts(path: str, hosts: list[str], profile: str,
                  policies: dict[str, Policy] | None) -> tuple[int, int, int]:
     summary = replay(path, profile=profile, policies=policies, hosts=hosts).summary
     return summary["decisions"], summary["mismatched"], summary["unknown"]
-
-
-LOCAL_WORKER_CONFIG = {
-    "distributed.worker.multiprocessing-method": "forkserver",
-    "distributed.worker.profile.enabled": False,
-}
-"""The Dask configuration `local_cluster` starts its workers with (see the module docstring). For
-workers started otherwise, ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False`` in their
-environment turns the profiler off, and ``--preload tracekit.replay.distributed`` imports
-tracekit before the first task."""
-
-def local_cluster(workers: int | None = None) -> Any:
-    """A LocalCluster for replays on this machine: `workers` (default one per CPU) single-threaded
-    worker processes forked from a fork server that imported tracekit, without the statistical
-    profiler (`LOCAL_WORKER_CONFIG`), no dashboard. Use it as a context manager.
-
-    Its workers let the collector free each task's dead model state: leaving it to their exit
-    (`tracekit.teardown`, as the command does) measured slower, 12.4-12.9 s against 11.2-11.4 s
-    for the 600-host fleet, since each later task then walks its young state once and allocates
-    fresh memory instead of reusing the freed."""
-    import dask
-    from distributed import LocalCluster
-    from distributed.utils import get_mp_context
-
-    from tracekit.replay import forkserver
-
-    with dask.config.set(LOCAL_WORKER_CONFIG):
-        get_mp_context()  # distributed names its fork server's imports once; ours replace them
-        forkserver.start()  # (a no-op when the CLI started it already)
-        return LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
-                            processes=True, dashboard_address=None)
 
 
 def plan_tasks(hosts: Sequence[HostRows], tasks: int,
@@ -222,9 +191,10 @@ def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
                    tasks: int | None = None, no_workers_timeout: float = 60.0) -> Replay:
     """Replay a trace in Dask tasks of whole hosts (`plan_tasks`) and merge the results.
 
-    `client` is a `distributed.Client`, a scheduler address (``tcp://host:8786``), or ``"local"``
+    `client` is a `distributed.Client`, a scheduler address (``tcp://host:8786``), ``"local"``
     for a `local_cluster` on this machine (one single-threaded worker process per CPU, forked
-    from this one). Workers must reach `trace_path` (a shared filesystem or the same machine).
+    from a fork server), or a `LocalClusterStart` (the same cluster, started earlier; closed
+    when the replay ends). Workers must reach `trace_path` (a shared filesystem or the same machine).
     `tasks` overrides the number of tasks (default `task_count` of the cluster's worker threads).
     `progress(hosts_done, hosts_total)` is called as tasks finish. ``profile="fit"`` fits in tasks
     too (every profile over every run of hosts, the counts summed: `best_fit`), then replays
@@ -242,10 +212,14 @@ def replay_on_dask(trace_path: str | os.PathLike[str], client: Any = "local", *,
         raise TracekitError("replay on Dask needs the dask extra: pip install 'tracekit[dask]'") from None
 
     path = os.fspath(trace_path)
-    hosts = host_rows(path)
     chosen_by = None
     with ExitStack() as stack:
-        if isinstance(client, str):
+        if isinstance(client, LocalClusterStart):
+            stack.enter_context(client)  # closed when the replay ends, or fails
+        hosts = host_rows(path)
+        if isinstance(client, LocalClusterStart):
+            client = stack.enter_context(Client(client.cluster()))
+        elif isinstance(client, str):
             if client == "local":
                 cluster = stack.enter_context(local_cluster(min(len(hosts), os.cpu_count() or 1)))
                 client = stack.enter_context(Client(cluster))

@@ -1,6 +1,6 @@
 """The fork server `--dask local` forks its workers from, started as early as possible.
 
-`tracekit.replay.distributed.local_cluster` forks its workers from a multiprocessing fork server
+`tracekit.replay.localcluster.local_cluster` forks its workers from a multiprocessing fork server
 that imported tracekit (and with it pandas, pyarrow and distributed) once. Those imports take
 the server about two seconds. Started by the CLI before its own imports (`start`), the server
 imports them on the other CPU while the client imports the same modules and reads the trace's
