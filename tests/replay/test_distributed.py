@@ -56,8 +56,10 @@ def test_local_workers_start_with_tracekit_imported_and_without_the_profiler(fle
     # builtins travel by name, so asking a worker imports nothing there: a spawned worker that
     # never ran a task would not hold tracekit yet; one from the fork server has it preloaded
     asked = "('tracekit.replay.api' in __import__('sys').modules, " \
-            "__import__('dask').config.get('distributed.worker.profile.enabled'))"
-    assert set(cluster_client.run(eval, asked).values()) == {(True, False)}
+            "__import__('dask').config.get('distributed.worker.profile.enabled'), " \
+            "__import__('dask').config.get('distributed.admin.tick.interval'), " \
+            "__import__('dask').config.get('distributed.worker.memory.monitor-interval'))"
+    assert set(cluster_client.run(eval, asked).values()) == {(True, False, "1s", "1s")}
     single, _ = fleet
     local = replay(single, results=True)
     spread = replay_on_dask(single, "local", results=True)
