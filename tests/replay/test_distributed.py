@@ -161,9 +161,10 @@ def test_plan_balances_the_workers_before_it_spares_a_read():
     from tracekit.replay.distributed import MIN_TASK_ROWS, plan_tasks, task_count
     from tracekit.trace.layout import HostRows
 
-    # the fleet benchmark's layout: 600 hosts in 15 row groups, for 2 workers (16 tasks)
+    # the fleet benchmark's layout: 600 hosts in 15 row groups, in 16 equal tasks
     hosts = [HostRows(f"h{i:03d}", 1_600, unit=i // 40) for i in range(600)]
-    runs = plan_tasks(hosts, task_count(2, 600 * 1_600, 600))
+    assert task_count(2, 600 * 1_600, 600) == 8  # 4 tasks per worker
+    runs = plan_tasks(hosts, 16)
     assert len(runs) == 16 and {len(run) for run in runs} == {37, 38}
     assert [h for run in runs for h in run] == [h.host for h in hosts]
     assert task_count(2, 5 * MIN_TASK_ROWS, 60) == 4  # 3 tasks on one worker would take as long as 6
