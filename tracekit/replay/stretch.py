@@ -672,8 +672,9 @@ class SocketWalk:
         """Closed arrivals `lo:hi` of one epoch: the route of each; returns the flows of those
         no route decides."""
         fallback: set[int] = set()
-        kind, dest, flows = lists.kind, lists.dest, lists.flows
+        kind = lists.kind
         if hi - lo <= FEW:  # (`_hash_route` inlined, and the routes kept looked up first)
+            dest, flows = lists.dest, lists.flows
             known, tagged = self.routes, []
             for r in lists.arrivals[lo:hi]:
                 k, d = kind[r], dest[r]
@@ -695,13 +696,16 @@ class SocketWalk:
             present = np.unique(mine)
         present = present[np.argsort(values[present])]  # resolved in the order of their keys
         found = np.full(len(values), -1, dtype=np.int64)
+        # a few destinations: read from the arrays, not from `lists` (whose lists of every row
+        # cost more to make than these lookups: steady traffic tags in bulk only)
         for u in present.tolist():
-            r = lists.arrivals[int(first[u])]
-            route = self._hash_route(routes, kind[r], dest[r], r)
+            r = int(arrivals[first[u]])
+            route = self._hash_route(routes, kind[r], lists.dest_of(r), r)
             found[u] = -1 if route is None else route
         tagged = found[mine]
         self.route_of[lo:hi] = tagged
         if (tagged < 0).any():
+            flows = lists.flows
             fallback.update([flows[r] for r in arrivals[lo:hi][tagged < 0].tolist()])
         return fallback
 
@@ -1052,6 +1056,10 @@ class _Lists:
     @cached_property
     def flows(self) -> list[int]:
         return self._flows.tolist()
+
+    def dest_of(self, row: int) -> int:
+        """`dest[row]`, without making the list."""
+        return int(self._dest[row])
 
 
 def _first_at(flow: np.ndarray, count: int) -> np.ndarray:
