@@ -28,10 +28,11 @@ LOCAL_WORKER_CONFIG = {
 - The fork server (`tracekit.replay.forkserver`).
 - No statistical profiler: it walks the replay's stack every 10 ms from the worker's event
   loop (about 10% more CPU, and a GIL handoff each time).
-- Housekeeping once a second, not every 20 ms (the event loop's tick), 100 ms (the nanny's
-  memory monitor) or 500 ms (the system monitor, which feeds only the dashboard this cluster
-  does not have): an idle 2-worker cluster took 0.79 s of CPU per 10 s with Dask's defaults,
-  0.14 s with these, CPU the replay's tasks need on a machine the workers fill.
+- Housekeeping less often: the event loop's tick and the nanny's memory monitor once a second
+  (not every 20 ms and 100 ms), the system monitor's samples of CPU, memory and network (for
+  dashboards and the scheduler's statistics) every 2 s (not 500 ms). An idle 2-worker cluster
+  took 0.79 s of CPU per 10 s with Dask's defaults, 0.14 s with these: CPU the replay's tasks
+  need on a machine the workers fill.
 
 For workers started otherwise, ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False`` in their
 environment turns the profiler off, and ``--preload tracekit.replay.distributed`` imports
