@@ -16,6 +16,7 @@ Pure: it only reads the model's groups. `Replay.timeline()` gives the rows as a 
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, compress
@@ -264,12 +265,20 @@ class Timeline:
             self.last[(host, rid)] = (now_label, new)
 
     def _make_rows(self) -> None:
-        """The rows of the log entries not yet made into rows."""
-        rows = _rows_of_entries(self._log[self._done:])
-        self._done = len(self._log)
-        if rows:
-            for name, column in zip(COLUMNS, zip(*rows)):
-                self._rows[name].extend(column)
+        """The rows of the log entries not yet made into rows, with the collector paused: the
+        rows make no cycles, and the full collections their many tuples set off would walk the
+        whole model state of the replay that logged them (0.44 s of 0.63 for 150 fleet hosts)."""
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            rows = _rows_of_entries(self._log[self._done:])
+            self._done = len(self._log)
+            if rows:
+                for name, column in zip(COLUMNS, zip(*rows)):
+                    self._rows[name].extend(column)
+        finally:
+            if paused:
+                gc.enable()
 
     def rows_for(self, keys: Iterable[tuple[str, str]]) -> dict[str, list]:
         """The rows of the groups `keys` ((host, group) pairs) alone, column by column, in
